@@ -1,0 +1,250 @@
+"""Typed run configuration: a YAML/JSON file plus dotted ``key=value`` overrides.
+
+The defaults ARE the embedded default run: P-Tuning v2 (prefix) on all-MiniLM-L6-v2 for WNUT-16 NER.
+The DeepSpeed JSON owns ZeRO, precision and micro-batching; this file owns everything else, and the
+DeepSpeed JSON's ``"auto"`` values are filled from here (see ``engine/ds_setup.py``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from deepprompt.errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    path: str = "all-minilm-l6-v2"
+    """A local directory with config.json (+ tokenizer), a preset name (``python -m deepprompt list
+    backbones``), or a hub name when online."""
+    family: str = "auto"
+    """Backbone adapter family; ``auto`` picks it from the checkpoint's ``model_type``."""
+
+    def check(self) -> None:
+        if not self.path:
+            raise ConfigError("model.path: must not be empty")
+
+
+@dataclass
+class PromptConfig:
+    method: str = "prefix"
+    """finetune | prompt (Lester) | ptuning (P-Tuning v1) | prefix (P-Tuning v2)."""
+    length: int = 16
+    """Number of prompt tokens P (input prompt length, or prefix length per layer)."""
+    reparam: bool = False
+    """prefix: produce the prefix through Embedding(P,h) -> Linear(h,r) -> tanh -> Linear(r, L*2*h)."""
+    reparam_hidden: int = 512
+    """prefix: the reparameterisation's hidden size r."""
+    dropout: float = 0.1
+    """Dropout applied to the prompt/prefix before it enters the backbone."""
+    layers: list[int] | None = None
+    """prefix: layers that get a prefix ("prompt depth"); None = every layer; negative indices
+    count from the top (e.g. [-4,-3,-2,-1] = the top four layers)."""
+    encoder_hidden: int | None = None
+    """ptuning: hidden size of the bi-LSTM + MLP prompt encoder (default: the backbone's hidden)."""
+
+    def check(self) -> None:
+        if self.length < 0:
+            raise ConfigError(f"prompt.length: must be >= 0, got {self.length}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"prompt.dropout: must be in [0, 1), got {self.dropout}")
+        if self.reparam_hidden <= 0:
+            raise ConfigError(f"prompt.reparam_hidden: must be > 0, got {self.reparam_hidden}")
+        if self.layers is not None and len(set(self.layers)) != len(self.layers):
+            raise ConfigError(f"prompt.layers: duplicate layer indices in {self.layers}")
+
+
+@dataclass
+class TaskConfig:
+    name: str = "wnut16"
+    """A registered task (``python -m deepprompt list tasks``)."""
+    data_dir: str | None = None
+    """Directory with the task's files in their official format; None = the task's default
+    location (for wnut16: the fetched asset, ``make assets``)."""
+    max_seq_length: int = 128
+    """Sub-word tokens per example, special tokens included (the prompt is not counted)."""
+    max_train_examples: int | None = None
+    """Use only the first N training examples (quick experiments); None = all."""
+
+    def check(self) -> None:
+        if self.max_seq_length < 8:
+            raise ConfigError(f"task.max_seq_length: must be >= 8, got {self.max_seq_length}")
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 42
+    """Seed for prompt/head init, data order and dropout (the same on every rank)."""
+    max_steps: int = 600
+    """Optimizer steps."""
+    batch_size: int = 32
+    """Global batch (examples per optimizer step over all ranks); fills train_batch_size "auto"."""
+    micro_batch_size: int = 16
+    """Examples per rank per forward; fills train_micro_batch_size_per_gpu "auto"."""
+    eval_batch_size: int = 64
+    """Examples per rank per evaluation forward."""
+    lr: float = 1e-2
+    """Peak learning rate (prompts want 100-1000x the fine-tuning rate; finetune wants ~5e-5)."""
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.06
+    """Fraction of max_steps with linear warm-up; then linear decay to 0."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping; fills the DeepSpeed gradient_clipping "auto"."""
+    eval_every: int = 100
+    """Evaluate on dev every N steps (and at the end); 0 = only at the end."""
+    log_every: int = 10
+    """Log/TensorBoard the training loss every N steps."""
+
+    def check(self) -> None:
+        for k in ("max_steps", "batch_size", "micro_batch_size", "eval_batch_size", "log_every"):
+            if getattr(self, k) <= 0:
+                raise ConfigError(f"train.{k}: must be > 0, got {getattr(self, k)}")
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr: must be > 0, got {self.lr}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError(f"train.warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
+        if self.eval_every < 0:
+            raise ConfigError(f"train.eval_every: must be >= 0, got {self.eval_every}")
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    output_dir: str = "runs/default"
+    """Where results.json, TensorBoard logs and checkpoints go."""
+
+    def check(self) -> None:
+        for section in (self.model, self.prompt, self.task, self.train):
+            section.check()
+        if not self.output_dir:
+            raise ConfigError("output_dir: must not be empty")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------------- loading
+
+def _build(cls, data: dict, prefix: str):
+    """Build dataclass ``cls`` from a dict, rejecting unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean {prefix}{close[0]}?)" if close else f" (known: {', '.join(names)})"
+            raise ConfigError(f"{prefix}{key}: unknown config key{hint}")
+        kwargs[key] = _coerce(hints[key], value, prefix + key)
+    return cls(**kwargs)
+
+
+def _coerce(tp, value, key: str):
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key + ".")
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, key)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(args[0], v, key) for v in value]
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is bool and isinstance(value, bool):
+        return value
+    if tp in (int, str) and isinstance(value, tp) and not isinstance(value, bool):
+        return value
+    raise ConfigError(f"{key}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def _set_dotted(tree: dict, dotted: str, value) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{dotted}: {p} is not a section")
+    node[parts[-1]] = value
+
+
+def parse_overrides(items: list[str]) -> dict:
+    tree: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key=value (e.g. prompt.length=16)")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        _set_dotted(tree, key.strip(), value)
+    return tree
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_config_file(path: str | os.PathLike) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"--config: file not found: {p}")
+    text = p.read_text()
+    try:
+        data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else (f":{e.lineno}" if hasattr(e, "lineno") else "")
+        raise ConfigError(f"{p}{line}: not valid {'JSON' if p.suffix == '.json' else 'YAML'}: "
+                          f"{getattr(e, 'problem', None) or getattr(e, 'msg', e)}") from None
+    return data or {}
+
+
+def load_config(path: str | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """The embedded defaults, updated by the file at ``path`` and then by ``key=value`` overrides."""
+    data = read_config_file(path) if path else {}
+    data = _merge(data, parse_overrides(overrides or []))
+    cfg = _build(RunConfig, data, "")
+    cfg.check()
+    return cfg
+
+
+def field_docs(cls=RunConfig, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(key, default, doc) for every config key, read from the field docstrings (for the README)."""
+    import ast
+    import inspect
+
+    docs: dict[str, str] = {}
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body
+    for a, b in zip(body, body[1:]):
+        if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
+            docs[a.target.id] = " ".join(str(b.value.value).split())
+    rows = []
+    for f in dataclasses.fields(cls):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            rows += field_docs(type(default), prefix + f.name + ".")
+        else:
+            rows.append((prefix + f.name, repr(default), docs.get(f.name, "")))
+    return rows

@@ -1,0 +1,83 @@
+"""What the generic prompted model needs from a backbone family, and nothing more.
+
+An adapter knows (a) the shape of the backbone (``spec``), (b) the attention module of each layer,
+and (c) how a per-layer key/value prefix reaches that attention. The prefix is handed to the
+attention modules as an attribute just before the backbone's forward, so the backbone keeps its own
+mask building and position ids: the prefix never shifts positions, and a layer without a prefix
+runs exactly the code it runs without deepprompt.
+"""
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from deepprompt.errors import ConfigError
+from deepprompt.registry import BACKBONES
+from deepprompt.spec import BackboneSpec
+
+PREFIX_ATTR = "_deepprompt_prefix"
+
+
+class BackboneAdapter:
+    model_types: ClassVar[tuple[str, ...]] = ()
+    """HF ``config.model_type`` values this family handles (for ``model.family=auto``)."""
+    load_kwargs: ClassVar[dict] = {}
+    """Extra ``from_pretrained`` kwargs (e.g. drop an unused pooler, whose weights would get no grad)."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model  # a plain reference; the prompted model owns the module
+        self.family = next(n for n, c in BACKBONES.items() if c is type(self))
+        self._install()
+
+    # ---- shape
+    def spec(self) -> BackboneSpec:
+        c = self.model.config
+        return BackboneSpec(family=self.family, num_layers=c.num_hidden_layers, hidden=c.hidden_size,
+                            num_heads=c.num_attention_heads, max_positions=self.max_positions(),
+                            init_std=getattr(c, "initializer_range", 0.02))
+
+    def max_positions(self) -> int:
+        return self.model.config.max_position_embeddings
+
+    # ---- structure
+    def attention_modules(self) -> list[nn.Module]:
+        """The self-attention module of every layer, bottom to top."""
+        return [layer.attention.self for layer in self.model.encoder.layer]
+
+    def word_embeddings(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    def _install(self) -> None:
+        """Make the attention modules read ``PREFIX_ATTR``; called once per model."""
+
+    # ---- per forward
+    def set_prefix(self, layer_kv: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> None:
+        for i, module in enumerate(self.attention_modules()):
+            setattr(module, PREFIX_ATTR, layer_kv.get(i))
+
+    def forward(self, **inputs) -> torch.Tensor:
+        """Last hidden states [B, L, hidden] for input_ids or inputs_embeds + masks."""
+        return self.model(**inputs).last_hidden_state
+
+
+def adapter_for(model: nn.Module, family: str = "auto") -> BackboneAdapter:
+    if family != "auto":
+        return BACKBONES.get(family, "model.family")(model)
+    model_type = getattr(model.config, "model_type", None)
+    for _, cls in BACKBONES.items():
+        if model_type in cls.model_types:
+            return cls(model)
+    raise ConfigError(f"model.family: no adapter for model_type {model_type!r} "
+                      f"(families: {', '.join(BACKBONES.names())}); set model.family explicitly")
+
+
+def family_for_model_type(model_type: str, family: str = "auto") -> type[BackboneAdapter]:
+    if family != "auto":
+        return BACKBONES.get(family, "model.family")
+    for _, cls in BACKBONES.items():
+        if model_type in cls.model_types:
+            return cls
+    raise ConfigError(f"model.family: no adapter for model_type {model_type!r} "
+                      f"(families: {', '.join(BACKBONES.names())}); set model.family explicitly")

@@ -1,0 +1,103 @@
+"""Task heads. A head maps the backbone's token states to logits and owns its loss; it never sees
+the prompt (the prompted model strips input-prompt positions before calling it)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from deepprompt.registry import HEADS
+
+IGNORE = -100
+
+
+class Head(nn.Module):
+    def __init__(self, hidden: int, num_labels: int, dropout: float = 0.1):
+        super().__init__()
+        self.num_labels = num_labels
+        self.dropout = nn.Dropout(dropout)
+
+    @staticmethod
+    def num_params(hidden: int, num_labels: int) -> int:
+        raise NotImplementedError
+
+    def forward(self, hidden: torch.Tensor, batch: dict) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+
+@HEADS.register("classification")
+class ClassificationHead(Head):
+    """Linear on the first ([CLS]) token: logits [B, num_labels]; batch["labels"] [B]."""
+
+    def __init__(self, hidden, num_labels, dropout=0.1):
+        super().__init__(hidden, num_labels, dropout)
+        self.out = nn.Linear(hidden, num_labels)
+
+    @staticmethod
+    def num_params(hidden, num_labels):
+        return hidden * num_labels + num_labels
+
+    def forward(self, hidden, batch):
+        return self.out(self.dropout(hidden[:, 0]))
+
+    def loss(self, logits, batch):
+        return F.cross_entropy(logits.float(), batch["labels"])
+
+
+@HEADS.register("token")
+class TokenClassificationHead(ClassificationHead):
+    """Linear on every token: logits [B, L, num_labels]; batch["labels"] [B, L] with -100 on
+    special tokens, padding and every sub-word but a word's first."""
+
+    def forward(self, hidden, batch):
+        return self.out(self.dropout(hidden))
+
+    def loss(self, logits, batch):
+        return F.cross_entropy(logits.float().flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE)
+
+
+@HEADS.register("qa")
+class QAHead(Head):
+    """Start/end scores per token: logits [B, L, 2]; batch["start_positions"/"end_positions"] [B]."""
+
+    def __init__(self, hidden, num_labels=2, dropout=0.1):
+        super().__init__(hidden, 2, dropout)
+        self.out = nn.Linear(hidden, 2)
+
+    @staticmethod
+    def num_params(hidden, num_labels=2):
+        return 2 * hidden + 2
+
+    def forward(self, hidden, batch):
+        logits = self.out(self.dropout(hidden))
+        if "attention_mask" in batch:  # never predict padding
+            pad = batch["attention_mask"].reshape(logits.shape[:2]) == 0
+            logits = logits.masked_fill(pad.unsqueeze(-1), torch.finfo(logits.dtype).min)
+        return logits
+
+    def loss(self, logits, batch):
+        start, end = logits.float().unbind(-1)
+        return (F.cross_entropy(start, batch["start_positions"]) + F.cross_entropy(end, batch["end_positions"])) / 2
+
+
+@HEADS.register("multiple_choice")
+class MultipleChoiceHead(Head):
+    """One score per choice from its [CLS]: inputs [B, C, L] -> logits [B, C]; batch["labels"] [B]."""
+
+    def __init__(self, hidden, num_labels=1, dropout=0.1):
+        super().__init__(hidden, 1, dropout)
+        self.out = nn.Linear(hidden, 1)
+
+    @staticmethod
+    def num_params(hidden, num_labels=1):
+        return hidden + 1
+
+    def forward(self, hidden, batch):
+        num_choices = batch["input_ids"].shape[1]
+        return self.out(self.dropout(hidden[:, 0])).view(-1, num_choices)
+
+    def loss(self, logits, batch):
+        return F.cross_entropy(logits.float(), batch["labels"])

@@ -1,0 +1,42 @@
+"""The contract between a prompt method and the generic prompted model."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from deepprompt.config import PromptConfig
+from deepprompt.spec import BackboneSpec
+
+
+@dataclass
+class PromptOutput:
+    input_embeds: torch.Tensor | None = None
+    """[B, P, hidden]: prepended to the word embeddings (Lester prompt, P-Tuning v1)."""
+    layer_kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    """layer index -> (key, value), each [B, heads, P, head_dim]: prepended inside attention."""
+
+
+class PromptMethod(nn.Module):
+    """A prompt method owns its trainable prompt parameters and says whether the backbone is frozen.
+
+    ``forward(batch_size)`` is the ONLY place prompt parameters are read: under ZeRO-3 a module's
+    parameters are gathered just for its own forward, so reading them anywhere else sees empty shards.
+    """
+
+    freezes_backbone: bool = True
+    puts_prompt_at_input: bool = False
+
+    def __init__(self, cfg: PromptConfig, spec: BackboneSpec):
+        super().__init__()
+        self.cfg = cfg
+        self.spec = spec
+
+    @staticmethod
+    def num_params(cfg: PromptConfig, spec: BackboneSpec) -> int:
+        """Trainable prompt parameters by formula (tests hold the modules to it)."""
+        raise NotImplementedError
+
+    def forward(self, batch_size: int) -> PromptOutput:  # pragma: no cover - interface
+        raise NotImplementedError
