@@ -101,6 +101,9 @@ class TrainConfig:
     """Evaluate on dev every N steps (and at the end); 0 = only at the end."""
     log_every: int = 10
     """Log/TensorBoard the training loss every N steps."""
+    verify_frozen: bool = True
+    """Hash every rank's shard of the frozen weights before and after training and report in
+    results.json whether they are bit-identical (costs one read of the local shard)."""
 
     def check(self) -> None:
         for k in ("max_steps", "batch_size", "micro_batch_size", "eval_batch_size", "log_every"):
@@ -126,6 +129,12 @@ class RunConfig:
     def check(self) -> None:
         for section in (self.model, self.prompt, self.task, self.train):
             section.check()
+        # names are checked here, before any weights or data load
+        import deepprompt.prompts  # noqa: F401  (registers the methods)
+        import deepprompt.tasks  # noqa: F401
+        from deepprompt.registry import PROMPTS, TASKS
+        PROMPTS.get(self.prompt.method, "prompt.method")
+        TASKS.get(self.task.name, "task.name")
         if not self.output_dir:
             raise ConfigError("output_dir: must not be empty")
 
@@ -167,6 +176,11 @@ def _coerce(tp, value, key: str):
         return [_coerce(args[0], v, key) for v in value]
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads "3e-2" as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if tp is bool and isinstance(value, bool):
         return value
     if tp in (int, str) and isinstance(value, tp) and not isinstance(value, bool):

@@ -1,7 +1,7 @@
 """The ONE prompted model: frozen (or not) backbone + a prompt method + one head per task."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -13,8 +13,7 @@ from deepprompt.prompts.base import PromptMethod
 _SEQ_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-@dataclass
-class Output:
+class Output(NamedTuple):
     logits: torch.Tensor
     loss: torch.Tensor | None
 

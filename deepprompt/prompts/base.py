@@ -1,7 +1,7 @@
 """The contract between a prompt method and the generic prompted model."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -10,11 +10,12 @@ from deepprompt.config import PromptConfig
 from deepprompt.spec import BackboneSpec
 
 
-@dataclass
-class PromptOutput:
+class PromptOutput(NamedTuple):
+    """A NamedTuple (not a dataclass) so ZeRO-3's hooks can see the tensors inside for backward."""
+
     input_embeds: torch.Tensor | None = None
     """[B, P, hidden]: prepended to the word embeddings (Lester prompt, P-Tuning v1)."""
-    layer_kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    layer_kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     """layer index -> (key, value), each [B, heads, P, head_dim]: prepended inside attention."""
 
 

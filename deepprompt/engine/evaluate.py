@@ -1,0 +1,36 @@
+"""Distributed evaluation: each rank predicts its shard, rank 0 scores the gathered predictions."""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+from deepprompt.data.sampler import eval_shard
+from deepprompt.tasks import Task
+
+
+@torch.no_grad()
+def evaluate(engine, task: Task, split: str, batch_size: int) -> dict[str, float]:
+    """Metrics of ``task`` on ``split``, identical on every rank."""
+    features = task.features(split)
+    world, rank = dist.get_world_size(), dist.get_rank()
+    was_training = engine.module.training
+    engine.eval()
+    mine = []
+    for idx in eval_shard(len(features), world, rank, batch_size):
+        real = [i for i in idx if i >= 0]
+        feats = [features[i] for i in (real or [0])]  # an all-padding batch still runs its forward
+        batch = {k: v.to(engine.device) for k, v in task.collate(feats).items()}
+        logits = engine(batch, task.name).logits
+        if real:
+            mine += task.predict(logits.float().cpu(), feats)
+    gathered = [None] * world
+    dist.all_gather_object(gathered, mine)
+    result = [None]
+    if rank == 0:
+        predictions = [p for part in gathered for p in part]
+        assert len(predictions) == len(features), (len(predictions), len(features))
+        result = [task.metrics(predictions, split)]
+    dist.broadcast_object_list(result, src=0)
+    if was_training:
+        engine.train()
+    return result[0]

@@ -1,0 +1,45 @@
+import pytest
+
+from deepprompt.config import load_config
+from deepprompt.engine.ds_setup import lr_lambda, resolve_ds_config
+from deepprompt.errors import ConfigError
+
+
+def resolve(ds, world=2, **train):
+    cfg = load_config(None, [f"train.{k}={v}" for k, v in train.items()])
+    return resolve_ds_config(ds, cfg, world_size=world, hidden=64, src="ds.json")
+
+
+def test_auto_fills_from_run_config():
+    ds = resolve({"train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto",
+                  "gradient_accumulation_steps": "auto", "gradient_clipping": "auto"},
+                 world=2, batch_size=32, micro_batch_size=4, max_grad_norm=0.5)
+    assert (ds["train_batch_size"], ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"]) == (32, 4, 4)
+    assert ds["gradient_clipping"] == 0.5
+
+
+def test_indivisible_batch_names_the_numbers():
+    with pytest.raises(ConfigError) as e:
+        resolve({}, world=2, batch_size=30, micro_batch_size=4)
+    msg = str(e.value)
+    assert "30" in msg and "4 x world size 2 = 8" in msg and msg.startswith("ds.json:")
+
+
+def test_explicit_numbers_must_multiply_out():
+    with pytest.raises(ConfigError, match=r"train_batch_size 32 != micro batch 4 x gradient_accumulation_steps 2 x world size 2 = 16"):
+        resolve({"train_batch_size": 32, "train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 2})
+
+
+def test_optimizer_block_is_refused():
+    with pytest.raises(ConfigError, match="'optimizer'"):
+        resolve({"optimizer": {"type": "Adam"}})
+
+
+def test_precision_auto_is_fp32_on_cpu():
+    ds = resolve({"bf16": {"enabled": "auto"}}, batch_size=8, micro_batch_size=4)
+    assert ds["_precision"] == "fp32" and ds["bf16"]["enabled"] is False
+
+
+def test_warmup_then_linear_decay():
+    f = lr_lambda(warmup=4, total=20)
+    assert [round(f(s), 3) for s in (0, 3, 4, 12, 20)] == [0.25, 1.0, 1.0, 0.5, 0.0]

@@ -1,0 +1,98 @@
+"""Training runs through the real entry point: 1 rank in a subprocess, 2 ranks through the real
+DeepSpeed launcher with the README's hostfile and flags."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from tests.tiny import FIXTURES, REPO, save_tiny_bert
+
+VENV_BIN = os.path.dirname(sys.executable)
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
+
+
+def common_args(model, out, method="prefix", steps=30):
+    lr = "1e-3" if method == "finetune" else "3e-2"
+    return [f"model.path={model}", f"task.data_dir={FIXTURES / 'wnut16'}", f"prompt.method={method}",
+            "prompt.length=4", f"train.max_steps={steps}", "train.batch_size=8", "train.micro_batch_size=4",
+            "train.eval_every=10", "train.eval_batch_size=8", f"train.lr={lr}", f"output_dir={out}"]
+
+
+def run_single(args, timeout=300):
+    return subprocess.run([sys.executable, "launcher/train.py", "--ds_config", "ds_configs/zero3.json", *args],
+                          cwd=REPO, env=_env(), capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.multirank
+def test_two_rank_zero3_run_through_the_launcher(tiny_model, tmp_path):
+    out = tmp_path / "run"
+    cmd = [os.path.join(VENV_BIN, "deepspeed"), "--hostfile", "hostfile.example", "--no_ssh_check",
+           "--master_addr", "127.0.0.1", "--master_port", str(_port()),
+           "launcher/train.py", "--ds_config", "ds_configs/zero3.json", *common_args(tiny_model, out)]
+    proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    r = json.loads((out / "results.json").read_text())
+    for key in ("method", "model", "world_size", "steps", "seed", "params", "train_loss", "tasks"):
+        assert key in r
+    assert r["world_size"] == 2 and r["steps"] == 30 and r["method"] == "prefix"
+    p = r["params"]
+    # the optimizer holds fp32 master + 2 Adam moments of the TRAINABLE params only (plus DeepSpeed's
+    # alignment padding of each rank's flat partition), never anything of the frozen backbone
+    assert 3 * p["trainable"] <= p["optimizer_state_numel"] <= 3 * p["trainable"] + 3 * 2 * 64
+    assert p["optimizer_state_numel"] < 0.2 * 3 * p["total"]
+    assert r["frozen_backbone"]["unchanged"] is True and r["frozen_backbone"]["numel"] == p["total"] - p["trainable"]
+    assert r["train_loss"]["last"] < r["train_loss"]["first"]
+    task = r["tasks"]["wnut16"]
+    assert {"dev_f1", "test_f1"} <= set(task["last"]) and {"dev_f1", "test_f1", "step"} <= set(task["best_dev"])
+    assert (out / "tensorboard").is_dir()
+
+
+@pytest.mark.parametrize("method", ["finetune", "prompt", "ptuning", "prefix"])
+def test_every_method_trains_on_one_rank(tiny_model, tmp_path, method):
+    out = tmp_path / method
+    proc = run_single(common_args(tiny_model, out, method, steps=20))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads((out / "results.json").read_text())
+    assert r["train_loss"]["last"] < 0.8 * r["train_loss"]["first"]
+    if method == "finetune":
+        assert r["params"]["trainable"] == r["params"]["total"] and r["frozen_backbone"]["unchanged"] is None
+    else:
+        assert r["frozen_backbone"]["unchanged"] is True
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.path=/no/such/model", "model.path: /no/such/model does not exist"),
+    ("prompt.method=lora", "prompt.method: unknown prompt method 'lora'"),
+    ("train.batch_size=6", "batch sizes do not multiply out: train_batch_size 6 is not divisible by micro batch 4"),
+])
+def test_bad_input_is_one_line(tiny_model, tmp_path, override, message):
+    proc = run_single([*common_args(tiny_model, tmp_path / "bad"), override], timeout=120)
+    assert proc.returncode == 2
+    lines = [l for l in proc.stderr.strip().splitlines() if l.startswith("deepprompt: error:")]
+    assert len(lines) == 1 and message in lines[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+
+
+def test_prompt_longer_than_positions_is_refused(tiny_model, tmp_path):
+    # the tiny model has 64 positions; an input prompt of 40 + max_seq_length 32 cannot fit
+    args = [*common_args(tiny_model, tmp_path / "bad", "prompt"), "prompt.length=40", "task.max_seq_length=32"]
+    proc = run_single(args, timeout=120)
+    assert proc.returncode == 2
+    assert "prompt.length: 40 prompt tokens + task.max_seq_length 32 = 72 exceeds the backbone's 64 positions" in proc.stderr
