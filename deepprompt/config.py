@@ -57,6 +57,10 @@ class PromptConfig:
             raise ConfigError(f"prompt.dropout: must be in [0, 1), got {self.dropout}")
         if self.reparam_hidden <= 0:
             raise ConfigError(f"prompt.reparam_hidden: must be > 0, got {self.reparam_hidden}")
+        if self.method != "finetune" and self.length < 1:
+            raise ConfigError(f"prompt.length: must be >= 1 for method {self.method!r}, got {self.length}")
+        if self.layers is not None and not self.layers:
+            raise ConfigError("prompt.layers: must name at least one layer (or be null for every layer)")
         if self.layers is not None and len(set(self.layers)) != len(self.layers):
             raise ConfigError(f"prompt.layers: duplicate layer indices in {self.layers}")
 
@@ -81,7 +85,7 @@ class TaskConfig:
 @dataclass
 class TrainConfig:
     seed: int = 42
-    """Seed for prompt/head init, data order and dropout (the same on every rank)."""
+    """Seed for prompt/head init (identical on every rank), data order, and dropout (seed + rank)."""
     max_steps: int = 600
     """Optimizer steps."""
     batch_size: int = 32
@@ -93,6 +97,7 @@ class TrainConfig:
     lr: float = 1e-2
     """Peak learning rate (prompts want 100-1000x the fine-tuning rate; finetune wants ~5e-5)."""
     weight_decay: float = 0.0
+    """AdamW weight decay on the trainable parameters."""
     warmup_ratio: float = 0.06
     """Fraction of max_steps with linear warm-up; then linear decay to 0."""
     max_grad_norm: float = 1.0
@@ -124,7 +129,7 @@ class RunConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     output_dir: str = "runs/default"
-    """Where results.json, TensorBoard logs and checkpoints go."""
+    """Where results.json, the resolved run_config.json/ds_config.json and TensorBoard logs go."""
 
     def check(self) -> None:
         for section in (self.model, self.prompt, self.task, self.train):

@@ -36,6 +36,8 @@ def test_json_config(tmp_path):
     (["train.max_steps=0"], "train.max_steps: must be > 0"),
     (["train.lr=abc"], "train.lr: expected float"),
     (["prompt.length=-1"], "prompt.length"),
+    (["prompt.length=0"], "prompt.length: must be >= 1"),
+    (["prompt.layers=[]"], "prompt.layers: must name at least one layer"),
     (["prompt"], "expected key=value"),
 ])
 def test_bad_values_name_the_key(overrides, key):
@@ -68,5 +70,8 @@ def test_every_shipped_ds_config_resolves():
 
 
 def test_every_key_is_documented():
-    missing = [key for key, _, doc in field_docs() if not doc and key not in ("train.weight_decay",)]
+    missing = [key for key, _, doc in field_docs() if not doc]
     assert not missing, f"config keys without a docstring: {missing}"
+    readme = (REPO / "README.md").read_text()
+    undocumented = [key for key, _, _ in field_docs() if f"`{key}`" not in readme]
+    assert not undocumented, f"config keys missing from the README's table: {undocumented}"

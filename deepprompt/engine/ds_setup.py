@@ -29,7 +29,6 @@ from deepprompt.registry import HEADS, PROMPTS
 from deepprompt.tasks import Task
 
 log = logging.getLogger("deepprompt")
-_KEEP_ALIVE: list = []  # transformers only holds a weak reference to the HfDeepSpeedConfig
 
 
 # ------------------------------------------------------------------------------ distributed
@@ -205,6 +204,7 @@ def build(run: RunConfig, ds_raw: dict, tasks: list[Task], model_path: str, mode
     import deepspeed
     from transformers import AutoModel
     from transformers.integrations import HfDeepSpeedConfig
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
     world = torch.distributed.get_world_size()
     ds = resolve_ds_config(ds_raw, run, world, model_config.hidden_size, src)
@@ -213,14 +213,16 @@ def build(run: RunConfig, ds_raw: dict, tasks: list[Task], model_path: str, mode
     prompt_cls = PROMPTS.get(run.prompt.method, "prompt.method")
 
     zero3 = ds.get("zero_optimization", {}).get("stage", 0) == 3
-    if zero3:
-        _KEEP_ALIVE.append(HfDeepSpeedConfig(public(ds)))  # from_pretrained now builds partitioned
     # the backbone: under ZeRO-3, no rank ever holds the full weights
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+    hf_ds = HfDeepSpeedConfig(public(ds)) if zero3 else None  # from_pretrained now builds partitioned
     try:
         backbone = AutoModel.from_pretrained(model_path, dtype=dtype, **family.load_kwargs)
     except OSError as e:
         raise ConfigError(f"model.path: cannot load {model_path!r}: {str(e).splitlines()[0]}") from None
+    finally:
+        if hf_ds is not None:  # transformers keeps it in a global: later models are not ours to partition
+            unset_hf_deepspeed_config()
     adapter = family(backbone)
     spec = adapter.spec()
     torch.manual_seed(run.train.seed)  # prompt and heads start identical on every rank
@@ -247,6 +249,14 @@ def build(run: RunConfig, ds_raw: dict, tasks: list[Task], model_path: str, mode
     total, n_trainable = count_params(model)
     return Built(engine=engine, model=model, adapter=adapter, ds_config=ds, precision=precision,
                  total_params=total, trainable_params=n_trainable)
+
+
+def local_frozen_numel_per_rank(model: nn.Module) -> list[int]:
+    """Elements of frozen weights each rank actually stores (its ZeRO-3 shard), gathered."""
+    local = sum(getattr(p, "ds_tensor", p).numel() for p in model.parameters() if not p.requires_grad)
+    counts = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(counts, local)
+    return counts
 
 
 def optimizer_state_numel(engine) -> dict[str, int]:

@@ -7,6 +7,7 @@ import math
 import os
 import random
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,8 @@ log = logging.getLogger("deepprompt")
 
 
 def setup_logging(rank: int) -> None:
+    # torch.distributed deprecation chatter from inside DeepSpeed, once per collective kind per rank
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.distributed")
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format=f"%(asctime)s [rank{rank}] %(levelname)s %(message)s", datefmt="%H:%M:%S")
     for noisy in ("DeepSpeed", "transformers", "datasets"):
@@ -62,9 +65,9 @@ class Scalars:
 
 
 def train(run: RunConfig, ds_config_path: str) -> dict:
+    setup_logging(int(os.environ.get("RANK", "0")))
     ds_setup.init_distributed()
     rank, world = dist.get_rank(), dist.get_world_size()
-    setup_logging(rank)
     out_dir = Path(run.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -85,6 +88,9 @@ def train(run: RunConfig, ds_config_path: str) -> dict:
     log.info("params: %s total, %s trainable (%.3f%%) | batch %d = micro %d x accum %d x ranks %d",
              f"{built.total_params:,}", f"{built.trainable_params:,}",
              100 * built.trainable_params / built.total_params, ds["train_batch_size"], mb, ga, world)
+    frozen_per_rank = ds_setup.local_frozen_numel_per_rank(built.model)
+    log.info("frozen weights stored per rank: %s (of %s)", ", ".join(f"{n:,}" for n in frozen_per_rank),
+             f"{built.total_params - built.trainable_params:,}")
     if rank == 0:
         (out_dir / "run_config.json").write_text(json.dumps(run.to_dict(), indent=2))
         (out_dir / "ds_config.json").write_text(json.dumps(ds_setup.public(ds), indent=2))
@@ -113,6 +119,7 @@ def train(run: RunConfig, ds_config_path: str) -> dict:
 
     engine.train()
     bar = _progress(tr.max_steps, rank == 0)
+    loop_start = time.time()
     for step in range(1, tr.max_steps + 1):
         step_loss = 0.0
         for _ in range(ga):
@@ -134,6 +141,10 @@ def train(run: RunConfig, ds_config_path: str) -> dict:
             scalars.add("train/loss", mean, step)
             scalars.add("train/lr", lr, step)
             bar.set_postfix(loss=f"{mean:.4f}", lr=f"{lr:.2e}")
+            if bar.disable and rank == 0:  # no terminal (a log file, CI): one plain line instead of a bar
+                elapsed = time.time() - loop_start
+                log.info("step %d/%d | loss %.4f | lr %.2e | %.2f s/step | eta %s", step, tr.max_steps, mean, lr,
+                         elapsed / step, _hms(elapsed / step * (tr.max_steps - step)))
         bar.update(1)
         if tr.eval_every and step % tr.eval_every == 0 and step != tr.max_steps:
             eval_and_track(step)
@@ -158,7 +169,8 @@ def train(run: RunConfig, ds_config_path: str) -> dict:
         "params": {"total": built.total_params, "trainable": built.trainable_params,
                    "trainable_percent": 100 * built.trainable_params / built.total_params,
                    "optimizer_state_numel": opt_state["total"],
-                   "optimizer_state": opt_state},
+                   "optimizer_state": opt_state,
+                   "frozen_numel_per_rank": frozen_per_rank},
         "frozen_backbone": frozen,
         "train_loss": {"first": first_loss, "last": last_loss},
         "tasks": {task.name: {
@@ -185,6 +197,11 @@ def train(run: RunConfig, ds_config_path: str) -> dict:
 
 
 def _progress(total: int, enabled: bool):
+    """A tqdm bar on rank 0 when stderr is a terminal; disabled otherwise (plain log lines instead)."""
     from tqdm.auto import tqdm
-    return tqdm(total=total, desc="train", disable=not enabled, dynamic_ncols=True,
-                mininterval=1.0 if os.isatty(2) else 30.0)
+    return tqdm(total=total, desc="train", disable=not (enabled and os.isatty(2)), dynamic_ncols=True)
+
+
+def _hms(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"

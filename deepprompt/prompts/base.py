@@ -1,6 +1,8 @@
 """The contract between a prompt method and the generic prompted model."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import NamedTuple
 
 import torch
@@ -15,7 +17,7 @@ class PromptOutput(NamedTuple):
 
     input_embeds: torch.Tensor | None = None
     """[B, P, hidden]: prepended to the word embeddings (Lester prompt, P-Tuning v1)."""
-    layer_kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    layer_kv: Mapping[int, tuple[torch.Tensor, torch.Tensor]] = MappingProxyType({})
     """layer index -> (key, value), each [B, heads, P, head_dim]: prepended inside attention."""
 
 

@@ -25,6 +25,12 @@ CASES = [
     pytest.param("roberta", {}, id="roberta"),
     pytest.param("deberta-v2", {"share_att_key": True}, id="deberta-v2-shared-key"),
     pytest.param("deberta-v2", {"share_att_key": False}, id="deberta-v2-own-pos-proj"),
+    # v3-style layer-normed relative embeddings, coarser log buckets
+    pytest.param("deberta-v2", {"norm_rel_ebd": "layer_norm", "position_buckets": 4, "max_relative_positions": 16},
+                 id="deberta-v3-style"),
+    # no buckets and a short span: distances beyond +-4 are clamped
+    pytest.param("deberta-v2", {"share_att_key": False, "position_buckets": -1, "max_relative_positions": 4},
+                 id="deberta-v2-clamped"),
 ]
 LENGTHS = (7, 5)  # the second sequence has two padding positions
 P = 3
@@ -101,7 +107,11 @@ def reference_deberta(attn, x, mask, pk, pv, rel_embeddings, config):
     b, _, n, d = q.shape
     s = math.sqrt(d * 3)  # c2c, c2p and p2c each add a term
 
-    span = config.position_buckets  # pos_ebd_size
+    # the relative span and bucketing as the config resolves them (buckets if set, else max distance)
+    buckets = config.position_buckets
+    max_distance = config.max_relative_positions if config.max_relative_positions > 0 \
+        else config.max_position_embeddings
+    span = buckets if buckets > 0 else max_distance
     rel = rel_embeddings[: 2 * span]  # [2*span, h]
     pos_key = linear(attn.key_proj if attn.share_att_key else attn.pos_key_proj, rel)
     pos_query = linear(attn.query_proj if attn.share_att_key else attn.pos_query_proj, rel)
@@ -109,8 +119,7 @@ def reference_deberta(attn, x, mask, pk, pv, rel_embeddings, config):
     pos_query = pos_query.view(2 * span, nh, d)
 
     # r[i, j]: (bucketed) relative distance of query i to key j, as transformers builds it
-    r = build_relative_position(x[0], x[0], bucket_size=config.position_buckets,
-                                max_position=config.max_position_embeddings)[0]
+    r = build_relative_position(x[0], x[0], bucket_size=buckets, max_position=max_distance)[0]
     assert r.shape == (n, n)
     c2c = torch.empty(b, nh, n, n, dtype=x.dtype)
     c2p = torch.empty_like(c2c)
@@ -259,3 +268,26 @@ def test_no_prefix_matches_stock_transformers(family, overrides, tmp_path):
         ref = stock(**batch).last_hidden_state
     for b, n in enumerate(LENGTHS):
         torch.testing.assert_close(last[b, :n], ref[b, :n], rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "deberta-v2"])
+def test_adapter_for_a_model_built_in_process(family, tmp_path):
+    """adapter_for() on a freshly constructed model installs the prefix path too (no from_pretrained)."""
+    from deepprompt.models.backbones import adapter_for
+
+    extra = {} if family == "deberta-v2" else {"add_pooling_layer": False}
+    loaded, loaded_adapter = tiny(family, {}, tmp_path)  # loaded from disk with load_kwargs
+    model = AutoModel.from_config(tiny_config(family), **extra).double().eval()
+    model.load_state_dict(loaded.state_dict())
+    adapter = adapter_for(model)
+    assert adapter.family == family
+    if family != "deberta-v2":
+        assert model.config._attn_implementation == "deepprompt"
+    batch = make_batch(family, LENGTHS)
+    prefix = {1: random_prefix(model, len(LENGTHS))}
+    with torch.no_grad():
+        _, _, plain = run(model, adapter, batch, {})
+        _, _, got = run(model, adapter, batch, prefix)
+        _, _, ref = run(loaded, loaded_adapter, batch, prefix)
+    assert not torch.allclose(got, plain, atol=1e-4)
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-12)

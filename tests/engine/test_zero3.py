@@ -1,0 +1,82 @@
+"""ZeRO-3 in this process (one rank): the frozen backbone, gathered, is bit-identical to the
+checkpoint after training; the optimizer holds state for the trainable parameters only."""
+import deepspeed
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from deepprompt.config import load_config
+from deepprompt.engine import ds_setup
+from deepprompt.tasks import build_task
+from tests.tiny import FIXTURES, REPO, save_tiny_bert
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    path = save_tiny_bert(tmp_path_factory.mktemp("bert"))
+    ds_setup.init_distributed()
+    cfg = load_config(None, [f"model.path={path}", f"task.data_dir={FIXTURES / 'wnut16'}", "prompt.length=4",
+                             "task.max_seq_length=32", "train.batch_size=4", "train.micro_batch_size=4",
+                             "train.lr=3e-2", "train.max_steps=10"])
+    tokenizer, model_config = ds_setup.load_tokenizer_and_config(str(path))
+    task = build_task(cfg.task, tokenizer)
+    built = ds_setup.build(cfg, ds_setup.read_ds_config(str(REPO / "ds_configs/zero3.json")), [task], str(path),
+                           model_config)
+    fingerprint = ds_setup.frozen_fingerprint(built.model)
+    prompt_before = _gathered(built.model.prompt)
+    feats = task.features("train")
+    for step in range(6):
+        batch = task.collate(feats[4 * step: 4 * step + 4])
+        loss = built.engine(batch, task.name).loss
+        built.engine.backward(loss)
+        built.engine.step()
+    return built, path, fingerprint, prompt_before
+
+
+def _gathered(module):
+    out = {}
+    for name, p in module.named_parameters():
+        with deepspeed.zero.GatheredParameters([p]):
+            out[name] = p.data.detach().clone()
+    return out
+
+
+def test_backbone_is_zero3_partitioned(trained):
+    built = trained[0]
+    assert all(hasattr(p, "ds_id") for p in built.model.backbone.parameters())
+
+
+def test_frozen_weights_gathered_are_bit_identical_to_the_checkpoint(trained):
+    built, path = trained[0], trained[1]
+    original = load_file(str(path / "model.safetensors"))
+    after = _gathered(built.model.backbone)
+    assert set(after) <= set(original)
+    for name, value in after.items():
+        assert torch.equal(value, original[name]), name
+
+
+def test_prompt_moved(trained):
+    built, prompt_before = trained[0], trained[3]
+    after = _gathered(built.model.prompt)
+    assert any(not torch.equal(after[n], prompt_before[n]) for n in after)
+
+
+def test_optimizer_state_covers_only_trainable_params(trained):
+    built = trained[0]
+    state = ds_setup.optimizer_state_numel(built.engine)
+    trainable = built.trainable_params
+    assert trainable < 0.1 * built.total_params
+    assert 2 * trainable <= state["moments"] <= 2 * trainable + 2 * 64  # Adam m and v (+ alignment pad)
+    assert trainable <= state["master"] <= trainable + 64
+
+
+def test_fingerprint_catches_a_changed_frozen_weight(trained):
+    built, fingerprint = trained[0], trained[2]
+    assert ds_setup.frozen_fingerprint(built.model) == fingerprint
+    p = next(p for p in built.model.backbone.parameters() if not p.requires_grad)
+    shard = getattr(p, "ds_tensor", p).data
+    shard.view(-1)[0] += 1.0
+    try:
+        assert ds_setup.frozen_fingerprint(built.model) != fingerprint
+    finally:
+        shard.view(-1)[0] -= 1.0
