@@ -19,7 +19,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from deepprompt import assets
 from deepprompt.config import RunConfig
 from deepprompt.errors import ConfigError
 from deepprompt.models.backbones import BackboneAdapter
@@ -80,7 +79,7 @@ def _resolve_precision(ds: dict, src: str) -> str:
     bf16 = ds.setdefault("bf16", {"enabled": False})
     fp16 = ds.setdefault("fp16", {"enabled": False})
     if _auto(bf16.get("enabled")):
-        bf16["enabled"] = bool(bf16_ok) and not fp16.get("enabled") is True
+        bf16["enabled"] = bool(bf16_ok) and fp16.get("enabled") is not True
     if _auto(fp16.get("enabled")):
         fp16["enabled"] = False
     if bf16["enabled"] and fp16["enabled"]:
@@ -111,10 +110,12 @@ def resolve_ds_config(ds: dict, run: RunConfig, world_size: int, hidden: int, sr
                 f"micro batch {mb} x world size {world_size} = {mb * world_size} "
                 f"(set train.batch_size / train.micro_batch_size so that it is)")
         ga = tb // (mb * world_size)
-    if not isinstance(ga, int) or ga <= 0 or tb != mb * ga * world_size:
+    if not isinstance(ga, int) or ga <= 0:
+        raise ConfigError(f"{src}: gradient_accumulation_steps must be a positive integer or \"auto\", got {ga!r}")
+    if tb != mb * ga * world_size:
         raise ConfigError(
             f"{src}: batch sizes do not multiply out: train_batch_size {tb} != micro batch {mb} x "
-            f"gradient_accumulation_steps {ga} x world size {world_size} = {mb * (ga if isinstance(ga, int) else 0) * world_size}")
+            f"gradient_accumulation_steps {ga} x world size {world_size} = {mb * ga * world_size}")
     ds.update(train_batch_size=tb, train_micro_batch_size_per_gpu=mb, gradient_accumulation_steps=ga)
     if _auto(ds.get("gradient_clipping", "auto")):
         ds["gradient_clipping"] = tr.max_grad_norm
@@ -142,33 +143,6 @@ def public(ds: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------ model
-
-def resolve_model_path(path: str) -> str:
-    if path in assets.ASSETS and assets.ASSETS[path].kind == "backbone":
-        return str(assets.require_asset(path, "model.path"))
-    p = Path(path)
-    if p.is_dir():
-        if not (p / "config.json").is_file():
-            raise ConfigError(f"model.path: {p} has no config.json (not a transformers checkpoint directory)")
-        return str(p)
-    if p.exists() or path.startswith((".", "/", "~")) or path.count("/") != 1:
-        raise ConfigError(f"model.path: {path} does not exist (a local checkpoint directory, a preset "
-                          f"({', '.join(n for n, a in assets.ASSETS.items() if a.kind == 'backbone')}) "
-                          f"or a hub name like org/model)")
-    return path  # a hub name; from_pretrained will say if it cannot be reached
-
-
-def load_tokenizer_and_config(path: str):
-    from transformers import AutoConfig, AutoTokenizer
-
-    try:
-        config = AutoConfig.from_pretrained(path)
-        tokenizer = AutoTokenizer.from_pretrained(path, **({"add_prefix_space": True}
-                                                          if config.model_type in ("roberta", "deberta-v2") else {}))
-    except OSError as e:
-        raise ConfigError(f"model.path: cannot load {path!r}: {str(e).splitlines()[0]}") from None
-    return tokenizer, config
-
 
 @dataclass
 class Built:
@@ -234,8 +208,7 @@ def build(run: RunConfig, ds_raw: dict, tasks: list[Task], model_path: str, mode
                 f"prompt.length: {run.prompt.length} prompt tokens + task.max_seq_length {longest} = "
                 f"{run.prompt.length + longest} exceeds the backbone's {spec.max_positions} positions "
                 f"(method {run.prompt.method!r} puts the prompt at the input)")
-    heads = {t.name: HEADS.get(t.head)(spec.hidden, len(t.labels) if t.head in ("classification", "token") else 0)
-             for t in tasks}
+    heads = {t.name: HEADS.get(t.head)(spec.hidden, len(t.labels)) for t in tasks}
     model = PromptedModel(backbone, adapter, prompt, heads)
     if zero3:
         fill_persistence_threshold(ds, nn.ModuleList([prompt, model.heads]), spec.hidden)

@@ -18,6 +18,7 @@ from deepprompt.config import RunConfig
 from deepprompt.data.sampler import ShardedSampler
 from deepprompt.engine import ds_setup
 from deepprompt.engine.evaluate import evaluate
+from deepprompt.models.loading import load_tokenizer_and_config, resolve_model_path
 from deepprompt.tasks import build_task
 
 log = logging.getLogger("deepprompt")
@@ -73,8 +74,8 @@ def train(run: RunConfig, ds_config_path: str) -> dict:
     started = time.time()
 
     ds_raw = ds_setup.read_ds_config(ds_config_path)
-    model_path = ds_setup.resolve_model_path(run.model.path)
-    tokenizer, model_config = ds_setup.load_tokenizer_and_config(model_path)
+    model_path = resolve_model_path(run.model.path)
+    tokenizer, model_config = load_tokenizer_and_config(model_path, run.model.family)
     task = build_task(run.task, tokenizer)
     for split in task.splits:
         task.features(split)  # read + tokenize everything before the model loads: data errors fail fast

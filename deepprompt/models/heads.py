@@ -12,14 +12,21 @@ IGNORE = -100
 
 
 class Head(nn.Module):
-    def __init__(self, hidden: int, num_labels: int, dropout: float = 0.1):
+    """Dropout + one linear layer of ``width(num_labels)`` outputs; subclasses pick the states it reads."""
+
+    def __init__(self, hidden: int, num_labels: int = 0, dropout: float = 0.1):
         super().__init__()
         self.num_labels = num_labels
         self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden, self.width(num_labels))
 
     @staticmethod
-    def num_params(hidden: int, num_labels: int) -> int:
-        raise NotImplementedError
+    def width(num_labels: int) -> int:
+        return num_labels
+
+    @classmethod
+    def num_params(cls, hidden: int, num_labels: int = 0) -> int:
+        return (hidden + 1) * cls.width(num_labels)
 
     def forward(self, hidden: torch.Tensor, batch: dict) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
@@ -31,14 +38,6 @@ class Head(nn.Module):
 @HEADS.register("classification")
 class ClassificationHead(Head):
     """Linear on the first ([CLS]) token: logits [B, num_labels]; batch["labels"] [B]."""
-
-    def __init__(self, hidden, num_labels, dropout=0.1):
-        super().__init__(hidden, num_labels, dropout)
-        self.out = nn.Linear(hidden, num_labels)
-
-    @staticmethod
-    def num_params(hidden, num_labels):
-        return hidden * num_labels + num_labels
 
     def forward(self, hidden, batch):
         return self.out(self.dropout(hidden[:, 0]))
@@ -63,13 +62,9 @@ class TokenClassificationHead(ClassificationHead):
 class QAHead(Head):
     """Start/end scores per token: logits [B, L, 2]; batch["start_positions"/"end_positions"] [B]."""
 
-    def __init__(self, hidden, num_labels=2, dropout=0.1):
-        super().__init__(hidden, 2, dropout)
-        self.out = nn.Linear(hidden, 2)
-
     @staticmethod
-    def num_params(hidden, num_labels=2):
-        return 2 * hidden + 2
+    def width(num_labels):
+        return 2
 
     def forward(self, hidden, batch):
         logits = self.out(self.dropout(hidden))
@@ -87,13 +82,9 @@ class QAHead(Head):
 class MultipleChoiceHead(Head):
     """One score per choice from its [CLS]: inputs [B, C, L] -> logits [B, C]; batch["labels"] [B]."""
 
-    def __init__(self, hidden, num_labels=1, dropout=0.1):
-        super().__init__(hidden, 1, dropout)
-        self.out = nn.Linear(hidden, 1)
-
     @staticmethod
-    def num_params(hidden, num_labels=1):
-        return hidden + 1
+    def width(num_labels):
+        return 1
 
     def forward(self, hidden, batch):
         num_choices = batch["input_ids"].shape[1]

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.tiny import FIXTURES, REPO, save_tiny_bert
+from tests.tiny import FIXTURES, REPO, save_tiny, save_tiny_bert
 
 VENV_BIN = os.path.dirname(sys.executable)
 
@@ -103,3 +103,14 @@ def test_prompt_longer_than_positions_is_refused(tiny_model, tmp_path):
     proc = run_single(args, timeout=120)
     assert proc.returncode == 2
     assert "prompt.length: 40 prompt tokens + task.max_seq_length 32 = 72 exceeds the backbone's 64 positions" in proc.stderr
+
+
+@pytest.mark.parametrize("family", ["roberta", "deberta-v2"])
+def test_prefix_trains_on_other_backbone_families(tmp_path, family):
+    model = save_tiny(family, tmp_path / family)
+    out = tmp_path / "run"
+    proc = run_single(common_args(model, out, "prefix", steps=20))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads((out / "results.json").read_text())
+    assert r["train_loss"]["last"] < 0.8 * r["train_loss"]["first"]
+    assert r["frozen_backbone"]["unchanged"] is True

@@ -7,6 +7,7 @@ from safetensors.torch import load_file
 
 from deepprompt.config import load_config
 from deepprompt.engine import ds_setup
+from deepprompt.models.loading import load_tokenizer_and_config
 from deepprompt.tasks import build_task
 from tests.tiny import FIXTURES, REPO, save_tiny_bert
 
@@ -18,7 +19,7 @@ def trained(tmp_path_factory):
     cfg = load_config(None, [f"model.path={path}", f"task.data_dir={FIXTURES / 'wnut16'}", "prompt.length=4",
                              "task.max_seq_length=32", "train.batch_size=4", "train.micro_batch_size=4",
                              "train.lr=3e-2", "train.max_steps=10"])
-    tokenizer, model_config = ds_setup.load_tokenizer_and_config(str(path))
+    tokenizer, model_config = load_tokenizer_and_config(str(path))
     task = build_task(cfg.task, tokenizer)
     built = ds_setup.build(cfg, ds_setup.read_ds_config(str(REPO / "ds_configs/zero3.json")), [task], str(path),
                            model_config)

@@ -108,38 +108,17 @@ def test_head_parameter_count(head, num_labels):
 
 # ------------------------------------------------------------------------------- learning
 
-def test_classification_head_learns(tmp_path):
-    model, _ = prompted(tmp_path, lambda h: ClassificationHead(h, 2))
-    batch = classification_batch()
+@pytest.mark.parametrize("head, make_batch, logits_shape", [
+    (lambda h: ClassificationHead(h, 2), classification_batch, (24, 2)),
+    (lambda h: TokenClassificationHead(h, 3), token_batch, (16, 9, 3)),
+    (QAHead, qa_batch, (16, 10, 2)),
+    (MultipleChoiceHead, multiple_choice_batch, (12, 3)),
+], ids=["classification", "token", "qa", "multiple_choice"])
+def test_head_learns(tmp_path, head, make_batch, logits_shape):
+    model, _ = prompted(tmp_path, head)
+    batch = make_batch()
     with torch.no_grad():
-        assert model.eval()(batch, "t").logits.shape == (24, 2)
-    first, last = fit(model, batch)
-    assert last < 0.4 * first, f"loss {first:.3f} -> {last:.3f}"
-
-
-def test_token_head_learns(tmp_path):
-    model, _ = prompted(tmp_path, lambda h: TokenClassificationHead(h, 3))
-    batch = token_batch()
-    with torch.no_grad():
-        assert model.eval()(batch, "t").logits.shape == (16, 9, 3)
-    first, last = fit(model, batch)
-    assert last < 0.4 * first, f"loss {first:.3f} -> {last:.3f}"
-
-
-def test_qa_head_learns(tmp_path):
-    model, _ = prompted(tmp_path, QAHead)
-    batch = qa_batch()
-    with torch.no_grad():
-        assert model.eval()(batch, "t").logits.shape == (16, 10, 2)
-    first, last = fit(model, batch)
-    assert last < 0.4 * first, f"loss {first:.3f} -> {last:.3f}"
-
-
-def test_multiple_choice_head_learns(tmp_path):
-    model, _ = prompted(tmp_path, MultipleChoiceHead)
-    batch = multiple_choice_batch()
-    with torch.no_grad():
-        assert model.eval()(batch, "t").logits.shape == (12, 3)
+        assert model.eval()(batch, "t").logits.shape == logits_shape
     first, last = fit(model, batch)
     assert last < 0.4 * first, f"loss {first:.3f} -> {last:.3f}"
 

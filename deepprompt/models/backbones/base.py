@@ -23,6 +23,8 @@ PREFIX_ATTR = "_deepprompt_prefix"
 class BackboneAdapter:
     model_types: ClassVar[tuple[str, ...]] = ()
     """HF ``config.model_type`` values this family handles (for ``model.family=auto``)."""
+    tokenizer_kwargs: ClassVar[dict] = {}
+    """Extra ``AutoTokenizer.from_pretrained`` kwargs (byte-level BPE needs a prefix space for pre-split words)."""
     load_kwargs: ClassVar[dict] = {}
     """Extra ``from_pretrained`` kwargs (e.g. drop an unused pooler, whose weights would get no grad)."""
 
@@ -62,18 +64,8 @@ class BackboneAdapter:
         return self.model(**inputs).last_hidden_state
 
 
-def adapter_for(model: nn.Module, family: str = "auto") -> BackboneAdapter:
-    if family != "auto":
-        return BACKBONES.get(family, "model.family")(model)
-    model_type = getattr(model.config, "model_type", None)
-    for _, cls in BACKBONES.items():
-        if model_type in cls.model_types:
-            return cls(model)
-    raise ConfigError(f"model.family: no adapter for model_type {model_type!r} "
-                      f"(families: {', '.join(BACKBONES.names())}); set model.family explicitly")
-
-
 def family_for_model_type(model_type: str, family: str = "auto") -> type[BackboneAdapter]:
+    """The adapter class for ``model.family`` (``auto``: the one that lists this ``model_type``)."""
     if family != "auto":
         return BACKBONES.get(family, "model.family")
     for _, cls in BACKBONES.items():
@@ -81,3 +73,7 @@ def family_for_model_type(model_type: str, family: str = "auto") -> type[Backbon
             return cls
     raise ConfigError(f"model.family: no adapter for model_type {model_type!r} "
                       f"(families: {', '.join(BACKBONES.names())}); set model.family explicitly")
+
+
+def adapter_for(model: nn.Module, family: str = "auto") -> BackboneAdapter:
+    return family_for_model_type(getattr(model.config, "model_type", None), family)(model)

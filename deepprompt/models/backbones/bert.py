@@ -54,6 +54,7 @@ class BertAdapter(BackboneAdapter):
 @BACKBONES.register("roberta")
 class RobertaAdapter(BertAdapter):
     model_types = ("roberta", "xlm-roberta", "camembert")
+    tokenizer_kwargs = {"add_prefix_space": True}
 
     def max_positions(self) -> int:
         # RoBERTa's positions start after padding_idx: 514 embeddings hold 512 tokens.

@@ -60,6 +60,7 @@ def prefixed_disentangled_attention(self, hidden_states, attention_mask, output_
 @BACKBONES.register("deberta-v2")
 class DebertaV2Adapter(BackboneAdapter):
     model_types = ("deberta-v2",)
+    tokenizer_kwargs = {"add_prefix_space": True}
 
     def max_positions(self) -> int:
         c = self.model.config
