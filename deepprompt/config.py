@@ -74,6 +74,8 @@ class TaskConfig:
     location (for wnut16: the fetched asset, ``make assets``)."""
     max_seq_length: int = 128
     """Sub-word tokens per example, special tokens included (the prompt is not counted)."""
+    head_dropout: float = 0.1
+    """Dropout on the backbone states before the task head."""
     max_train_examples: int | None = None
     """Use only the first N training examples (quick experiments); None = all."""
 
@@ -106,6 +108,15 @@ class TrainConfig:
     """Evaluate on dev every N steps (and at the end); 0 = only at the end."""
     log_every: int = 10
     """Log/TensorBoard the training loss every N steps."""
+    save_every: int = 100
+    """Save a checkpoint of the trainable state every N steps (0 = only at the end and on preemption)."""
+    save_every_minutes: float = 0.0
+    """Also save when this many minutes passed since the last save (0 = off)."""
+    keep_checkpoints: int = 2
+    """Keep the newest N checkpoints in output_dir/checkpoints (0 = keep all)."""
+    resume: str = "auto"
+    """auto: continue from the newest complete checkpoint in output_dir if there is one;
+    never: start fresh (earlier checkpoints in output_dir are removed)."""
     verify_frozen: bool = True
     """Hash every rank's shard of the frozen weights before and after training and report in
     results.json whether they are bit-identical (costs one read of the local shard)."""
@@ -118,8 +129,11 @@ class TrainConfig:
             raise ConfigError(f"train.lr: must be > 0, got {self.lr}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"train.warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
-        if self.eval_every < 0:
-            raise ConfigError(f"train.eval_every: must be >= 0, got {self.eval_every}")
+        for k in ("eval_every", "save_every", "save_every_minutes", "keep_checkpoints"):
+            if getattr(self, k) < 0:
+                raise ConfigError(f"train.{k}: must be >= 0, got {getattr(self, k)}")
+        if self.resume not in ("auto", "never"):
+            raise ConfigError(f"train.resume: must be 'auto' or 'never', got {self.resume!r}")
 
 
 @dataclass
@@ -129,7 +143,8 @@ class RunConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     output_dir: str = "runs/default"
-    """Where results.json, the resolved run_config.json/ds_config.json and TensorBoard logs go."""
+    """Where results.json, train_log.jsonl, checkpoints/, the resolved run_config.json/ds_config.json
+    and TensorBoard logs go."""
 
     def check(self) -> None:
         for section in (self.model, self.prompt, self.task, self.train):

@@ -58,12 +58,14 @@ def _deberta_v2(path: Path, layers: int, hidden: int, positions: int):
 BUILDERS = {"bert": _bert, "roberta": _roberta, "deberta-v2": _deberta_v2}
 
 
-def save_tiny(family: str, path: Path, num_layers: int = 2, hidden: int = 32, max_positions: int = 64) -> Path:
+def save_tiny(family: str, path: Path, num_layers: int = 2, hidden: int = 32, max_positions: int = 64,
+              dropout: float = 0.1) -> Path:
     """A random backbone of ``family`` + a tokenizer covering the fixture words, saved as a
     from_pretrained directory."""
     path.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     tokenizer, model = BUILDERS[family](path, num_layers, hidden, max_positions)
+    model.config.hidden_dropout_prob = model.config.attention_probs_dropout_prob = dropout
     tokenizer.save_pretrained(path)
     model.save_pretrained(path)
     return path

@@ -1,5 +1,7 @@
-"""Which examples each rank reads. Deterministic from (seed, epoch), so every rank agrees without
-communication and a resumed run can continue from (epoch, position)."""
+"""Which examples each rank reads. Deterministic from (seed, epoch) and independent of the world
+size: every micro-step takes the next ``world x micro`` examples of the epoch's global order and
+rank r reads its slice. So every rank agrees without communication, and a run resumed on another
+number of ranks (same global batch) reads the same examples at every optimizer step."""
 from __future__ import annotations
 
 import torch
@@ -10,35 +12,31 @@ from deepprompt.errors import ConfigError
 class ShardedSampler:
     """An endless stream of micro-batches of example indices for one rank.
 
-    Each epoch is a fresh permutation (seeded by seed + epoch) dealt round-robin to the ranks; the
-    tail that would leave ranks with unequal counts, or a partial micro-batch, waits for the next
-    epoch's permutation (no example is lost for good, none is read twice in an epoch).
+    Each epoch is a fresh permutation (seeded by seed and epoch); a tail shorter than one global
+    micro-step (``world x micro``) waits for the next epoch's permutation.
     """
 
     def __init__(self, n: int, world: int, rank: int, micro_batch: int, seed: int, task: str = "task"):
-        per_rank = n // world
-        if per_rank < micro_batch:
-            raise ConfigError(f"task {task}: {n} training examples give {per_rank} per rank, fewer than "
-                              f"the micro batch {micro_batch} x {world} ranks needs")
+        if n < world * micro_batch:
+            raise ConfigError(f"task {task}: {n} training examples are fewer than one micro-step needs "
+                              f"(micro batch {micro_batch} x {world} ranks)")
         self.n, self.world, self.rank, self.micro, self.seed = n, world, rank, micro_batch, seed
-        self.epoch, self.position = 0, 0
+        self.epoch, self.position = 0, 0  # position: examples of this epoch consumed by ALL ranks
         self._order: list[int] | None = None
 
     def _epoch_order(self) -> list[int]:
         g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
-        perm = torch.randperm(self.n, generator=g).tolist()
-        mine = perm[self.rank::self.world][: self.n // self.world]
-        return mine[: len(mine) - len(mine) % self.micro]
+        return torch.randperm(self.n, generator=g).tolist()
 
     def next(self) -> list[int]:
+        step = self.world * self.micro
+        if self.position + step > self.n:
+            self.epoch, self.position, self._order = self.epoch + 1, 0, None
         if self._order is None:
             self._order = self._epoch_order()
-        if self.position >= len(self._order):
-            self.epoch, self.position = self.epoch + 1, 0
-            self._order = self._epoch_order()
-        batch = self._order[self.position: self.position + self.micro]
-        self.position += self.micro
-        return batch
+        start = self.position + self.rank * self.micro
+        self.position += step
+        return self._order[start:start + self.micro]
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "position": self.position}

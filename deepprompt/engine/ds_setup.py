@@ -208,7 +208,10 @@ def build(run: RunConfig, ds_raw: dict, tasks: list[Task], model_path: str, mode
                 f"prompt.length: {run.prompt.length} prompt tokens + task.max_seq_length {longest} = "
                 f"{run.prompt.length + longest} exceeds the backbone's {spec.max_positions} positions "
                 f"(method {run.prompt.method!r} puts the prompt at the input)")
-    heads = {t.name: HEADS.get(t.head)(spec.hidden, len(t.labels)) for t in tasks}
+    heads = {t.name: HEADS.get(t.head)(spec.hidden, len(t.labels), dropout=t.cfg.head_dropout) for t in tasks}
+    # created in fp32 from the seed, then cast like the backbone: ZeRO-3 keeps the fp32 master copy
+    prompt.to(dtype)
+    heads = {name: head.to(dtype) for name, head in heads.items()}
     model = PromptedModel(backbone, adapter, prompt, heads)
     if zero3:
         fill_persistence_threshold(ds, nn.ModuleList([prompt, model.heads]), spec.hidden)

@@ -3,21 +3,19 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
-import random
 import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
 from deepprompt.config import RunConfig
 from deepprompt.data.sampler import ShardedSampler
-from deepprompt.engine import ds_setup
+from deepprompt.engine import checkpoint, ds_setup
 from deepprompt.engine.evaluate import evaluate
+from deepprompt.engine.signals import EXIT_PREEMPTED, StopFlag
 from deepprompt.models.loading import load_tokenizer_and_config, resolve_model_path
 from deepprompt.tasks import build_task
 
@@ -41,12 +39,6 @@ def setup_logging(rank: int) -> None:
         pass
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 class Scalars:
     """TensorBoard on rank 0 (a no-op elsewhere)."""
 
@@ -65,6 +57,22 @@ class Scalars:
             self.writer.close()
 
 
+class Progress:
+    """What the loop carries from step to step; all of it goes into a checkpoint."""
+
+    def __init__(self):
+        self.best = {"value": None, "step": None, "dev": None, "test": None}
+        self.history: list[dict] = []
+        self.first_loss: float | None = None
+        self.last_loss: float | None = None
+
+    def state_dict(self) -> dict:
+        return dict(vars(self))
+
+    def load_state_dict(self, state: dict) -> None:
+        vars(self).update(state)
+
+
 def train(run: RunConfig, ds_config_path: str) -> dict:
     setup_logging(int(os.environ.get("RANK", "0")))
     ds_setup.init_distributed()
@@ -72,7 +80,14 @@ def train(run: RunConfig, ds_config_path: str) -> dict:
     out_dir = Path(run.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
+    tr = run.train
 
+    # ---- everything that can be wrong is checked before the weights load
+    resume_from = checkpoint.find_latest(out_dir) if tr.resume == "auto" else None
+    if resume_from is not None:
+        checkpoint.check_compatible(checkpoint.read_state(resume_from)["signature"], run, resume_from)
+    elif tr.resume == "never" and rank == 0:
+        checkpoint.clear(out_dir)
     ds_raw = ds_setup.read_ds_config(ds_config_path)
     model_path = resolve_model_path(run.model.path)
     tokenizer, model_config = load_tokenizer_and_config(model_path, run.model.family)
@@ -80,48 +95,52 @@ def train(run: RunConfig, ds_config_path: str) -> dict:
     for split in task.splits:
         task.features(split)  # read + tokenize everything before the model loads: data errors fail fast
     built = ds_setup.build(run, ds_raw, [task], model_path, model_config, src=ds_config_path)
-    engine, ds = built.engine, built.ds_config
-    tr = run.train
+    engine, ds, model = built.engine, built.ds_config, built.model
     mb, ga = ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"]
-    log.info("world %d rank(s) | %s | backbone %s (%s) | method %s | precision %s | ZeRO stage %s",
-             world, task.name, run.model.path, built.adapter.family, run.prompt.method, built.precision,
-             ds.get("zero_optimization", {}).get("stage", 0))
-    log.info("params: %s total, %s trainable (%.3f%%) | batch %d = micro %d x accum %d x ranks %d",
-             f"{built.total_params:,}", f"{built.trainable_params:,}",
-             100 * built.trainable_params / built.total_params, ds["train_batch_size"], mb, ga, world)
-    frozen_per_rank = ds_setup.local_frozen_numel_per_rank(built.model)
-    log.info("frozen weights stored per rank: %s (of %s)", ", ".join(f"{n:,}" for n in frozen_per_rank),
-             f"{built.total_params - built.trainable_params:,}")
+    _log_layout(run, built, task, world)
     if rank == 0:
         (out_dir / "run_config.json").write_text(json.dumps(run.to_dict(), indent=2))
         (out_dir / "ds_config.json").write_text(json.dumps(ds_setup.public(ds), indent=2))
 
-    frozen_before = ds_setup.frozen_fingerprint(built.model) if tr.verify_frozen else None
-    seed_everything(tr.seed + rank)  # dropout differs per rank, data order is the sampler's
     train_feats = task.features("train")
     sampler = ShardedSampler(len(train_feats), world, rank, mb, tr.seed, task.name)
+    progress = Progress()
+    start_step = 0
+    if resume_from is not None:
+        state = checkpoint.load(engine, model, resume_from)
+        sampler.load_state_dict(state["sampler"])
+        progress.load_state_dict(state["progress"])
+        start_step = state["step"]
+        log.info("resumed from %s (step %d, saved by %d rank(s))", resume_from, start_step, state["world_size"])
+    frozen_before = ds_setup.frozen_fingerprint(model) if tr.verify_frozen else None
     scalars = Scalars(out_dir, rank == 0)
-    history, first_loss, last_loss, window = [], None, None, []
-    best = {"value": -math.inf, "step": None, "dev": None, "test": None}
+    train_log = _TrainLog(out_dir / "train_log.jsonl", start_step, enabled=rank == 0)
+    stop = StopFlag().install()
+
+    def save(step: int) -> None:
+        checkpoint.save(engine, model, run, step, {"sampler": sampler.state_dict(),
+                                                   "progress": progress.state_dict()}, tr.keep_checkpoints)
 
     def eval_and_track(step: int) -> dict:
         dev = evaluate(engine, task, "dev", tr.eval_batch_size)
         for k, v in dev.items():
             scalars.add(f"dev/{k}", v, step)
-        entry = {"step": step, "dev": dev}
-        if dev[task.main_metric] > best["value"]:
+        entry, best = {"step": step, "dev": dev}, progress.best
+        if best["value"] is None or dev[task.main_metric] > best["value"]:
             test = evaluate(engine, task, "test", tr.eval_batch_size)
             best.update(value=dev[task.main_metric], step=step, dev=dev, test=test)
             entry["test"] = test
-        history.append(entry)
+        progress.history.append(entry)
         log.info("step %d | dev %s | best dev %s %.2f at step %d", step,
                  " ".join(f"{k} {v:.2f}" for k, v in dev.items()), task.main_metric, best["value"], best["step"])
         return dev
 
     engine.train()
-    bar = _progress(tr.max_steps, rank == 0)
-    loop_start = time.time()
-    for step in range(1, tr.max_steps + 1):
+    bar = _progress(tr.max_steps, rank == 0, start_step)
+    loop_start, last_save, window = time.time(), time.time(), []
+    for step in range(start_step + 1, tr.max_steps + 1):
+        # dropout depends only on (seed, step, rank): a resumed run draws the same masks
+        torch.manual_seed((tr.seed * 1_000_003 + step) * 1_009 + rank)
         step_loss = 0.0
         for _ in range(ga):
             feats = [train_feats[i] for i in sampler.next()]
@@ -130,33 +149,56 @@ def train(run: RunConfig, ds_config_path: str) -> dict:
             engine.backward(loss)
             engine.step()
             step_loss += loss.item() / ga
-        window.append(step_loss)
-        if step % tr.log_every == 0 or step == 1 or step == tr.max_steps:
-            mean = torch.tensor([sum(window) / len(window)], dtype=torch.float64)
-            dist.all_reduce(mean)
-            mean = mean.item() / world
+        # one small all-reduce per step: the mean loss over ranks, and whether any rank was signalled
+        agreed = torch.tensor([step_loss, float(stop.raised)], dtype=torch.float64)
+        dist.all_reduce(agreed)
+        mean, preempted = agreed[0].item() / world, agreed[1].item() > 0
+        lr = engine.get_lr()[0]
+        train_log.write(step, mean, lr)
+        window.append(mean)
+        progress.first_loss = mean if progress.first_loss is None else progress.first_loss
+        progress.last_loss = mean
+        bar.update(1)
+        if step % tr.log_every == 0 or step == tr.max_steps:
+            mean = sum(window) / len(window)
             window.clear()
-            first_loss = mean if first_loss is None else first_loss
-            last_loss = mean
-            lr = engine.get_lr()[0]
             scalars.add("train/loss", mean, step)
             scalars.add("train/lr", lr, step)
             bar.set_postfix(loss=f"{mean:.4f}", lr=f"{lr:.2e}")
             if bar.disable and rank == 0:  # no terminal (a log file, CI): one plain line instead of a bar
-                elapsed = time.time() - loop_start
+                per_step = (time.time() - loop_start) / (step - start_step)
                 log.info("step %d/%d | loss %.4f | lr %.2e | %.2f s/step | eta %s", step, tr.max_steps, mean, lr,
-                         elapsed / step, _hms(elapsed / step * (tr.max_steps - step)))
-        bar.update(1)
+                         per_step, _hms(per_step * (tr.max_steps - step)))
+        if preempted:
+            save(step)
+            log.warning("preempted at step %d: checkpoint saved; re-run the same command to resume", step)
+            if rank == 0:
+                (out_dir / "PREEMPTED").write_text(f"{step}\n")
+            stop.restore()
+            dist.barrier()
+            raise SystemExit(EXIT_PREEMPTED)
         if tr.eval_every and step % tr.eval_every == 0 and step != tr.max_steps:
             eval_and_track(step)
+        due_minutes = tr.save_every_minutes and time.time() - last_save >= 60 * tr.save_every_minutes
+        if step != tr.max_steps and ((tr.save_every and step % tr.save_every == 0) or _agree(due_minutes)):
+            save(step)
+            last_save = time.time()
     bar.close()
-    last_dev = eval_and_track(tr.max_steps)
+    stop.restore()
+    if progress.history and progress.history[-1]["step"] == tr.max_steps:  # re-run of a finished run
+        last_dev = progress.history[-1]["dev"]
+    else:
+        last_dev = eval_and_track(tr.max_steps)
+    best = progress.best
     last_test = best["test"] if best["step"] == tr.max_steps else evaluate(engine, task, "test", tr.eval_batch_size)
+    save(tr.max_steps)
+    if rank == 0:
+        (out_dir / "PREEMPTED").unlink(missing_ok=True)
 
     opt_state = ds_setup.optimizer_state_numel(engine)
     frozen = None
     if frozen_before is not None:
-        after = ds_setup.frozen_fingerprint(built.model)
+        after = ds_setup.frozen_fingerprint(model)
         frozen = {"numel": after["numel"], "unchanged": after == frozen_before if after["numel"] else None}
         if frozen["unchanged"] is False:
             log.error("frozen backbone weights CHANGED during training (per-rank SHA-256 differ)")
@@ -167,13 +209,14 @@ def train(run: RunConfig, ds_config_path: str) -> dict:
         "steps": tr.max_steps,
         "seed": tr.seed,
         "precision": built.precision,
+        "resumed_from": start_step if resume_from is not None else None,
         "params": {"total": built.total_params, "trainable": built.trainable_params,
                    "trainable_percent": 100 * built.trainable_params / built.total_params,
                    "optimizer_state_numel": opt_state["total"],
                    "optimizer_state": opt_state,
-                   "frozen_numel_per_rank": frozen_per_rank},
+                   "frozen_numel_per_rank": ds_setup.local_frozen_numel_per_rank(model)},
         "frozen_backbone": frozen,
-        "train_loss": {"first": first_loss, "last": last_loss},
+        "train_loss": {"first": progress.first_loss, "last": progress.last_loss},
         "tasks": {task.name: {
             "main_metric": task.main_metric,
             "last": {**{f"dev_{k}": v for k, v in last_dev.items()},
@@ -181,13 +224,12 @@ def train(run: RunConfig, ds_config_path: str) -> dict:
             "best_dev": {**{f"dev_{k}": v for k, v in best["dev"].items()},
                          **{f"test_{k}": v for k, v in best["test"].items()}, "step": best["step"]},
         }},
-        "eval_history": history,
+        "eval_history": progress.history,
         "wall_time_s": time.time() - started,
     }
     if rank == 0:
         (out_dir / "results.json").write_text(json.dumps(results, indent=2))
-        r = results["tasks"][task.name]
-        m = task.main_metric
+        r, m = results["tasks"][task.name], task.main_metric
         log.info("done in %.0f s | LAST (step %d): dev %s %.2f, test %s %.2f | BEST-DEV (step %d): dev %s %.2f, "
                  "test %s %.2f | %s", results["wall_time_s"], tr.max_steps, m, r["last"][f"dev_{m}"], m,
                  r["last"][f"test_{m}"], best["step"], m, r["best_dev"][f"dev_{m}"], m,
@@ -197,10 +239,50 @@ def train(run: RunConfig, ds_config_path: str) -> dict:
     return results
 
 
-def _progress(total: int, enabled: bool):
+def _agree(flag) -> bool:
+    """A time-based decision every rank takes together (clocks differ a little)."""
+    t = torch.tensor([1.0 if flag else 0.0])
+    dist.all_reduce(t)
+    return t.item() > 0
+
+
+def _log_layout(run: RunConfig, built, task, world: int) -> None:
+    ds = built.ds_config
+    log.info("world %d rank(s) | %s | backbone %s (%s) | method %s | precision %s | ZeRO stage %s",
+             world, task.name, run.model.path, built.adapter.family, run.prompt.method, built.precision,
+             ds.get("zero_optimization", {}).get("stage", 0))
+    log.info("params: %s total, %s trainable (%.3f%%) | batch %d = micro %d x accum %d x ranks %d",
+             f"{built.total_params:,}", f"{built.trainable_params:,}",
+             100 * built.trainable_params / built.total_params, ds["train_batch_size"],
+             ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"], world)
+    per_rank = ds_setup.local_frozen_numel_per_rank(built.model)
+    log.info("frozen weights stored per rank: %s (of %s)", ", ".join(f"{n:,}" for n in per_rank),
+             f"{built.total_params - built.trainable_params:,}")
+
+
+class _TrainLog:
+    """output_dir/train_log.jsonl: one line per optimizer step (rank 0). A resumed run drops the
+    lines after its checkpoint's step, so the file always tells one consistent history."""
+
+    def __init__(self, path: Path, start_step: int, enabled: bool):
+        self.path, self.enabled = path, enabled
+        if enabled:
+            kept = []
+            if start_step and path.is_file():
+                kept = [l for l in path.read_text().splitlines() if l and json.loads(l)["step"] <= start_step]
+            path.write_text("".join(l + "\n" for l in kept))
+
+    def write(self, step: int, loss: float, lr: float) -> None:
+        if self.enabled:
+            with self.path.open("a") as fh:
+                fh.write(json.dumps({"step": step, "loss": loss, "lr": lr}) + "\n")
+
+
+def _progress(total: int, enabled: bool, initial: int = 0):
     """A tqdm bar on rank 0 when stderr is a terminal; disabled otherwise (plain log lines instead)."""
     from tqdm.auto import tqdm
-    return tqdm(total=total, desc="train", disable=not (enabled and os.isatty(2)), dynamic_ncols=True)
+    return tqdm(total=total, initial=initial, desc="train", disable=not (enabled and os.isatty(2)),
+                dynamic_ncols=True)
 
 
 def _hms(seconds: float) -> str:

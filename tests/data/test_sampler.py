@@ -6,9 +6,18 @@ from deepprompt.errors import ConfigError
 
 def test_ranks_read_disjoint_examples_each_epoch():
     samplers = [ShardedSampler(50, 2, r, 4, seed=1) for r in range(2)]
-    per_rank = [[i for _ in range(6) for i in s.next()] for s in samplers]  # 6 x 4 = 24 = 50 // 2 rounded to micro
+    per_rank = [[i for _ in range(6) for i in s.next()] for s in samplers]  # 6 micro-steps x 8 = 48 <= 50
     assert not set(per_rank[0]) & set(per_rank[1])
     assert all(len(set(p)) == 24 for p in per_rank)
+
+
+def test_world_size_does_not_change_what_a_step_reads():
+    # global batch 8: 2 ranks x micro 4 x accum 1  ==  1 rank x micro 4 x accum 2
+    two = [ShardedSampler(40, 2, r, 4, seed=5) for r in range(2)]
+    one = ShardedSampler(40, 1, 0, 4, seed=5)
+    for _ in range(12):  # crosses epoch boundaries
+        assert sorted(two[0].next() + two[1].next()) == sorted(one.next() + one.next())
+    assert two[0].state_dict() == two[1].state_dict() == one.state_dict()
 
 
 def test_same_seed_same_stream_and_state_resumes_exactly():
@@ -30,7 +39,7 @@ def test_epochs_reshuffle():
 
 
 def test_too_few_examples_is_a_config_error():
-    with pytest.raises(ConfigError, match="fewer than"):
+    with pytest.raises(ConfigError, match="fewer than one micro-step"):
         ShardedSampler(5, 2, 0, 4, seed=0)
 
 

@@ -114,3 +114,16 @@ def test_prefix_trains_on_other_backbone_families(tmp_path, family):
     r = json.loads((out / "results.json").read_text())
     assert r["train_loss"]["last"] < 0.8 * r["train_loss"]["first"]
     assert r["frozen_backbone"]["unchanged"] is True
+
+
+def test_bf16_from_the_deepspeed_json(tiny_model, tmp_path):
+    out = tmp_path / "bf16"
+    proc = subprocess.run([sys.executable, "launcher/train.py", "--ds_config", "ds_configs/zero3_bf16.json",
+                           *common_args(tiny_model, out, "prefix", steps=20)],
+                          cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads((out / "results.json").read_text())
+    assert r["precision"] == "bf16"
+    # bf16 weights, but the optimizer keeps an fp32 master copy of the trainable params only
+    assert r["params"]["optimizer_state"]["master"] >= r["params"]["trainable"]
+    assert r["train_loss"]["last"] < 0.8 * r["train_loss"]["first"] and r["frozen_backbone"]["unchanged"] is True

@@ -42,9 +42,12 @@ def _gathered(module):
     return out
 
 
-def test_backbone_is_zero3_partitioned(trained):
+def test_backbone_is_zero3_partitioned_and_prompts_stay_whole(trained):
     built = trained[0]
     assert all(hasattr(p, "ds_id") for p in built.model.backbone.parameters())
+    # "auto" persistence keeps prompt and head tensors gathered on every rank between steps
+    assert all(p.ds_persist for p in built.model.prompt.parameters())
+    assert all(p.ds_persist for p in built.model.heads.parameters())
 
 
 def test_frozen_weights_gathered_are_bit_identical_to_the_checkpoint(trained):

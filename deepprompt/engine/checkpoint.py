@@ -1,0 +1,256 @@
+"""Rank-agnostic checkpoints of the TRAINABLE state only (the frozen backbone is reloaded from its
+pretrained files on resume).
+
+The trainable state of a prompt run is small (MBs even at 10B), so every tensor is stored whole:
+each trainable parameter's fp32 master copy and its two Adam moments, gathered from the ZeRO-3
+partitions. Because nothing depends on how the state was partitioned, a checkpoint written by N
+ranks resumes on any number of ranks. Rank 0 writes, every rank reads (rank 0 broadcasts it, so only
+rank 0's node needs the files).
+
+Layout (``output_dir/checkpoints/``)::
+
+    step_00000100/trainable.safetensors   param/<name>, exp_avg/<name>, exp_avg_sq/<name> (fp32)
+    step_00000100/state.json              step, optimizer step count, LR scheduler, sampler, best-dev
+                                          record, eval history, the run-config signature
+    latest                                name of the newest COMPLETE checkpoint
+
+Atomicity: a checkpoint is written under ``.tmp-step_...`` and renamed when complete; ``latest``
+is replaced (write + rename) only after that. A kill at any moment leaves either the previous
+checkpoint or the new one as ``latest``, never a partial one. Loading uses safetensors and JSON only
+(no pickle).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+
+from deepprompt.config import RunConfig
+from deepprompt.errors import ConfigError
+
+log = logging.getLogger("deepprompt")
+CKPT_DIR, LATEST, TENSORS, STATE = "checkpoints", "latest", "trainable.safetensors", "state.json"
+MOMENTS = ("exp_avg", "exp_avg_sq")
+
+# Keys that may differ between the run that saved and the run that resumes. Everything else in the
+# run config changes the optimisation and is refused.
+RESUMABLE_CHANGES = {
+    "output_dir", "model.path", "task.data_dir", "train.micro_batch_size", "train.eval_batch_size",
+    "train.eval_every", "train.log_every", "train.save_every", "train.save_every_minutes", "train.resume",
+    "train.keep_checkpoints", "train.verify_frozen",
+}
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def signature(run: RunConfig) -> dict:
+    return {k: v for k, v in _flatten(run.to_dict()).items() if k not in RESUMABLE_CHANGES}
+
+
+def check_compatible(saved: dict, run: RunConfig, where: Path) -> None:
+    now = signature(run)
+    changed = [f"{k} ({saved.get(k)!r} -> {now.get(k)!r})" for k in sorted(set(saved) | set(now))
+               if saved.get(k) != now.get(k)]
+    if changed:
+        raise ConfigError(f"cannot resume from {where}: {', '.join(changed)} changed since it was saved; "
+                          f"restore them, or start fresh with train.resume=never")
+
+
+# ----------------------------------------------------------------------------- finding
+
+def checkpoint_root(output_dir: str | Path) -> Path:
+    return Path(output_dir) / CKPT_DIR
+
+
+def find_latest(output_dir: str | Path) -> Path | None:
+    root = checkpoint_root(output_dir)
+    pointer = root / LATEST
+    if not pointer.is_file():
+        return None
+    path = root / pointer.read_text().strip()
+    return path if (path / STATE).is_file() and (path / TENSORS).is_file() else None
+
+
+def read_state(path: Path) -> dict:
+    return json.loads((path / STATE).read_text())
+
+
+def clear(output_dir: str | Path) -> None:
+    """Fresh start: forget earlier checkpoints (rank 0)."""
+    root = checkpoint_root(output_dir)
+    if root.exists():
+        log.info("train.resume=never: removing earlier checkpoints in %s", root)
+        shutil.rmtree(root)
+
+
+# ----------------------------------------------------------------------------- full tensors
+
+def _trainable(model) -> list[tuple[str, torch.nn.Parameter]]:
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+def _inner_optimizer(engine):
+    return getattr(engine.optimizer, "optimizer", engine.optimizer)
+
+
+def _get_full(engine, p, key: str | None) -> torch.Tensor:
+    """The whole fp32 master (key None) or Adam moment of ``p`` — a collective under ZeRO-3."""
+    from deepspeed.utils import safe_get_full_fp32_param, safe_get_full_optimizer_state
+
+    value = safe_get_full_fp32_param(p) if key is None else safe_get_full_optimizer_state(p, key)
+    if value is None:  # no ZeRO partitioning: the torch optimizer holds the tensors directly
+        value = p.detach() if key is None else _inner_optimizer(engine).state[p][key]
+    return value.detach().float().cpu().reshape(p.ds_shape if hasattr(p, "ds_shape") else p.shape).clone()
+
+
+def _set_full(engine, p, key: str | None, value: torch.Tensor) -> None:
+    """Write the whole fp32 master (key None) or Adam moment of ``p``; each rank keeps its slice."""
+    from deepspeed.utils import safe_set_full_fp32_param, safe_set_full_optimizer_state
+
+    if hasattr(p, "ds_id"):
+        # ZeRO-3. (deepspeed 0.19's safe_set_full_* cannot fill the last rank's slice when the
+        # tensor does not split evenly, so copy this rank's slice by hand, padding left alone.)
+        z3 = p._z3_optimizer
+        part, _ = z3._get_fp32_opt_state_partition(p, release_swap_buffers=False, optim_state_key=key)
+        n, r = part.numel(), z3._get_param_partition_rank(p)
+        chunk = value.flatten()[r * n:(r + 1) * n]
+        part.data[:chunk.numel()].copy_(chunk.to(part.dtype))
+    elif getattr(p, "_hp_mapping", None) is not None:  # ZeRO-1/2 and the bf16 optimizer
+        if key is None:
+            safe_set_full_fp32_param(p, value)
+        else:
+            safe_set_full_optimizer_state(p, value, key)
+    elif key is None:
+        p.data.copy_(value.to(p.dtype))
+    else:
+        _inner_optimizer(engine).state[p][key].copy_(value)
+
+
+def _optimizer_step_count(engine) -> int:
+    steps = [int(st["step"]) for st in _inner_optimizer(engine).state.values() if "step" in st]
+    return max(steps, default=0)
+
+
+def _set_optimizer_step_count(engine, count: int) -> None:
+    for st in _inner_optimizer(engine).state.values():
+        if "step" in st:
+            st["step"] = torch.tensor(float(count)) if torch.is_tensor(st["step"]) else count
+
+
+def _ensure_optimizer_state(engine) -> None:
+    """Adam creates its moments at the first step; a resume fills them before that, so create them
+    (zeros, as Adam would) on the tensors the optimizer really updates."""
+    inner = _inner_optimizer(engine)
+    targets = (getattr(engine.optimizer, "fp32_partitioned_groups_flat", None)  # ZeRO-3 flat partitions
+               or [p for g in inner.param_groups for p in g["params"]])
+    for t in targets:
+        if not inner.state.get(t):
+            inner.state[t] = {"step": torch.tensor(0.0), **{k: torch.zeros_like(t) for k in MOMENTS}}
+
+
+# ----------------------------------------------------------------------------- save / load
+
+def save(engine, model, run: RunConfig, step: int, state: dict, keep: int) -> Path | None:
+    """Collective: every rank gathers, rank 0 writes. Returns the checkpoint path (rank 0)."""
+    tensors = {}
+    for name, p in _trainable(model):
+        tensors[f"param/{name}"] = _get_full(engine, p, None)
+        for key in MOMENTS:
+            tensors[f"{key}/{name}"] = _get_full(engine, p, key)
+    path = None
+    if dist.get_rank() == 0:
+        root = checkpoint_root(run.output_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        tag = f"step_{step:08d}"
+        tmp, path = root / f".tmp-{tag}", root / tag
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / TENSORS))
+        full_state = {**state, "step": step, "optimizer_steps": _optimizer_step_count(engine),
+                      "lr_scheduler": engine.lr_scheduler.state_dict() if engine.lr_scheduler else None,
+                      "world_size": dist.get_world_size(), "signature": signature(run)}
+        (tmp / STATE).write_text(json.dumps(full_state, indent=1, default=_json_default))
+        _fsync_dir(tmp)
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
+        pointer_tmp = root / f".{LATEST}.tmp"
+        pointer_tmp.write_text(tag + "\n")
+        os.replace(pointer_tmp, root / LATEST)
+        _fsync_dir(root)
+        _prune(root, keep)
+    dist.barrier()
+    return path
+
+
+def load(engine, model, path: Path) -> dict:
+    """Collective: restore params, Adam moments, step counts and the LR scheduler; return state."""
+    payload = [None]
+    if dist.get_rank() == 0:
+        payload = [(load_file(str(path / TENSORS)), read_state(path))]
+    dist.broadcast_object_list(payload, src=0)
+    tensors, state = payload[0]
+    import deepspeed
+
+    _ensure_optimizer_state(engine)
+    for name, p in _trainable(model):
+        if f"param/{name}" not in tensors:
+            raise ConfigError(f"{path}: has no trainable parameter {name!r} (a different prompt method or task?)")
+        value = tensors[f"param/{name}"]
+        if tuple(value.shape) != tuple(getattr(p, "ds_shape", p.shape)):
+            raise ConfigError(f"{path}: {name} has shape {tuple(value.shape)}, the model wants "
+                              f"{tuple(getattr(p, 'ds_shape', p.shape))}")
+        # the working (possibly bf16) copy, then the fp32 master and the moments
+        with deepspeed.zero.GatheredParameters([p], modifier_rank=0, enabled=hasattr(p, "ds_id")):
+            p.data.copy_(value.to(p.dtype))
+        _set_full(engine, p, None, value)
+        for key in MOMENTS:
+            _set_full(engine, p, key, tensors[f"{key}/{name}"])
+    _set_optimizer_step_count(engine, state["optimizer_steps"])
+    sched = engine.lr_scheduler
+    if sched is not None and state.get("lr_scheduler") is not None:
+        sched.load_state_dict(state["lr_scheduler"])
+        # load_state_dict restores the schedule's position, not the rate the optimizer will use next
+        for group, lr in zip(sched.optimizer.param_groups, sched.get_last_lr()):
+            group["lr"] = lr
+    dist.barrier()
+    return state
+
+
+def _prune(root: Path, keep: int) -> None:
+    done = sorted(p for p in root.glob("step_*") if p.is_dir())
+    for old in done[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    for stale in root.glob(".tmp-step_*"):  # left by a run killed mid-save
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    for f in path.iterdir() if path.is_dir() else []:
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _json_default(o):
+    if torch.is_tensor(o):
+        return o.item() if o.numel() == 1 else o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
