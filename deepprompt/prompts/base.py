@@ -19,6 +19,11 @@ class PromptOutput(NamedTuple):
     """[B, P, hidden]: prepended to the word embeddings (Lester prompt, P-Tuning v1)."""
     layer_kv: Mapping[int, tuple[torch.Tensor, torch.Tensor]] = MappingProxyType({})
     """layer index -> (key, value), each [B, heads, P, head_dim]: prepended inside attention."""
+    prefix_mask: Mapping[int, torch.Tensor] = MappingProxyType({})
+    """layer index -> [B, P] bool (True = visible) for layers whose prefix some examples must not
+    see: padding of a shorter prefix, or a layer that example's prompt has no prefix on (mixed-task
+    batches, ``prompts/multi.py``). Per layer, because prompts of different depth share a batch.
+    A layer absent here has an all-visible prefix (the single-prompt path never sets it)."""
 
 
 class PromptMethod(nn.Module):

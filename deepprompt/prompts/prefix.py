@@ -48,11 +48,15 @@ class DeepPrefix(PromptMethod):
             return cfg.length * spec.hidden + (spec.hidden * r + r) + (r * width + width)
         return cfg.length * width
 
+    def table(self) -> torch.Tensor:
+        """[P, layers * 2 * hidden]: row p holds token p's (layer, key/value, head, head_dim) values,
+        after the reparameterisation if any (PEFT's ``prompt_embeddings`` layout, ``peft_export.py``)."""
+        x = self.embedding(torch.arange(self.cfg.length, device=self.embedding.weight.device))
+        return x if self.reparam is None else self.reparam(x)
+
     def forward(self, batch_size: int) -> PromptOutput:
         p, s = self.cfg.length, self.spec
-        x = self.embedding(torch.arange(p, device=self.embedding.weight.device))  # [P, width]
-        if self.reparam is not None:
-            x = self.reparam(x)
+        x = self.table()  # [P, width]
         # [B, P, layers, 2, heads, head_dim]; dropout per example, as in the reference implementation
         x = self.dropout(x.unsqueeze(0).expand(batch_size, -1, -1))
         x = x.view(batch_size, p, len(self.layers), 2, s.num_heads, s.head_dim).permute(2, 3, 0, 4, 1, 5)

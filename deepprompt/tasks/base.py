@@ -8,6 +8,7 @@ from typing import ClassVar
 import torch
 
 from deepprompt.config import TaskConfig
+from deepprompt.errors import ConfigError
 from deepprompt.registry import TASKS
 
 log = logging.getLogger("deepprompt")
@@ -62,6 +63,11 @@ class Task:
                 values = [v + [pads.get(key, 0)] * (width - len(v)) for v in values]
             batch[key] = torch.tensor(values, dtype=torch.long)
         return batch
+
+    def raw_features(self, record: dict, where: str = "input") -> dict:
+        """A feature (no labels) for one raw input, e.g. a ``{"text": ...}`` line of a prediction
+        file; ``where`` (``file:line``) starts its error messages."""
+        raise ConfigError(f"task {self.name}: predicting from raw input is not supported yet")
 
     def predict(self, logits: torch.Tensor, features: list[dict]) -> list:
         """Per-example predictions (plain Python objects, gathered across ranks)."""

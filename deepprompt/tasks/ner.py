@@ -94,30 +94,47 @@ class TaggingTask(Task):
                 if t not in label_id:
                     raise DataError(f"{sent.where.rsplit(':', 1)[0]}:{int(sent.where.rsplit(':', 1)[1]) + j}: "
                                     f"unknown label {t!r} for task {self.name} (known: {', '.join(self.labels)})")
-            enc = self.tokenizer(sent.words, is_split_into_words=True, truncation=True,
-                                 max_length=self.cfg.max_seq_length)
-            word_ids = enc.word_ids()
+            feat = self._encode_words(sent.words)
             labels, seen = [], set()
-            for w in word_ids:
+            for w in feat["word_ids"]:
                 if w is None or w in seen:
                     labels.append(PAD_LABEL)
                 else:
                     seen.add(w)
                     labels.append(label_id[tags[w]])
             truncated_words += len(sent.words) - len(seen)
-            feat = {k: list(v) for k, v in enc.items()}
-            feat.update(labels=labels, word_ids=word_ids, gold=tags, id=idx)
+            feat.update(labels=labels, gold=tags, id=idx)
             feats.append(feat)
         if truncated_words:
             log.warning("%s/%s: %d words fall beyond max_seq_length=%d; they are scored as predicted 'O'",
                         self.name, split, truncated_words, self.cfg.max_seq_length)
         return feats
 
+    def _encode_words(self, words: list[str]) -> dict:
+        enc = self.tokenizer(words, is_split_into_words=True, truncation=True, max_length=self.cfg.max_seq_length)
+        feat = {k: list(v) for k, v in enc.items()}
+        feat.update(word_ids=enc.word_ids(), num_words=len(words))
+        return feat
+
+    def raw_features(self, record, where="input"):
+        """``{"words": [...]}`` or ``{"text": "..."}`` (split on whitespace) -> a feature without labels."""
+        if not getattr(self.tokenizer, "is_fast", False):
+            raise ConfigError("model.path: token tasks need a fast tokenizer (tokenizer.json) for word alignment")
+        words = record.get("words")
+        if words is None and isinstance(record.get("text"), str):
+            words = record["text"].split()
+        if not isinstance(words, list) or not words or not all(isinstance(w, str) and w.strip() for w in words):
+            raise DataError(f"{where}: task {self.name} needs \"words\" (a non-empty list of non-empty strings) "
+                            f"or \"text\" (a string with at least one word)")
+        feat = self._encode_words(words)
+        feat["words"] = words
+        return feat
+
     def predict(self, logits, features):
         best = logits.argmax(-1).tolist()
         out = []
         for row, feat in zip(best, features):
-            tags = ["O"] * len(feat["gold"])
+            tags = ["O"] * feat["num_words"]
             seen = set()
             for pos, w in enumerate(feat["word_ids"]):
                 if w is not None and w not in seen:

@@ -52,8 +52,12 @@ def test_two_rank_zero3_run_through_the_launcher(tiny_model, tmp_path):
     proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     r = json.loads((out / "results.json").read_text())
-    for key in ("method", "model", "world_size", "steps", "seed", "params", "train_loss", "tasks"):
+    for key in ("method", "model", "world_size", "steps", "seed", "params", "train_loss", "tasks", "artifact",
+                "resumed_from"):
         assert key in r
+    assert r["resumed_from"] is None
+    from pathlib import Path
+    assert (Path(r["artifact"]) / "prompts.safetensors").is_file() and (Path(r["artifact"]) / "prompts.json").is_file()
     assert r["world_size"] == 2 and r["steps"] == 30 and r["method"] == "prefix"
     p = r["params"]
     # the optimizer holds fp32 master + 2 Adam moments of the TRAINABLE params only (plus DeepSpeed's

@@ -8,6 +8,7 @@ runs exactly the code it runs without deepprompt.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 import torch
@@ -55,9 +56,14 @@ class BackboneAdapter:
         """Make the attention modules read ``PREFIX_ATTR``; called once per model."""
 
     # ---- per forward
-    def set_prefix(self, layer_kv: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> None:
+    def set_prefix(self, layer_kv: Mapping[int, tuple[torch.Tensor, torch.Tensor]],
+                   prefix_mask: Mapping[int, torch.Tensor] | None = None) -> None:
+        """Hand each layer's attention ``(key, value, mask)`` (or None): key/value [B, heads, P, d],
+        mask [B, P] bool (True = visible) or None for an all-visible prefix."""
+        masks = prefix_mask or {}
         for i, module in enumerate(self.attention_modules()):
-            setattr(module, PREFIX_ATTR, layer_kv.get(i))
+            kv = layer_kv.get(i)
+            setattr(module, PREFIX_ATTR, None if kv is None else (kv[0], kv[1], masks.get(i)))
 
     def forward(self, **inputs) -> torch.Tensor:
         """Last hidden states [B, L, hidden] for input_ids or inputs_embeds + masks."""

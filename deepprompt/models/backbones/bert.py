@@ -17,24 +17,44 @@ from deepprompt.registry import BACKBONES
 ATTN_IMPL = "deepprompt"
 
 
-def extend_mask_for_prefix(mask: torch.Tensor | None, p: int) -> torch.Tensor | None:
-    """Add ``p`` leading key columns that every valid query may see (bool or additive masks)."""
+def extend_mask_for_prefix(mask: torch.Tensor | None, p: int, prefix_mask: torch.Tensor | None = None,
+                           lengths: tuple[int, int] | None = None) -> torch.Tensor | None:
+    """Add ``p`` leading key columns for the prefix (bool or additive masks).
+
+    Every valid query may see every prefix column, except where ``prefix_mask`` [B, P] (True =
+    visible) hides one for that example. ``mask`` None means "all visible"; with a ``prefix_mask``
+    a bool mask is then built, which needs ``lengths`` = (query length, key length without prefix).
+    """
     if mask is None:
-        return None
+        if prefix_mask is None:
+            return None
+        q_len, k_len = lengths
+        b = prefix_mask.shape[0]
+        cols = prefix_mask[:, None, None, :].expand(b, 1, q_len, p)
+        return torch.cat([cols, cols.new_ones(b, 1, q_len, k_len)], dim=-1)
+    if prefix_mask is not None and mask.shape[0] != prefix_mask.shape[0]:
+        mask = mask.expand(prefix_mask.shape[0], *mask.shape[1:])
     shape = (*mask.shape[:-1], p)
     if mask.dtype == torch.bool:
         visible = mask.any(dim=-1, keepdim=True).expand(shape)  # a fully masked query row stays so
+        if prefix_mask is not None:
+            visible = visible & prefix_mask[:, None, None, :]
         return torch.cat([visible, mask], dim=-1)
-    return torch.cat([mask.new_zeros(shape), mask], dim=-1)
+    cols = mask.new_zeros(shape)
+    if prefix_mask is not None:
+        hidden = torch.finfo(mask.dtype).min
+        cols = cols.masked_fill(~prefix_mask[:, None, None, :], hidden)
+    return torch.cat([cols, mask], dim=-1)
 
 
 def prefix_attention(module, query, key, value, attention_mask, **kwargs):
     prefix = getattr(module, PREFIX_ATTR, None)
     if prefix is not None:
-        pk, pv = prefix  # [B, heads, P, head_dim]
+        pk, pv, prefix_mask = prefix  # [B, heads, P, head_dim] x 2, [B, P] bool or None
+        attention_mask = extend_mask_for_prefix(attention_mask, pk.shape[2], prefix_mask,
+                                                (query.shape[2], key.shape[2]))
         key = torch.cat([pk.to(key.dtype), key], dim=2)
         value = torch.cat([pv.to(value.dtype), value], dim=2)
-        attention_mask = extend_mask_for_prefix(attention_mask, pk.shape[2])
     return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
 
 

@@ -40,7 +40,7 @@ def prefixed_disentangled_attention(self, hidden_states, attention_mask, output_
     if self.relative_attention:
         scores = scores + self.disentangled_attention_bias(
             q, k, relative_pos, self.pos_dropout(rel_embeddings), scale_factor)
-    pk, pv = prefix  # [B, H, P, d]
+    pk, pv, prefix_mask = prefix  # [B, H, P, d] x 2, [B, P] bool (True = visible) or None
     p = pk.shape[2]
     pk = pk.reshape(bh, p, d).to(q.dtype)
     pv = pv.reshape(bh, p, d).to(v.dtype)
@@ -49,6 +49,8 @@ def prefixed_disentangled_attention(self, hidden_states, attention_mask, output_
 
     mask = attention_mask.bool()  # [B, 1, L, L]
     visible = mask.any(dim=-1, keepdim=True).expand(*mask.shape[:-1], p)
+    if prefix_mask is not None:  # padding of a shorter prefix, or no prefix on this layer for that example
+        visible = visible & prefix_mask[:, None, None, :]
     mask = torch.cat([visible, mask], dim=-1)
     scores = scores.masked_fill(~mask, torch.finfo(q.dtype).min)
     probs = self.dropout(nn.functional.softmax(scores, dim=-1))

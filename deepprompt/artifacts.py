@@ -1,0 +1,299 @@
+"""A trained run's prompt and heads as ONE small safetensors file plus a JSON description.
+
+    out_dir/prompts.safetensors   fp32 tensors: ``prompt.<name>`` and ``heads.<task>.<name>``
+    out_dir/prompts.json          what they are and which backbone they belong to (docs/artifacts.md)
+
+The file holds full (gathered) tensors, so an artifact saved under ZeRO-3 on N ranks loads on any
+world size, or with no DeepSpeed at all. Only safetensors and JSON are read back: nothing is
+unpickled. The backbone is never included (for ``finetune`` only the heads are written, which
+alone do not reproduce the run: the artifact format is for prompt methods).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from deepprompt.config import RunConfig
+from deepprompt.errors import ConfigError
+
+log = logging.getLogger("deepprompt")
+
+FORMAT = "deepprompt-prompt-artifact"
+FORMAT_VERSION = 1
+TENSORS_FILE = "prompts.safetensors"
+DESCRIPTION_FILE = "prompts.json"
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf")
+FINGERPRINT_SCHEME = "sha256 over sorted (file name, size, first 1 MiB, last 1 MiB) of the weight files, v1"
+_MIB = 1 << 20
+
+
+# ------------------------------------------------------------------------------ backbone identity
+
+def _sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def config_file(model_path: str) -> Path:
+    """The config.json a backbone loads from: in a local directory, or in the hub cache."""
+    p = Path(model_path)
+    if p.is_dir():
+        found = p / "config.json"
+    else:
+        from transformers.utils import cached_file
+        try:
+            found = Path(cached_file(model_path, "config.json"))
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"model.path: cannot find config.json of {model_path!r}: {str(e).splitlines()[0]}") from None
+    if not found.is_file():
+        raise ConfigError(f"model.path: {found} does not exist")
+    return found
+
+
+def weights_fingerprint(directory: Path) -> dict | None:
+    """A cheap identity of the weight files: SHA-256 over the sorted (name, size, first and last
+    1 MiB) of every weight file in the checkpoint directory. It reads at most 2 MiB per file, so a
+    10B backbone is fingerprinted in milliseconds; it catches a different checkpoint of the same
+    architecture (other bytes at the start or end of some file, or other sizes), not a change
+    confined to the middle of a file."""
+    files = sorted(f for f in directory.iterdir() if f.is_file() and f.name.endswith(WEIGHT_SUFFIXES))
+    if not files:
+        return None
+    h = hashlib.sha256()
+    listing = []
+    for f in files:
+        size = f.stat().st_size
+        listing.append([f.name, size])
+        h.update(f"{f.name}\0{size}\0".encode())
+        with f.open("rb") as fh:
+            h.update(fh.read(_MIB))
+            if size > _MIB:
+                fh.seek(max(_MIB, size - _MIB))
+                h.update(fh.read(_MIB))
+    return {"scheme": FINGERPRINT_SCHEME, "sha256": h.hexdigest(), "files": listing}
+
+
+def backbone_identity(model_path: str, given_path: str, model_type: str, family: str) -> dict:
+    cfg = config_file(model_path)
+    return {"path": given_path, "resolved_path": str(model_path), "model_type": model_type, "family": family,
+            "config_sha256": _sha256_file(cfg), "weights_fingerprint": weights_fingerprint(cfg.parent)}
+
+
+# ------------------------------------------------------------------------------ tensors
+
+def exported_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """``prompt.<name>`` and ``heads.<task>.<name>`` -> parameter: everything a prompt method
+    adds to the backbone (all of it trainable in a normal run)."""
+    model = getattr(model, "module", model)  # a DeepSpeed engine -> its PromptedModel
+    out = {f"prompt.{n}": p for n, p in model.prompt.named_parameters()}
+    out.update({f"heads.{n}": p for n, p in model.heads.named_parameters()})
+    return out
+
+
+def full_shape(p: torch.Tensor) -> tuple[int, ...]:
+    """A parameter's real shape, also when ZeRO-3 holds only a shard (``ds_shape``)."""
+    return tuple(getattr(p, "ds_shape", p.shape))
+
+
+def gathered(params: list[nn.Parameter], modifier_rank: int | None = None):
+    """ZeRO-3's GatheredParameters when some parameter is partitioned (has ``ds_id``), else nothing."""
+    if not any(hasattr(p, "ds_id") for p in params):
+        return contextlib.nullcontext()
+    import deepspeed
+    return deepspeed.zero.GatheredParameters(params, modifier_rank=modifier_rank)
+
+
+def gather_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Full fp32 CPU copies of ``exported_parameters``. Collective under ZeRO-3: every rank calls it."""
+    params = exported_parameters(model)
+    with gathered(list(params.values())):
+        return {k: p.detach().to("cpu", torch.float32).clone().contiguous() for k, p in params.items()}
+
+
+# ------------------------------------------------------------------------------ save
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _atomic_write(path: Path, write) -> None:
+    """``write(tmp_path)`` then rename over ``path``: a reader never sees half a file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the artifact is an ordinary file
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_artifact(model, run: RunConfig, tasks: list, model_path: str, out_dir: Path,
+                  extra: dict | None = None) -> Path:
+    """Write ``out_dir/prompts.safetensors`` + ``out_dir/prompts.json`` (rank 0) and return ``out_dir``.
+
+    Collective: call it on every rank (it gathers ZeRO-3 shards). ``model`` is the PromptedModel
+    (or its DeepSpeed engine), ``model_path`` the resolved backbone directory or hub name.
+    """
+    from safetensors.torch import save_file
+
+    module = getattr(model, "module", model)
+    tensors = gather_tensors(module)
+    finetune = not module.prompt.freezes_backbone
+    if finetune:  # the trained backbone is not ours to export: heads only
+        tensors = {k: v for k, v in tensors.items() if k.startswith("heads.")}
+    out_dir = Path(out_dir)
+    if _rank() == 0:
+        spec = module.adapter.spec()
+        desc = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "method": run.prompt.method,
+            "includes_backbone": False,
+            "prompt": dataclasses.asdict(run.prompt),
+            "backbone": backbone_identity(model_path, run.model.path, module.backbone.config.model_type,
+                                          module.adapter.family),
+            "spec": dataclasses.asdict(spec),
+            "tasks": [{"name": t.name, "head": t.head, "labels": list(t.labels),
+                       "max_seq_length": t.cfg.max_seq_length} for t in tasks],
+            "tensors": {k: {"shape": list(v.shape), "dtype": "float32"} for k, v in tensors.items()},
+            "run": run.to_dict(),
+            "extra": extra or {},
+        }
+        if finetune:
+            desc["note"] = ("method finetune trains the backbone, which is not included: these heads alone do "
+                            "not reproduce the run (artifacts are for prompt methods)")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _atomic_write(out_dir / TENSORS_FILE, lambda p: save_file(tensors, str(p), metadata={"format": FORMAT}))
+        _atomic_write(out_dir / DESCRIPTION_FILE, lambda p: p.write_text(json.dumps(desc, indent=2) + "\n"))
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()  # every rank returns once the files exist
+    return out_dir
+
+
+# ------------------------------------------------------------------------------ load + apply
+
+@dataclass
+class Artifact:
+    description: dict
+    """The parsed prompts.json."""
+    tensors: dict[str, torch.Tensor]
+    """The parsed prompts.safetensors: full fp32 tensors on the CPU."""
+    path: Path
+    """The artifact directory."""
+
+    @property
+    def method(self) -> str:
+        return self.description["method"]
+
+    @property
+    def task_names(self) -> list[str]:
+        return [t["name"] for t in self.description["tasks"]]
+
+
+def _description_path(path) -> Path:
+    p = Path(path)
+    if p.is_dir():
+        p = p / DESCRIPTION_FILE
+    elif p.suffix == ".safetensors":
+        p = p.with_name(DESCRIPTION_FILE)
+    if not p.is_file():
+        raise ConfigError(f"--artifact: {p} does not exist (a directory with {DESCRIPTION_FILE} + {TENSORS_FILE}, "
+                          f"or the {DESCRIPTION_FILE} itself)")
+    return p
+
+
+def load_artifact(path) -> Artifact:
+    """Read an artifact directory (or its prompts.json): safetensors + JSON only, never pickle."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    desc_path = _description_path(path)
+    try:
+        desc = json.loads(desc_path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{desc_path}:{e.lineno}: not valid JSON: {e.msg}") from None
+    found = desc.get("format") if isinstance(desc, dict) else None
+    if found != FORMAT:
+        raise ConfigError(f"{desc_path}: not a deepprompt prompt artifact (format {found!r}, expected {FORMAT!r})")
+    if desc.get("format_version", 0) > FORMAT_VERSION:
+        raise ConfigError(f"{desc_path}: format_version {desc['format_version']} is newer than this deepprompt "
+                          f"reads ({FORMAT_VERSION})")
+    tensor_path = desc_path.with_name(TENSORS_FILE)
+    if not tensor_path.is_file():
+        raise ConfigError(f"{tensor_path}: missing (the tensors of {desc_path})")
+    try:
+        tensors = load_file(str(tensor_path), device="cpu")
+    except (SafetensorError, OSError) as e:
+        raise ConfigError(f"{tensor_path}: not a readable safetensors file: {e}") from None
+    declared = {k: tuple(v["shape"]) for k, v in desc.get("tensors", {}).items()}
+    stored = {k: tuple(v.shape) for k, v in tensors.items()}
+    if declared != stored:
+        raise ConfigError(f"{tensor_path}: tensors {stored} do not match {desc_path.name}'s {declared}")
+    return Artifact(description=desc, tensors=tensors, path=desc_path.parent)
+
+
+def check_backbone(artifact: Artifact, model_path: str, family: str) -> None:
+    """Refuse a backbone other than the one the artifact was trained on (config.json SHA-256 and
+    adapter family must match); a different weights fingerprint only warns (docs/artifacts.md)."""
+    want = artifact.description["backbone"]
+    cfg = config_file(model_path)
+    sha = _sha256_file(cfg)
+    if want["family"] != family or want["config_sha256"] != sha:
+        raise ConfigError(
+            f"model.path: artifact {artifact.path} was made on {want['path']} (family {want['family']}, config.json "
+            f"sha256 {want['config_sha256'][:12]}) but the backbone is {model_path} (family {family}, config.json "
+            f"sha256 {sha[:12]}); set model.path to the backbone it was trained on")
+    fp = want.get("weights_fingerprint")
+    if fp is not None:
+        got = weights_fingerprint(cfg.parent)
+        if got is None or got["sha256"] != fp["sha256"]:
+            log.warning("artifact %s: the weight files of %s differ from those it was trained on (%s); "
+                        "same architecture and config, other weights?", artifact.path, model_path, want["path"])
+
+
+def copy_tensors(params: dict[str, nn.Parameter], tensors: dict[str, torch.Tensor], where: str) -> None:
+    """Copy ``tensors`` into ``params`` (same key sets, same full shapes). Under ZeRO-3 the
+    parameters are gathered and rank 0's copy is re-partitioned; every rank reads the same file."""
+    missing, unexpected = sorted(set(params) - set(tensors)), sorted(set(tensors) - set(params))
+    if missing or unexpected:
+        raise ConfigError(f"{where}: tensors do not match the model: missing {missing[:4]}, "
+                          f"unexpected {unexpected[:4]} (another prompt config or task set?)")
+    for k, p in params.items():
+        if full_shape(p) != tuple(tensors[k].shape):
+            raise ConfigError(f"{where}: {k} has shape {tuple(tensors[k].shape)} but the model's is {full_shape(p)}")
+    with gathered(list(params.values()), modifier_rank=0), torch.no_grad():
+        for k, p in params.items():
+            p.data.copy_(tensors[k].to(device=p.device, dtype=p.dtype))
+
+
+def apply_artifact(model, artifact: Artifact, model_path: str | None = None) -> None:
+    """Copy the artifact's prompt and head tensors into a built PromptedModel (or its engine).
+
+    Collective under ZeRO-3. ``model_path`` is the backbone directory the model was loaded from
+    (default: the path ``from_pretrained`` recorded); its config.json must be the artifact's.
+    """
+    module = getattr(model, "module", model)
+    path = model_path or getattr(module.backbone.config, "_name_or_path", "")
+    if not path:
+        raise ConfigError("apply_artifact: the model does not say which backbone it was loaded from; pass model_path")
+    check_backbone(artifact, path, module.adapter.family)
+    params = exported_parameters(module)
+    if not module.prompt.freezes_backbone:
+        params = {k: v for k, v in params.items() if k.startswith("heads.")}
+    copy_tensors(params, artifact.tensors, str(artifact.path))

@@ -1,0 +1,96 @@
+"""Evaluate a saved prompt artifact on any world size: rebuild the run from the artifact's JSON,
+build the model under DeepSpeed (ZeRO-3 shards the backbone as in training), copy the prompt and
+heads in, and score the task's splits with the training loop's own ``evaluate``."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import torch.distributed as dist
+
+from deepprompt.artifacts import Artifact, _atomic_write, apply_artifact, check_backbone, load_artifact
+from deepprompt.config import RunConfig, config_from_dict
+from deepprompt.engine import ds_setup
+from deepprompt.engine.evaluate import evaluate
+from deepprompt.errors import ConfigError
+from deepprompt.models.backbones.base import family_for_model_type
+from deepprompt.models.loading import load_tokenizer_and_config, resolve_model_path
+from deepprompt.registry import BACKBONES
+from deepprompt.tasks import Task, build_task
+
+log = logging.getLogger("deepprompt")
+
+
+def run_config_from_artifact(artifact: Artifact, overrides: list[str] | None = None) -> RunConfig:
+    """The run config the artifact was trained with, updated by dotted ``key=value`` overrides
+    (e.g. ``task.data_dir=...`` for data elsewhere, ``model.path=...`` for a moved backbone)."""
+    return config_from_dict(artifact.description["run"], overrides)
+
+
+def family_name(model_type: str, family: str = "auto") -> str:
+    cls = family_for_model_type(model_type, family)
+    return next(name for name, c in BACKBONES.items() if c is cls)
+
+
+def check_task(artifact: Artifact, task: Task) -> None:
+    """The rebuilt task must be one the artifact has a head for, with the same label list."""
+    saved = {t["name"]: t for t in artifact.description["tasks"]}
+    if task.name not in saved:
+        raise ConfigError(f"task.name: artifact {artifact.path} has no head for task {task.name!r} "
+                          f"(it has {', '.join(saved)})")
+    if list(task.labels) != saved[task.name]["labels"]:
+        raise ConfigError(f"task.name: the labels of task {task.name!r} ({task.labels}) differ from the "
+                          f"artifact's ({saved[task.name]['labels']})")
+
+
+def evaluate_artifact(artifact_path: str, ds_config_path: str, overrides: list[str] | None = None,
+                      splits: tuple[str, ...] = ("dev", "test")) -> dict:
+    """Metrics of the artifact on ``splits``; rank 0 writes ``<output_dir>/eval_results.json``."""
+    from deepprompt.cli import setup_logging
+
+    setup_logging(int(os.environ.get("RANK", "0")))
+    ds_setup.init_distributed()
+    started = time.time()
+    artifact = load_artifact(artifact_path)
+    if artifact.method == "finetune":
+        raise ConfigError(f"--artifact: {artifact.path} is a finetune run: it holds only the heads, not the trained "
+                          f"backbone, so it cannot be evaluated on its own")
+    run = run_config_from_artifact(artifact, overrides)
+    world, rank = dist.get_world_size(), dist.get_rank()
+    # no optimizer step is taken: make the batch arithmetic fit any world size
+    run.train.batch_size = run.train.micro_batch_size * world
+
+    model_path = resolve_model_path(run.model.path)
+    tokenizer, model_config = load_tokenizer_and_config(model_path, run.model.family)
+    check_backbone(artifact, model_path, family_name(model_config.model_type, run.model.family))  # before weights load
+    task = build_task(run.task, tokenizer)
+    check_task(artifact, task)
+    unknown = [s for s in splits if s not in task.splits]
+    if unknown or not splits:
+        raise ConfigError(f"--splits: {','.join(unknown) or '(none)'} not among task {task.name}'s splits "
+                          f"({', '.join(task.splits)})")
+    for split in splits:
+        task.features(split)  # data errors fail before the model loads
+    built = ds_setup.build(run, ds_setup.read_ds_config(ds_config_path), [task], model_path, model_config,
+                           src=ds_config_path)
+    apply_artifact(built.model, artifact, model_path)
+    metrics = {split: evaluate(built.engine, task, split, run.train.eval_batch_size) for split in splits}
+
+    results = {"artifact": str(artifact.path), "task": task.name, "main_metric": task.main_metric,
+               "method": artifact.method, "model": run.model.path, "world_size": world,
+               "precision": built.precision, "metrics": metrics,
+               "num_examples": {split: len(task.features(split)) for split in splits},
+               "wall_time_s": time.time() - started}
+    if rank == 0:
+        out_dir = Path(run.output_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / "eval_results.json"
+        _atomic_write(path, lambda p: p.write_text(json.dumps(results, indent=2) + "\n"))
+        for split, m in metrics.items():
+            log.info("%s %s | %s", task.name, split, " ".join(f"{k} {v:.2f}" for k, v in m.items()))
+        log.info("done in %.0f s | %s", results["wall_time_s"], path)
+    dist.barrier()
+    return results

@@ -1,0 +1,137 @@
+"""Raw inputs -> predictions for one or several artifacts made on the same backbone.
+
+One process, no DeepSpeed (inference of a frozen backbone fits one device). With several
+artifacts the backbone is loaded once and every batch may mix tasks: each example gets its own
+task's prefix (``prompts/multi.py``: padded to the longest, masked per example and layer) and its
+own head, in ONE backbone forward.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from deepprompt.artifacts import Artifact, check_backbone, copy_tensors
+from deepprompt.config import PromptConfig, TaskConfig, from_dict
+from deepprompt.errors import ConfigError, DataError
+from deepprompt.models.loading import load_tokenizer_and_config, resolve_model_path
+from deepprompt.models.prompted_model import PromptedModel
+from deepprompt.prompts import MultiPrompt
+from deepprompt.registry import BACKBONES, HEADS, PROMPTS
+from deepprompt.tasks import Task, build_task
+
+
+@dataclass
+class Server:
+    model: PromptedModel
+    tasks: dict[str, Task]
+    """Task name -> task (tokenisation and predictions); every task has a head in ``model``."""
+    device: torch.device
+
+
+def _unique_tasks(artifacts: Sequence[Artifact]) -> None:
+    owner: dict[str, Path] = {}
+    for a in artifacts:
+        for name in a.task_names:
+            if name in owner:
+                raise ConfigError(f"--artifact: task {name!r} is in both {owner[name]} and {a.path}; task names must "
+                                  f"be unique across the artifacts served together")
+            owner[name] = a.path
+
+
+def build_server(artifacts: Sequence[Artifact], model_path: str | None = None, device: str = "cpu",
+                 dtype: torch.dtype = torch.float32) -> Server:
+    """Load the backbone once and every artifact's prompt and heads on top of it."""
+    from transformers import AutoModel
+
+    import deepprompt.models.backbones  # noqa: F401  (registers the families)
+
+    if not artifacts:
+        raise ConfigError("--artifact: give at least one artifact")
+    for a in artifacts:
+        if a.method == "finetune":
+            raise ConfigError(f"--artifact: {a.path} is a finetune run: it holds only the heads, not the trained backbone")
+    _unique_tasks(artifacts)
+    first = artifacts[0].description["backbone"]
+    path = resolve_model_path(model_path or first["path"])
+    family = BACKBONES.get(first["family"], "model.family")
+    for a in artifacts:  # every artifact must have been trained on this very backbone
+        check_backbone(a, path, first["family"])
+    tokenizer, _ = load_tokenizer_and_config(path, first["family"])
+    backbone = AutoModel.from_pretrained(path, dtype=dtype, **family.load_kwargs)
+    adapter = family(backbone)
+    spec = adapter.spec()
+
+    prompts, heads, tasks, task_to_prompt = [], {}, {}, {}
+    for i, a in enumerate(artifacts):
+        cfg = from_dict(PromptConfig, a.description["prompt"], "prompt.")
+        prompt = PROMPTS.get(cfg.method, "prompt.method")(cfg, spec)
+        own = {t["name"]: HEADS.get(t["head"], "head")(spec.hidden, len(t["labels"])) for t in a.description["tasks"]}
+        params = {f"prompt.{n}": p for n, p in prompt.named_parameters()}
+        params.update({f"heads.{t}.{n}": p for t, h in own.items() for n, p in h.named_parameters()})
+        copy_tensors(params, a.tensors, str(a.path))
+        for t in a.description["tasks"]:
+            task = build_task(TaskConfig(name=t["name"], max_seq_length=t["max_seq_length"]), tokenizer)
+            if list(task.labels) != t["labels"]:
+                raise ConfigError(f"--artifact: {a.path}: the labels of task {t['name']!r} differ from this "
+                                  f"deepprompt's ({task.labels} vs {t['labels']})")
+            tasks[t["name"]], task_to_prompt[t["name"]] = task, i
+        prompts.append(prompt)
+        heads.update(own)
+    prompt = prompts[0] if len(prompts) == 1 else MultiPrompt(prompts, task_to_prompt)
+    model = PromptedModel(backbone, adapter, prompt, heads).to(device=device, dtype=dtype).eval()
+    return Server(model=model, tasks=tasks, device=torch.device(device))
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    if not Path(path).is_file():
+        raise DataError(f"--input: {path} does not exist")
+    records = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lineno}: not valid JSON: {e.msg}") from None
+            if not isinstance(rec, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object like {{\"task\": ..., \"text\": ...}}")
+            records.append({**rec, "_where": f"{path}:{lineno}"})
+    return records
+
+
+@torch.no_grad()
+def predict(server: Server, records: Sequence[dict], batch_size: int = 32) -> list[dict]:
+    """One output per record, in order: the record plus its task's prediction (token tasks:
+    ``words`` and ``tags``, one tag per word). Batches mix tasks freely."""
+    feats = []
+    for i, rec in enumerate(records):
+        where = rec.get("_where", f"input:{i + 1}")
+        name = rec.get("task")
+        if name not in server.tasks:
+            raise DataError(f"{where}: task {name!r} is not served (served: {', '.join(sorted(server.tasks))})")
+        feat = server.tasks[name].raw_features(rec, where)
+        feat["id"] = i
+        feats.append(feat)
+    collate = next(iter(server.tasks.values())).collate  # one backbone, one tokenizer: any task pads alike
+    out: list = [None] * len(records)
+    for start in range(0, len(feats), batch_size):
+        chunk = feats[start:start + batch_size]
+        names = [records[f["id"]]["task"] for f in chunk]
+        batch = {k: v.to(server.device) for k, v in collate(chunk).items()}
+        logits = server.model(batch, names).logits  # per-example rows
+        for name in dict.fromkeys(names):
+            rows = [j for j, t in enumerate(names) if t == name]
+            group = [chunk[j] for j in rows]
+            preds = server.tasks[name].predict(torch.stack([logits[j] for j in rows]).float().cpu(), group)
+            for feat, pred in zip(group, preds):
+                rec = {k: v for k, v in records[feat["id"]].items() if k != "_where"}
+                if "words" in feat:
+                    rec["words"] = feat["words"]
+                rec.update({k: v for k, v in pred.items() if k != "id"})
+                out[feat["id"]] = rec
+    return out

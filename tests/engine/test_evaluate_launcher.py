@@ -1,0 +1,101 @@
+"""launcher/evaluate.py on a saved artifact reproduces the metrics of the model that was saved, on
+1 rank and on 2 ranks through the real DeepSpeed launcher."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from deepprompt.artifacts import save_artifact
+from deepprompt.config import load_config
+from deepprompt.engine import ds_setup
+from deepprompt.engine.evaluate import evaluate
+from deepprompt.models.loading import load_tokenizer_and_config
+from deepprompt.tasks import build_task
+from tests.tiny import FIXTURES, REPO, save_tiny_bert
+
+VENV_BIN = os.path.dirname(sys.executable)
+SPLITS = ("train", "dev", "test")
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env() -> dict:
+    # the in-process fixture set process-group variables: each launched run makes its own
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    return {**env, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A prefix trained 40 steps under ZeRO-3 in this process, its metrics, and its artifact."""
+    root = tmp_path_factory.mktemp("eval")
+    path = save_tiny_bert(root / "bert")
+    ds_setup.init_distributed()
+    cfg = load_config(None, [f"model.path={path}", f"task.data_dir={FIXTURES / 'wnut16'}", "prompt.length=4",
+                             "task.max_seq_length=32", "train.batch_size=4", "train.micro_batch_size=4",
+                             "train.eval_batch_size=8", "train.lr=1e-1", "train.warmup_ratio=0", "train.max_steps=1000",
+                             f"output_dir={root / 'run'}"])
+    tokenizer, model_config = load_tokenizer_and_config(str(path))
+    task = build_task(cfg.task, tokenizer)
+    built = ds_setup.build(cfg, ds_setup.read_ds_config(str(REPO / "ds_configs/zero3.json")), [task], str(path),
+                           model_config)
+    feats = task.features("train")
+    for step in range(40):
+        i = 4 * step % (len(feats) - 4)
+        loss = built.engine(task.collate(feats[i:i + 4]), task.name).loss
+        built.engine.backward(loss)
+        built.engine.step()
+    metrics = {split: evaluate(built.engine, task, split, 8) for split in SPLITS}
+    art = save_artifact(built.engine, cfg, [task], str(path), root / "run" / "artifact", extra={"metrics": metrics})
+    return root, path, art, metrics
+
+
+def _check(results_path, metrics, world):
+    r = json.loads(results_path.read_text())
+    assert r["world_size"] == world and r["task"] == "wnut16" and r["method"] == "prefix"
+    assert r["metrics"] == metrics
+
+
+def test_evaluate_one_rank(trained):
+    root, _, art, metrics = trained
+    assert metrics["train"]["f1"] > 0  # something learned, so the comparison means something
+    out = root / "eval1"
+    proc = subprocess.run([sys.executable, "launcher/evaluate.py", "--artifact", str(art), "--ds_config",
+                           "ds_configs/zero3.json", "--splits", ",".join(SPLITS), f"output_dir={out}"],
+                          cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _check(out / "eval_results.json", metrics, 1)
+    assert "wnut16 dev | f1" in proc.stderr
+
+
+def test_evaluate_refuses_another_backbone(trained, tmp_path):
+    _, _, art, _ = trained
+    other = save_tiny_bert(tmp_path / "other", num_layers=3)
+    proc = subprocess.run([sys.executable, "launcher/evaluate.py", "--artifact", str(art), f"model.path={other}",
+                           f"output_dir={tmp_path}"], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    lines = [l for l in proc.stderr.splitlines() if l.startswith("deepprompt: error:")]
+    assert len(lines) == 1 and "was made on" in lines[0] and "Traceback" not in proc.stderr
+
+
+@pytest.mark.multirank
+def test_evaluate_two_ranks_through_the_launcher(trained):
+    root, _, art, metrics = trained
+    out = root / "eval2"
+    cmd = [os.path.join(VENV_BIN, "deepspeed"), "--hostfile", "hostfile.example", "--no_ssh_check",
+           "--master_addr", "127.0.0.1", "--master_port", str(_port()),
+           "launcher/evaluate.py", "--artifact", str(art), "--ds_config", "ds_configs/zero3.json",
+           "--splits", ",".join(SPLITS), f"output_dir={out}"]
+    proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _check(out / "eval_results.json", metrics, 2)

@@ -1,0 +1,168 @@
+"""Prompt artifacts: save under ZeRO-3 -> load -> apply gives the same outputs (under ZeRO-3 or
+plain PyTorch); the wrong backbone is refused; nothing is unpickled."""
+from __future__ import annotations
+
+import json
+import pickle
+import struct
+
+import pytest
+import torch
+
+from deepprompt.artifacts import (DESCRIPTION_FILE, FORMAT, TENSORS_FILE, apply_artifact, load_artifact,
+                                  save_artifact, weights_fingerprint)
+from deepprompt.config import load_config
+from deepprompt.engine import ds_setup
+from deepprompt.errors import ConfigError
+from deepprompt.models.loading import load_tokenizer_and_config
+from deepprompt.tasks import build_task
+from tests.artifact_utils import dev_batch, plain_model, run_config, train_briefly
+from tests.tiny import FIXTURES, REPO, save_tiny_bert
+
+ZERO3 = str(REPO / "ds_configs/zero3.json")
+
+
+def _build_zero3(path, seed: int):
+    cfg = load_config(None, [f"model.path={path}", f"task.data_dir={FIXTURES / 'wnut16'}", "prompt.length=4",
+                             "task.max_seq_length=32", "train.batch_size=4", "train.micro_batch_size=4",
+                             "train.lr=3e-2", "train.max_steps=10", f"train.seed={seed}"])
+    tokenizer, model_config = load_tokenizer_and_config(str(path))
+    task = build_task(cfg.task, tokenizer)
+    return cfg, task, ds_setup.build(cfg, ds_setup.read_ds_config(ZERO3), [task], str(path), model_config)
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A prefix trained 4 steps under ZeRO-3 (in this process, one rank), saved, and its dev logits."""
+    path = save_tiny_bert(tmp_path_factory.mktemp("bert"))
+    ds_setup.init_distributed()
+    cfg, task, built = _build_zero3(path, seed=42)
+    feats = task.features("train")
+    for step in range(4):
+        loss = built.engine(task.collate(feats[4 * step: 4 * step + 4]), task.name).loss
+        built.engine.backward(loss)
+        built.engine.step()
+    built.engine.eval()
+    with torch.no_grad():
+        logits = built.engine(dev_batch(task), task.name).logits
+    out = save_artifact(built.engine, cfg, [task], str(path), tmp_path_factory.mktemp("art") / "artifact",
+                        extra={"steps": 4})
+    return path, out, logits, task
+
+
+def test_files_and_description(saved):
+    path, out, _, task = saved
+    assert sorted(p.name for p in out.iterdir()) == [DESCRIPTION_FILE, TENSORS_FILE]
+    desc = json.loads((out / DESCRIPTION_FILE).read_text())
+    assert desc["format"] == FORMAT and desc["format_version"] == 1
+    assert desc["method"] == "prefix" and desc["includes_backbone"] is False and desc["extra"] == {"steps": 4}
+    assert desc["prompt"]["length"] == 4 and desc["run"]["prompt"] == desc["prompt"]
+    b = desc["backbone"]
+    assert b["path"] == str(path) and b["model_type"] == "bert" and b["family"] == "bert"
+    assert len(b["config_sha256"]) == 64 and b["weights_fingerprint"]["files"][0][0] == "model.safetensors"
+    assert desc["spec"] == {"family": "bert", "num_layers": 2, "hidden": 32, "num_heads": 4, "max_positions": 64,
+                            "init_std": 0.2}
+    assert desc["tasks"] == [{"name": "wnut16", "head": "token", "labels": task.labels, "max_seq_length": 32}]
+    # P x layers x 2 x hidden, and the head: nothing of the backbone
+    assert desc["tensors"] == {"prompt.embedding.weight": {"shape": [4, 2 * 2 * 32], "dtype": "float32"},
+                               "heads.wnut16.out.weight": {"shape": [len(task.labels), 32], "dtype": "float32"},
+                               "heads.wnut16.out.bias": {"shape": [len(task.labels)], "dtype": "float32"}}
+    assert (out / TENSORS_FILE).stat().st_size < 10_000
+
+
+def test_zero3_round_trip_gives_identical_outputs(saved):
+    path, out, logits, task = saved
+    cfg, task, built = _build_zero3(path, seed=7)  # another seed: another random prompt and head
+    built.engine.eval()
+    with torch.no_grad():
+        before = built.engine(dev_batch(task), task.name).logits
+        assert not torch.allclose(before, logits, atol=1e-3)
+        apply_artifact(built.engine, load_artifact(out))
+        after = built.engine(dev_batch(task), task.name).logits
+    torch.testing.assert_close(after, logits, rtol=0, atol=1e-6)
+
+
+def test_applies_without_deepspeed(saved):
+    path, out, logits, task = saved
+    model, task = plain_model(run_config(path), seed=3)
+    apply_artifact(model, load_artifact(out / DESCRIPTION_FILE))  # the JSON path works too
+    with torch.no_grad():
+        torch.testing.assert_close(model(dev_batch(task), task.name).logits, logits, rtol=0, atol=1e-6)
+
+
+def test_other_backbone_is_refused_in_one_line(saved, tmp_path):
+    _, out, _, _ = saved
+    other = save_tiny_bert(tmp_path / "other", num_layers=3)
+    model, _ = plain_model(run_config(other))
+    with pytest.raises(ConfigError) as e:
+        apply_artifact(model, load_artifact(out))
+    msg = str(e.value)
+    assert "\n" not in msg and "was made on" in msg and str(other) in msg and "config.json sha256" in msg
+
+
+def test_shape_mismatch_is_refused(saved):
+    path, out, _, _ = saved
+    model, _ = plain_model(run_config(path, "prompt.length=6"))
+    with pytest.raises(ConfigError, match=r"prompt\.embedding\.weight has shape \(4, 128\) but the model's is \(6, 128\)"):
+        apply_artifact(model, load_artifact(out))
+
+
+def test_loading_never_unpickles(saved, monkeypatch):
+    _, out, _, _ = saved
+
+    def refuse(*a, **k):
+        raise AssertionError("unpickling during load_artifact")
+
+    for mod, name in ((pickle, "load"), (pickle, "loads"), (pickle, "Unpickler"), (torch, "load")):
+        monkeypatch.setattr(mod, name, refuse)
+    art = load_artifact(out)
+    assert set(art.tensors) == set(art.description["tensors"])
+    # the tensor file is plain safetensors: an 8-byte header length, then a JSON header
+    raw = (out / TENSORS_FILE).read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    assert header["prompt.embedding.weight"]["dtype"] == "F32"
+
+
+def test_not_an_artifact(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_artifact(tmp_path)
+    (tmp_path / DESCRIPTION_FILE).write_text('{"format": "something-else"}')
+    with pytest.raises(ConfigError, match="not a deepprompt prompt artifact"):
+        load_artifact(tmp_path)
+
+
+def test_finetune_exports_heads_only(tmp_path):
+    path = save_tiny_bert(tmp_path / "bert")
+    run = run_config(path, "prompt.method=finetune")
+    model, task = plain_model(run)
+    out = save_artifact(model, run, [task], str(path), tmp_path / "artifact")
+    art = load_artifact(out)
+    assert art.description["includes_backbone"] is False and "not included" in art.description["note"]
+    assert all(k.startswith("heads.") for k in art.tensors)
+    fresh, _ = plain_model(run, seed=5)
+    apply_artifact(fresh, art)
+    torch.testing.assert_close(fresh.heads["wnut16"].out.weight, model.heads["wnut16"].out.weight, rtol=0, atol=0)
+
+
+def test_weights_fingerprint_reads_the_ends_of_each_file(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"a" * (3 << 20))
+    (tmp_path / "config.json").write_text("{}")  # not a weight file
+    first = weights_fingerprint(tmp_path)
+    assert first["files"] == [["model.safetensors", 3 << 20]]
+    assert weights_fingerprint(tmp_path) == first
+    (tmp_path / "model.safetensors").write_bytes(b"a" * ((3 << 20) - 1) + b"b")  # last byte differs
+    assert weights_fingerprint(tmp_path)["sha256"] != first["sha256"]
+
+
+def test_plain_round_trip_after_training(tmp_path):
+    path = save_tiny_bert(tmp_path / "bert")
+    run = run_config(path, "prompt.reparam=true", "prompt.reparam_hidden=16", "prompt.layers=[-1]")
+    model, task = plain_model(run)
+    train_briefly(model, task, steps=3)
+    out = save_artifact(model, run, [task], str(path), tmp_path / "artifact")
+    fresh, _ = plain_model(run, seed=9)
+    apply_artifact(fresh, load_artifact(out))
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(dev_batch(task), task.name).logits, model(dev_batch(task), task.name).logits,
+                                   rtol=0, atol=0)
