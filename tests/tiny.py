@@ -73,3 +73,30 @@ def save_tiny(family: str, path: Path, num_layers: int = 2, hidden: int = 32, ma
 
 def save_tiny_bert(path: Path, **kw) -> Path:
     return save_tiny("bert", path, **kw)
+
+
+def build_zero3(model_dir: Path, *overrides: str, ds_config: str = "ds_configs/zero3.json"):
+    """(run config, ds_setup.Built, task): the tiny model on the fixture NER data under ZeRO-3, in
+    this process (one rank), through the same ``ds_setup.build`` the trainer uses."""
+    from deepprompt.config import load_config
+    from deepprompt.engine import ds_setup
+    from deepprompt.models.loading import load_tokenizer_and_config
+    from deepprompt.tasks import build_task
+
+    ds_setup.init_distributed()
+    run = load_config(None, [f"model.path={model_dir}", f"task.data_dir={FIXTURES / 'wnut16'}", "prompt.length=4",
+                             "task.max_seq_length=32", "train.batch_size=4", "train.micro_batch_size=4", *overrides])
+    tokenizer, model_config = load_tokenizer_and_config(str(model_dir))
+    task = build_task(run.task, tokenizer)
+    built = ds_setup.build(run, ds_setup.read_ds_config(str(REPO / ds_config)), [task], str(model_dir), model_config)
+    return run, built, task
+
+
+def train_steps(built, task, steps: int, batch: int = 4) -> None:
+    """``steps`` optimizer steps over consecutive fixture batches (wrapping around)."""
+    feats = task.features("train")
+    for step in range(steps):
+        i = batch * step % (len(feats) - batch)
+        loss = built.engine(task.collate(feats[i:i + batch]), task.name).loss
+        built.engine.backward(loss)
+        built.engine.step()

@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 
 import torch
@@ -166,6 +167,7 @@ def _ensure_optimizer_state(engine) -> None:
 
 def save(engine, model, run: RunConfig, step: int, state: dict, keep: int) -> Path | None:
     """Collective: every rank gathers, rank 0 writes. Returns the checkpoint path (rank 0)."""
+    started = time.time()
     tensors = {}
     for name, p in _trainable(model):
         tensors[f"param/{name}"] = _get_full(engine, p, None)
@@ -192,6 +194,8 @@ def save(engine, model, run: RunConfig, step: int, state: dict, keep: int) -> Pa
         os.replace(pointer_tmp, root / LATEST)
         _fsync_dir(root)
         _prune(root, keep)
+        size = sum(f.stat().st_size for f in path.iterdir())
+        log.info("checkpoint %s: %.2f MB in %.2f s", path, size / 2**20, time.time() - started)
     dist.barrier()
     return path
 

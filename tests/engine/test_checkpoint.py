@@ -3,29 +3,15 @@ Adam moment exactly; a save killed half-way never becomes ``latest``."""
 import pytest
 import torch
 
-from deepprompt.config import load_config
-from deepprompt.engine import checkpoint, ds_setup
-from deepprompt.models.loading import load_tokenizer_and_config
-from deepprompt.tasks import build_task
-from tests.tiny import FIXTURES, REPO, save_tiny
+from deepprompt.engine import checkpoint
+from tests.tiny import build_zero3, save_tiny, train_steps
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    path = save_tiny("bert", tmp_path_factory.mktemp("bert"))
-    ds_setup.init_distributed()
-    run = load_config(None, [f"model.path={path}", f"task.data_dir={FIXTURES / 'wnut16'}", "prompt.length=4",
-                             "task.max_seq_length=32", "train.batch_size=4", "train.micro_batch_size=4",
-                             f"output_dir={tmp_path_factory.mktemp('out')}"])
-    tokenizer, model_config = load_tokenizer_and_config(str(path))
-    task = build_task(run.task, tokenizer)
-    built = ds_setup.build(run, ds_setup.read_ds_config(str(REPO / "ds_configs/zero3.json")), [task], str(path),
-                           model_config)
-    feats = task.features("train")
-    for i in range(3):
-        loss = built.engine(task.collate(feats[4 * i:4 * i + 4]), task.name).loss
-        built.engine.backward(loss)
-        built.engine.step()
+    run, built, task = build_zero3(save_tiny("bert", tmp_path_factory.mktemp("bert")),
+                                   f"output_dir={tmp_path_factory.mktemp('out')}")
+    train_steps(built, task, 3)
     return run, built
 
 

@@ -11,12 +11,8 @@ import sys
 import pytest
 
 from deepprompt.artifacts import save_artifact
-from deepprompt.config import load_config
-from deepprompt.engine import ds_setup
 from deepprompt.engine.evaluate import evaluate
-from deepprompt.models.loading import load_tokenizer_and_config
-from deepprompt.tasks import build_task
-from tests.tiny import FIXTURES, REPO, save_tiny_bert
+from tests.tiny import REPO, build_zero3, save_tiny_bert, train_steps
 
 VENV_BIN = os.path.dirname(sys.executable)
 SPLITS = ("train", "dev", "test")
@@ -40,21 +36,9 @@ def trained(tmp_path_factory):
     """A prefix trained 40 steps under ZeRO-3 in this process, its metrics, and its artifact."""
     root = tmp_path_factory.mktemp("eval")
     path = save_tiny_bert(root / "bert")
-    ds_setup.init_distributed()
-    cfg = load_config(None, [f"model.path={path}", f"task.data_dir={FIXTURES / 'wnut16'}", "prompt.length=4",
-                             "task.max_seq_length=32", "train.batch_size=4", "train.micro_batch_size=4",
-                             "train.eval_batch_size=8", "train.lr=1e-1", "train.warmup_ratio=0", "train.max_steps=1000",
-                             f"output_dir={root / 'run'}"])
-    tokenizer, model_config = load_tokenizer_and_config(str(path))
-    task = build_task(cfg.task, tokenizer)
-    built = ds_setup.build(cfg, ds_setup.read_ds_config(str(REPO / "ds_configs/zero3.json")), [task], str(path),
-                           model_config)
-    feats = task.features("train")
-    for step in range(40):
-        i = 4 * step % (len(feats) - 4)
-        loss = built.engine(task.collate(feats[i:i + 4]), task.name).loss
-        built.engine.backward(loss)
-        built.engine.step()
+    cfg, built, task = build_zero3(path, "train.eval_batch_size=8", "train.lr=1e-1", "train.warmup_ratio=0",
+                                   "train.max_steps=1000", f"output_dir={root / 'run'}")
+    train_steps(built, task, 40)
     metrics = {split: evaluate(built.engine, task, split, 8) for split in SPLITS}
     art = save_artifact(built.engine, cfg, [task], str(path), root / "run" / "artifact", extra={"metrics": metrics})
     return root, path, art, metrics

@@ -5,32 +5,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from deepprompt.config import load_config
 from deepprompt.engine import ds_setup
-from deepprompt.models.loading import load_tokenizer_and_config
-from deepprompt.tasks import build_task
-from tests.tiny import FIXTURES, REPO, save_tiny_bert
+from tests.tiny import build_zero3, save_tiny_bert, train_steps
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     path = save_tiny_bert(tmp_path_factory.mktemp("bert"))
-    ds_setup.init_distributed()
-    cfg = load_config(None, [f"model.path={path}", f"task.data_dir={FIXTURES / 'wnut16'}", "prompt.length=4",
-                             "task.max_seq_length=32", "train.batch_size=4", "train.micro_batch_size=4",
-                             "train.lr=3e-2", "train.max_steps=10"])
-    tokenizer, model_config = load_tokenizer_and_config(str(path))
-    task = build_task(cfg.task, tokenizer)
-    built = ds_setup.build(cfg, ds_setup.read_ds_config(str(REPO / "ds_configs/zero3.json")), [task], str(path),
-                           model_config)
+    run, built, task = build_zero3(path, "train.lr=3e-2")
     fingerprint = ds_setup.frozen_fingerprint(built.model)
     prompt_before = _gathered(built.model.prompt)
-    feats = task.features("train")
-    for step in range(6):
-        batch = task.collate(feats[4 * step: 4 * step + 4])
-        loss = built.engine(batch, task.name).loss
-        built.engine.backward(loss)
-        built.engine.step()
+    train_steps(built, task, 6)
     return built, path, fingerprint, prompt_before
 
 
