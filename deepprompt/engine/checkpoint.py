@@ -90,6 +90,27 @@ def read_state(path: Path) -> dict:
     return json.loads((path / STATE).read_text())
 
 
+def resume_point(run: RunConfig) -> Path | None:
+    """Collective: the checkpoint this run continues from (rank 0 looks, checks compatibility, and
+    tells everyone, so only rank 0's node needs ``output_dir``), or None for a fresh start."""
+    decision: list = [None]
+    if dist.get_rank() == 0:
+        try:
+            found = find_latest(run.output_dir) if run.train.resume == "auto" else None
+            if found is not None:
+                check_compatible(read_state(found)["signature"], run, found)
+            elif run.train.resume == "never":
+                clear(run.output_dir)
+            decision = [("ok", found)]
+        except ConfigError as e:
+            decision = [("error", str(e))]
+    dist.broadcast_object_list(decision, src=0)
+    kind, value = decision[0]
+    if kind == "error":
+        raise ConfigError(value)
+    return value
+
+
 def clear(output_dir: str | Path) -> None:
     """Fresh start: forget earlier checkpoints (rank 0)."""
     root = checkpoint_root(output_dir)

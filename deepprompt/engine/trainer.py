@@ -67,11 +67,7 @@ def train(run: RunConfig, ds_config_path: str) -> dict:
     tr = run.train
 
     # ---- everything that can be wrong is checked before the weights load
-    resume_from = checkpoint.find_latest(out_dir) if tr.resume == "auto" else None
-    if resume_from is not None:
-        checkpoint.check_compatible(checkpoint.read_state(resume_from)["signature"], run, resume_from)
-    elif tr.resume == "never" and rank == 0:
-        checkpoint.clear(out_dir)
+    resume_from = checkpoint.resume_point(run)
     ds_raw = ds_setup.read_ds_config(ds_config_path)
     model_path = resolve_model_path(run.model.path)
     tokenizer, model_config = load_tokenizer_and_config(model_path, run.model.family)
