@@ -32,7 +32,10 @@ def main() -> None:
     import torch
 
     from deepprompt.artifacts import load_artifact
+    from deepprompt.cli import setup_logging
     from deepprompt.engine.serving import build_server, predict, read_jsonl
+
+    setup_logging(0)
 
     server = build_server([load_artifact(a) for a in args.artifact], args.model_path, args.device,
                           getattr(torch, args.dtype))
