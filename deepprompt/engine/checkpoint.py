@@ -33,6 +33,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
 from deepprompt.config import RunConfig
+from deepprompt.engine.ds_setup import inner_optimizer, master_partitions
 from deepprompt.errors import ConfigError
 
 log = logging.getLogger("deepprompt")
@@ -125,17 +126,13 @@ def _trainable(model) -> list[tuple[str, torch.nn.Parameter]]:
     return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
 
-def _inner_optimizer(engine):
-    return getattr(engine.optimizer, "optimizer", engine.optimizer)
-
-
 def _get_full(engine, p, key: str | None) -> torch.Tensor:
     """The whole fp32 master (key None) or Adam moment of ``p`` — a collective under ZeRO-3."""
     from deepspeed.utils import safe_get_full_fp32_param, safe_get_full_optimizer_state
 
     value = safe_get_full_fp32_param(p) if key is None else safe_get_full_optimizer_state(p, key)
     if value is None:  # no ZeRO partitioning: the torch optimizer holds the tensors directly
-        value = p.detach() if key is None else _inner_optimizer(engine).state[p][key]
+        value = p.detach() if key is None else inner_optimizer(engine).state[p][key]
     return value.detach().float().cpu().reshape(p.ds_shape if hasattr(p, "ds_shape") else p.shape).clone()
 
 
@@ -159,16 +156,16 @@ def _set_full(engine, p, key: str | None, value: torch.Tensor) -> None:
     elif key is None:
         p.data.copy_(value.to(p.dtype))
     else:
-        _inner_optimizer(engine).state[p][key].copy_(value)
+        inner_optimizer(engine).state[p][key].copy_(value)
 
 
 def _optimizer_step_count(engine) -> int:
-    steps = [int(st["step"]) for st in _inner_optimizer(engine).state.values() if "step" in st]
+    steps = [int(st["step"]) for st in inner_optimizer(engine).state.values() if "step" in st]
     return max(steps, default=0)
 
 
 def _set_optimizer_step_count(engine, count: int) -> None:
-    for st in _inner_optimizer(engine).state.values():
+    for st in inner_optimizer(engine).state.values():
         if "step" in st:
             st["step"] = torch.tensor(float(count)) if torch.is_tensor(st["step"]) else count
 
@@ -176,10 +173,8 @@ def _set_optimizer_step_count(engine, count: int) -> None:
 def _ensure_optimizer_state(engine) -> None:
     """Adam creates its moments at the first step; a resume fills them before that, so create them
     (zeros, as Adam would) on the tensors the optimizer really updates."""
-    inner = _inner_optimizer(engine)
-    targets = (getattr(engine.optimizer, "fp32_partitioned_groups_flat", None)  # ZeRO-3 flat partitions
-               or [p for g in inner.param_groups for p in g["params"]])
-    for t in targets:
+    inner = inner_optimizer(engine)
+    for t in master_partitions(engine):
         if not inner.state.get(t):
             inner.state[t] = {"step": torch.tensor(0.0), **{k: torch.zeros_like(t) for k in MOMENTS}}
 

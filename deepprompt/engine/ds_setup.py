@@ -235,18 +235,27 @@ def local_frozen_numel_per_rank(model: nn.Module) -> list[int]:
     return counts
 
 
+def inner_optimizer(engine):
+    """The torch optimizer DeepSpeed wraps (its ``state`` holds the Adam moments)."""
+    return getattr(engine.optimizer, "optimizer", engine.optimizer)
+
+
+def master_partitions(engine) -> list[torch.Tensor]:
+    """The fp32 tensors the optimizer updates on this rank: ZeRO-3's flat partitions, ZeRO-1/2's
+    fp32 groups, or (no ZeRO) the parameters themselves."""
+    opt = engine.optimizer
+    return (getattr(opt, "fp32_partitioned_groups_flat", None)
+            or getattr(opt, "single_partition_of_fp32_groups", None)
+            or [p for g in inner_optimizer(engine).param_groups for p in g["params"]])
+
+
 def optimizer_state_numel(engine) -> dict[str, int]:
     """Elements of fp32 master weights and of optimizer moments, each summed over ALL ranks, read
     from the optimizer itself (not from a formula). With fp32 training ZeRO-3's master partition is
     the trainable shard itself (no extra copy in memory); with bf16/fp16 it is a separate fp32 copy."""
-    opt = engine.optimizer
-    inner = getattr(opt, "optimizer", opt)  # the torch optimizer DeepSpeed wraps
-    masters = (getattr(opt, "fp32_partitioned_groups_flat", None)  # ZeRO-3
-               or getattr(opt, "single_partition_of_fp32_groups", None)  # ZeRO-1/2
-               or [p for g in inner.param_groups for p in g["params"]])
-    moments = sum(t.numel() for st in inner.state.values() for t in st.values()
+    moments = sum(t.numel() for st in inner_optimizer(engine).state.values() for t in st.values()
                   if torch.is_tensor(t) and t.dim() > 0)
-    n = torch.tensor([sum(m.numel() for m in masters), moments], dtype=torch.long)
+    n = torch.tensor([sum(m.numel() for m in master_partitions(engine)), moments], dtype=torch.long)
     torch.distributed.all_reduce(n)
     return {"master": int(n[0]), "moments": int(n[1]), "total": int(n.sum())}
 

@@ -77,7 +77,7 @@ def train(run: RunConfig, ds_config_path: str) -> dict:
     built = ds_setup.build(run, ds_raw, [task], model_path, model_config, src=ds_config_path)
     engine, ds, model = built.engine, built.ds_config, built.model
     mb, ga = ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"]
-    _log_layout(run, built, task, world)
+    frozen_per_rank = _log_layout(run, built, task, world)
     if rank == 0:
         (out_dir / "run_config.json").write_text(json.dumps(run.to_dict(), indent=2))
         (out_dir / "ds_config.json").write_text(json.dumps(ds_setup.public(ds), indent=2))
@@ -194,7 +194,7 @@ def train(run: RunConfig, ds_config_path: str) -> dict:
                    "trainable_percent": 100 * built.trainable_params / built.total_params,
                    "optimizer_state_numel": opt_state["total"],
                    "optimizer_state": opt_state,
-                   "frozen_numel_per_rank": ds_setup.local_frozen_numel_per_rank(model)},
+                   "frozen_numel_per_rank": frozen_per_rank},
         "frozen_backbone": frozen,
         "train_loss": {"first": progress.first_loss, "last": progress.last_loss},
         "tasks": {task.name: {
@@ -230,7 +230,8 @@ def _agree(flag) -> bool:
     return t.item() > 0
 
 
-def _log_layout(run: RunConfig, built, task, world: int) -> None:
+def _log_layout(run: RunConfig, built, task, world: int) -> list[int]:
+    """Rank 0 logs the world, the parameter counts and what each rank stores; returns the latter."""
     ds = built.ds_config
     log.info("world %d rank(s) | %s | backbone %s (%s) | method %s | precision %s | ZeRO stage %s",
              world, task.name, run.model.path, built.adapter.family, run.prompt.method, built.precision,
@@ -242,6 +243,7 @@ def _log_layout(run: RunConfig, built, task, world: int) -> None:
     per_rank = ds_setup.local_frozen_numel_per_rank(built.model)
     log.info("frozen weights stored per rank: %s (of %s)", ", ".join(f"{n:,}" for n in per_rank),
              f"{built.total_params - built.trainable_params:,}")
+    return per_rank
 
 
 class _TrainLog:
