@@ -78,3 +78,22 @@ def make_batch(family: str, lengths=(7, 5), seed: int = 0) -> dict:
 @pytest.fixture(params=FAMILIES)
 def family(request) -> str:
     return request.param
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_leaked_shared_memory():
+    """Runs killed with SIGKILL (the preemption tests do that on purpose) cannot release DeepSpeed's
+    /dev/shm all-reduce segments; remove the ones this session created, so repeated test runs never
+    fill /dev/shm (runs that exit normally release their own: ds_setup.release_shm_buffers)."""
+    import os
+    import time
+
+    started = time.time()
+    yield
+    shm = Path("/dev/shm")
+    for f in shm.glob(f"deepspeed_allreduce_buffer_{os.getuid()}_*") if shm.is_dir() else []:
+        try:
+            if f.stat().st_mtime >= started:
+                f.unlink()
+        except OSError:
+            pass

@@ -6,6 +6,7 @@ in the JSON is filled from the run config, and every batch number is checked aga
 """
 from __future__ import annotations
 
+import atexit
 import copy
 import hashlib
 import json
@@ -50,6 +51,21 @@ def init_distributed(timeout_minutes: float = 10.0) -> None:
     if not torch.distributed.is_initialized():
         deepspeed.init_distributed(dist_backend=get_accelerator().communication_backend_name(),
                                    timeout=timedelta(minutes=timeout_minutes), verbose=False)
+        atexit.register(release_shm_buffers)
+
+
+def release_shm_buffers() -> None:
+    """DeepSpeed's CPU shared-memory all-reduce creates one ~64 MB /dev/shm segment per rank and
+    never unlinks it (deepspeed 0.19, csrc/cpu/comm/shm.cpp): every run would leak them until
+    /dev/shm is full and new runs hang. Each rank removes its own at exit (the name is gone, live
+    mappings stay valid)."""
+    name = (f"deepspeed_allreduce_buffer_{os.getuid()}_{os.environ.get('MASTER_ADDR', '')}_"
+            f"{os.environ.get('MASTER_PORT', '')}")
+    for rank in {os.environ.get("LOCAL_RANK"), os.environ.get("RANK")} - {None}:
+        try:
+            os.unlink(f"/dev/shm/{name}_{rank}")
+        except OSError:
+            pass
 
 
 # ------------------------------------------------------------------------------ DeepSpeed JSON

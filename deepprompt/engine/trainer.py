@@ -58,11 +58,11 @@ class Progress:
 
 
 def train(run: RunConfig, ds_config_path: str) -> dict:
-    setup_logging(int(os.environ.get("RANK", "0")))
-    ds_setup.init_distributed()
-    rank, world = dist.get_rank(), dist.get_world_size()
     out_dir = Path(run.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    setup_logging(int(os.environ.get("RANK", "0")), out_dir / "logs")
+    ds_setup.init_distributed()
+    rank, world = dist.get_rank(), dist.get_world_size()
     started = time.time()
     tr = run.train
 

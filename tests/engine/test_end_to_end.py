@@ -73,6 +73,10 @@ def test_two_rank_zero3_run_through_the_launcher(tiny_model, tmp_path):
     task = r["tasks"]["wnut16"]
     assert {"dev_f1", "test_f1"} <= set(task["last"]) and {"dev_f1", "test_f1", "step"} <= set(task["best_dev"])
     assert (out / "tensorboard").is_dir()
+    # every rank keeps its own full log; only rank 0 prints INFO to the console
+    for rank in (0, 1):
+        assert "world 2 rank(s)" in (out / "logs" / f"rank{rank}.log").read_text()
+    assert proc.stderr.count("world 2 rank(s)") + proc.stdout.count("world 2 rank(s)") == 1
 
 
 @pytest.mark.parametrize("method", ["finetune", "prompt", "ptuning", "prefix"])
