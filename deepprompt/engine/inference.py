@@ -18,7 +18,6 @@ from deepprompt.engine.evaluate import evaluate
 from deepprompt.errors import ConfigError
 from deepprompt.models.backbones.base import family_for_model_type
 from deepprompt.models.loading import load_tokenizer_and_config, resolve_model_path
-from deepprompt.registry import BACKBONES
 from deepprompt.tasks import Task, build_task
 
 log = logging.getLogger("deepprompt")
@@ -28,11 +27,6 @@ def run_config_from_artifact(artifact: Artifact, overrides: list[str] | None = N
     """The run config the artifact was trained with, updated by dotted ``key=value`` overrides
     (e.g. ``task.data_dir=...`` for data elsewhere, ``model.path=...`` for a moved backbone)."""
     return config_from_dict(artifact.description["run"], overrides)
-
-
-def family_name(model_type: str, family: str = "auto") -> str:
-    cls = family_for_model_type(model_type, family)
-    return next(name for name, c in BACKBONES.items() if c is cls)
 
 
 def check_task(artifact: Artifact, task: Task) -> None:
@@ -65,7 +59,8 @@ def evaluate_artifact(artifact_path: str, ds_config_path: str, overrides: list[s
 
     model_path = resolve_model_path(run.model.path)
     tokenizer, model_config = load_tokenizer_and_config(model_path, run.model.family)
-    check_backbone(artifact, model_path, family_name(model_config.model_type, run.model.family))  # before weights load
+    family = family_for_model_type(model_config.model_type, run.model.family).registered_name()
+    check_backbone(artifact, model_path, family)  # before weights load
     task = build_task(run.task, tokenizer)
     check_task(artifact, task)
     unknown = [s for s in splits if s not in task.splits]

@@ -31,8 +31,13 @@ class BackboneAdapter:
 
     def __init__(self, model: nn.Module):
         self.model = model  # a plain reference; the prompted model owns the module
-        self.family = next(n for n, c in BACKBONES.items() if c is type(self))
+        self.family = self.registered_name()
         self._install()
+
+    @classmethod
+    def registered_name(cls) -> str:
+        """The family name this adapter class is registered under (``model.family``)."""
+        return next(n for n, c in BACKBONES.items() if c is cls)
 
     # ---- shape
     def spec(self) -> BackboneSpec:
