@@ -7,6 +7,7 @@ real run) and returns ``(model, adapter)``.
 """
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -17,6 +18,9 @@ from transformers import AutoModel, BertConfig, DebertaV2Config, RobertaConfig
 import deepprompt.models.backbones  # noqa: F401  (registers the backbone families)
 import deepprompt.prompts  # noqa: F401  (registers the prompt methods)
 from deepprompt.registry import BACKBONES
+
+# Encoded features are cached per test session (launched runs inherit it), never in the user's home.
+os.environ["DEEPPROMPT_CACHE"] = tempfile.mkdtemp(prefix="deepprompt-cache-")
 
 # The models here are tiny: intra-op threads only add contention (100x slower on a busy 2-core box).
 torch.set_num_threads(1)

@@ -1,14 +1,25 @@
 """A task supplies data (features per split), a head name, predictions and a metric. It never
-knows about DeepSpeed or the prompt method."""
+knows about DeepSpeed or the prompt method.
+
+The pipeline of every task: ``read_examples(split)`` reads the official files into plain records
+(validating them: a bad record is a one-line ``DataError`` naming file:line or the example id), then
+``encode`` tokenises them in batches through ``datasets.Dataset.map`` into features, cached as Arrow
+files keyed by the records, the tokenizer, the task config and the task's code. One record may give
+several features (QA windows) or none (counted and logged by the task)."""
 from __future__ import annotations
 
+import hashlib
+import inspect
+import json
 import logging
+import os
+from pathlib import Path
 from typing import ClassVar
 
 import torch
 
 from deepprompt.config import TaskConfig
-from deepprompt.errors import ConfigError
+from deepprompt.errors import ConfigError, DataError
 from deepprompt.registry import TASKS
 
 log = logging.getLogger("deepprompt")
@@ -16,6 +27,47 @@ log = logging.getLogger("deepprompt")
 # Feature keys that become tensors; anything else in a feature (word ids, raw text) stays on the host.
 TENSOR_KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels", "start_positions", "end_positions")
 PAD_LABEL = -100
+CACHE_ENV = "DEEPPROMPT_CACHE"
+
+
+def cache_root() -> Path | None:
+    """Where encoded features are cached: ``$DEEPPROMPT_CACHE`` (empty = no cache), else
+    ``~/.cache/deepprompt/features``."""
+    env = os.environ.get(CACHE_ENV)
+    if env is not None:
+        return Path(env) if env else None
+    return Path.home() / ".cache" / "deepprompt" / "features"
+
+
+def _tokenizer_identity(tok) -> str:
+    backend = getattr(tok, "backend_tokenizer", None)
+    if backend is not None:  # minus the truncation/padding state a previous call left behind
+        spec = json.loads(backend.to_str())
+        return json.dumps({k: v for k, v in spec.items() if k not in ("truncation", "padding")}, sort_keys=True)
+    return json.dumps(sorted(tok.get_vocab().items())) + json.dumps(getattr(tok, "init_kwargs", {}),
+                                                                    sort_keys=True, default=str)
+
+
+class FeatureSet:
+    """A split's features, stored as an Arrow table (``datasets.Dataset``) and read like a list:
+    ``fs[i]`` is one feature dict, ``fs[a:b]`` a list of them."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, idx):
+        if isinstance(idx, slice):
+            return [self.dataset[i] for i in range(*idx.indices(len(self)))]
+        return self.dataset[int(idx)]
+
+    def __iter__(self):
+        return iter(self.dataset)
+
+    def select(self, n: int) -> "FeatureSet":
+        return FeatureSet(self.dataset.select(range(min(n, len(self)))))
 
 
 class Task:
@@ -24,11 +76,15 @@ class Task:
     main_metric: ClassVar[str]
     """The metric best-dev tracking maximises."""
     splits: ClassVar[tuple[str, ...]] = ("train", "dev", "test")
+    tensor_keys: ClassVar[tuple[str, ...]] = TENSOR_KEYS
+    """Feature keys ``collate`` turns into tensors (sequence keys are right-padded)."""
+    pad_values: ClassVar[dict[str, int]] = {"labels": PAD_LABEL}
+    """Padding value per sequence key (input_ids pads with the tokenizer's pad id, others with 0)."""
 
     def __init__(self, cfg: TaskConfig, tokenizer):
         self.cfg = cfg
         self.tokenizer = tokenizer
-        self._features: dict[str, list[dict]] = {}
+        self._features: dict[str, FeatureSet] = {}
 
     @property
     def name(self) -> str:
@@ -38,23 +94,67 @@ class Task:
     def labels(self) -> list[str]:
         raise NotImplementedError
 
-    def build_features(self, split: str) -> list[dict]:
+    def read_examples(self, split: str) -> list[dict]:
+        """The split's records as plain JSON-able dicts (same keys and value types in every record),
+        validated; errors name file:line or the example id."""
         raise NotImplementedError
 
-    def features(self, split: str) -> list[dict]:
+    def encode(self, batch: dict[str, list]) -> dict[str, list]:
+        """Tokenise a batch of records (column-wise, as ``datasets.Dataset.map(batched=True)``
+        passes it) into features (column-wise; any number of rows)."""
+        raise NotImplementedError
+
+    def cache_key(self) -> str:
+        """Everything besides the records that changes the features: tokenizer, config, task code."""
+        tok = self.tokenizer
+        parts = [type(self).__module__, type(self).__qualname__, inspect.getsource(inspect.getmodule(type(self))),
+                 json.dumps(vars(self.cfg), sort_keys=True, default=str),
+                 type(tok).__name__, _tokenizer_identity(tok)]
+        return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+    def build_features(self, split: str) -> FeatureSet:
+        import datasets
+
+        examples = self.read_examples(split)
+        if not examples:
+            raise DataError(f"task {self.name}: the {split} split has no examples")
+        digest = hashlib.sha256((self.cache_key() + split).encode())
+        for ex in examples:
+            digest.update(json.dumps(ex, sort_keys=True, default=str).encode())
+        fingerprint = digest.hexdigest()[:32]
+        root = cache_root()
+        cache_file = str(root / self.name / f"{split}-{fingerprint}.arrow") if root else None
+        if cache_file:
+            Path(cache_file).parent.mkdir(parents=True, exist_ok=True)
+        if os.environ.get("RANK", "0") != "0":
+            datasets.disable_progress_bars()
+        raw = datasets.Dataset.from_list(examples)
+        feats = raw.map(self.encode, batched=True, batch_size=1000, remove_columns=raw.column_names,
+                        cache_file_name=cache_file, load_from_cache_file=cache_file is not None,
+                        new_fingerprint=fingerprint, desc=f"{self.name}/{split}: tokenizing")
+        if len(feats) == 0:
+            raise DataError(f"task {self.name}: the {split} split gave no features (all examples skipped?)")
+        return FeatureSet(feats)
+
+    def encode_one(self, record: dict) -> dict:
+        """``encode`` on a single record (prediction from raw input); its first feature."""
+        out = self.encode({k: [v] for k, v in record.items()})
+        return {k: v[0] for k, v in out.items()}
+
+    def features(self, split: str) -> FeatureSet:
         if split not in self._features:
             feats = self.build_features(split)
             if split == "train" and self.cfg.max_train_examples is not None:
-                feats = feats[: self.cfg.max_train_examples]
+                feats = feats.select(self.cfg.max_train_examples)
             self._features[split] = feats
         return self._features[split]
 
     def collate(self, features: list[dict]) -> dict[str, torch.Tensor]:
         """Right-pad every sequence key to the longest in the batch."""
         pad_id = self.tokenizer.pad_token_id or 0
-        pads = {"input_ids": pad_id, "labels": PAD_LABEL}
+        pads = {"input_ids": pad_id, **self.pad_values}
         batch = {}
-        for key in TENSOR_KEYS:
+        for key in self.tensor_keys:
             if key not in features[0]:
                 continue
             values = [f[key] for f in features]

@@ -83,50 +83,67 @@ class TaggingTask(Task):
     def read_split(self, split: str) -> list[Sentence]:
         raise NotImplementedError
 
-    def build_features(self, split: str) -> list[dict]:
-        if not getattr(self.tokenizer, "is_fast", False):
-            raise ConfigError("model.path: token tasks need a fast tokenizer (tokenizer.json) for word alignment")
+    def read_examples(self, split):
         label_id = {l: i for i, l in enumerate(self.labels)}
-        feats, truncated_words = [], 0
+        examples = []
         for idx, sent in enumerate(self.read_split(split)):
             tags = iob1_to_iob2(sent.tags)
             for j, t in enumerate(tags):
                 if t not in label_id:
-                    raise DataError(f"{sent.where.rsplit(':', 1)[0]}:{int(sent.where.rsplit(':', 1)[1]) + j}: "
-                                    f"unknown label {t!r} for task {self.name} (known: {', '.join(self.labels)})")
-            feat = self._encode_words(sent.words)
+                    path, line = sent.where.rsplit(":", 1)
+                    raise DataError(f"{path}:{int(line) + j}: unknown label {t!r} for task {self.name} "
+                                    f"(known: {', '.join(self.labels)})")
+            examples.append({"id": idx, "words": sent.words, "tags": tags})
+        return examples
+
+    def build_features(self, split):
+        self._require_fast()
+        feats = super().build_features(split)
+        truncated = sum(f["num_words"] - f["num_labelled"] for f in feats)
+        if truncated:
+            log.warning("%s/%s: %d words fall beyond max_seq_length=%d; they are scored as predicted 'O'",
+                        self.name, split, truncated, self.cfg.max_seq_length)
+        return feats
+
+    def encode(self, batch):
+        label_id = {l: i for i, l in enumerate(self.labels)}
+        enc = self.tokenizer(batch["words"], is_split_into_words=True, truncation=True,
+                             max_length=self.cfg.max_seq_length)
+        out = {k: [list(v) for v in vals] for k, vals in enc.items()}
+        out.update(word_ids=[], num_words=[len(w) for w in batch["words"]])
+        tags_batch = batch.get("tags")
+        if tags_batch is not None:
+            out.update(labels=[], gold=tags_batch, id=batch["id"], num_labelled=[])
+        for i in range(len(batch["words"])):
+            word_ids = enc.word_ids(i)
+            out["word_ids"].append(word_ids)
+            if tags_batch is None:
+                continue
             labels, seen = [], set()
-            for w in feat["word_ids"]:
+            for w in word_ids:
                 if w is None or w in seen:
                     labels.append(PAD_LABEL)
                 else:
                     seen.add(w)
-                    labels.append(label_id[tags[w]])
-            truncated_words += len(sent.words) - len(seen)
-            feat.update(labels=labels, gold=tags, id=idx)
-            feats.append(feat)
-        if truncated_words:
-            log.warning("%s/%s: %d words fall beyond max_seq_length=%d; they are scored as predicted 'O'",
-                        self.name, split, truncated_words, self.cfg.max_seq_length)
-        return feats
+                    labels.append(label_id[tags_batch[i][w]])
+            out["labels"].append(labels)
+            out["num_labelled"].append(len(seen))
+        return out
 
-    def _encode_words(self, words: list[str]) -> dict:
-        enc = self.tokenizer(words, is_split_into_words=True, truncation=True, max_length=self.cfg.max_seq_length)
-        feat = {k: list(v) for k, v in enc.items()}
-        feat.update(word_ids=enc.word_ids(), num_words=len(words))
-        return feat
+    def _require_fast(self):
+        if not getattr(self.tokenizer, "is_fast", False):
+            raise ConfigError("model.path: token tasks need a fast tokenizer (tokenizer.json) for word alignment")
 
     def raw_features(self, record, where="input"):
         """``{"words": [...]}`` or ``{"text": "..."}`` (split on whitespace) -> a feature without labels."""
-        if not getattr(self.tokenizer, "is_fast", False):
-            raise ConfigError("model.path: token tasks need a fast tokenizer (tokenizer.json) for word alignment")
+        self._require_fast()
         words = record.get("words")
         if words is None and isinstance(record.get("text"), str):
             words = record["text"].split()
         if not isinstance(words, list) or not words or not all(isinstance(w, str) and w.strip() for w in words):
             raise DataError(f"{where}: task {self.name} needs \"words\" (a non-empty list of non-empty strings) "
                             f"or \"text\" (a string with at least one word)")
-        feat = self._encode_words(words)
+        feat = self.encode_one({"words": words})
         feat["words"] = words
         return feat
 
