@@ -49,6 +49,13 @@ class PromptConfig:
     count from the top (e.g. [-4,-3,-2,-1] = the top four layers)."""
     encoder_hidden: int | None = None
     """ptuning: hidden size of the bi-LSTM + MLP prompt encoder (default: the backbone's hidden)."""
+    init_from: str | None = None
+    """An artifact directory (e.g. a multi-task stage-1 run's ``output_dir/artifact``): a fresh run
+    starts its prompt from exactly those tensors (MPT-2 stage 2). Method, prompt shape and backbone
+    must match the artifact's; None = a fresh random prompt."""
+    init_head: bool = False
+    """With init_from: also start each task's head from the artifact's head of the same task name
+    (labels must match); tasks without one keep a fresh head."""
 
     def check(self) -> None:
         if self.length < 0:
@@ -63,6 +70,8 @@ class PromptConfig:
             raise ConfigError("prompt.layers: must name at least one layer (or be null for every layer)")
         if self.layers is not None and len(set(self.layers)) != len(self.layers):
             raise ConfigError(f"prompt.layers: duplicate layer indices in {self.layers}")
+        if self.init_head and not self.init_from:
+            raise ConfigError("prompt.init_head: needs prompt.init_from (the artifact to take the heads from)")
 
 
 @dataclass
@@ -136,25 +145,88 @@ class TrainConfig:
             raise ConfigError(f"train.resume: must be 'auto' or 'never', got {self.resume!r}")
 
 
+MIXER_POLICIES = ("proportional", "temperature", "equal", "weights")
+
+
+@dataclass
+class MixerConfig:
+    policy: str = "proportional"
+    """Multi-task runs: how the task of each optimizer step is drawn. proportional: rate ∝ training
+    examples (capped by mixer.cap, T5's examples-proportional mixing); temperature: rate ∝
+    size^(1/T); equal; weights: mixer.weights."""
+    cap: int | None = None
+    """proportional/temperature: count at most this many training examples per task (T5's K);
+    None = no cap."""
+    temperature: float = 2.0
+    """temperature: T (1 = proportional; larger T moves toward equal)."""
+    weights: dict[str, float] | None = None
+    """weights: task name -> relative rate (normalised), one entry per task."""
+    seed: int | None = None
+    """Seed of the task draws; None = train.seed. The task of step s depends only on (seed, s)."""
+
+    def check(self, task_names: list[str]) -> None:
+        if self.policy not in MIXER_POLICIES:
+            raise ConfigError(f"mixer.policy: unknown policy {self.policy!r} (known: {', '.join(MIXER_POLICIES)})")
+        if self.cap is not None and self.cap < 1:
+            raise ConfigError(f"mixer.cap: must be >= 1 (or null), got {self.cap}")
+        if self.temperature <= 0:
+            raise ConfigError(f"mixer.temperature: must be > 0, got {self.temperature}")
+        if self.policy != "weights":
+            if self.weights is not None:
+                raise ConfigError(f"mixer.weights: only used by mixer.policy=weights (policy is {self.policy!r})")
+            return
+        if not self.weights:
+            raise ConfigError("mixer.weights: mixer.policy=weights needs a weight per task, e.g. "
+                              f"{{{', '.join(f'{n}: 1.0' for n in task_names)}}}")
+        unknown = sorted(set(self.weights) - set(task_names))
+        missing = [n for n in task_names if n not in self.weights]
+        if unknown or missing:
+            raise ConfigError(f"mixer.weights: names {unknown or ''}{' unknown' if unknown else ''}"
+                              f"{'; ' if unknown and missing else ''}{f'no weight for {missing}' if missing else ''} "
+                              f"(tasks: {', '.join(task_names)})")
+        bad = {n: w for n, w in self.weights.items() if w < 0}
+        if bad or sum(self.weights.values()) <= 0:
+            raise ConfigError(f"mixer.weights: weights must be >= 0 with a positive sum, got {self.weights}")
+
+
 @dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
+    tasks: list[TaskConfig] | None = None
+    """Multi-task run: a list of task sections (keys as under task.*), trained together with one
+    shared prompt and one head each; replaces task, whose keys given in the file or as overrides
+    become every entry's defaults. Override one entry with tasks.<index or name>.<key>=value.
+    None = the single task."""
+    mixer: MixerConfig = field(default_factory=MixerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     output_dir: str = "runs/default"
     """Where results.json, train_log.jsonl, checkpoints/, the resolved run_config.json/ds_config.json
     and TensorBoard logs go."""
 
+    def task_configs(self) -> list[TaskConfig]:
+        """The tasks this run trains: ``tasks``, or the single ``task``."""
+        return list(self.tasks) if self.tasks is not None else [self.task]
+
     def check(self) -> None:
-        for section in (self.model, self.prompt, self.task, self.train):
+        if self.tasks is not None and not self.tasks:
+            raise ConfigError("tasks: must list at least one task (or be null for the single task)")
+        for section in (self.model, self.prompt, *self.task_configs(), self.train):
             section.check()
+        names = [t.name for t in self.task_configs()]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ConfigError(f"tasks: task {dup[0]!r} is listed {names.count(dup[0])} times; each task "
+                              f"gets one head, keyed by its name")
+        self.mixer.check(names)
         # names are checked here, before any weights or data load
         import deepprompt.prompts  # noqa: F401  (registers the methods)
         import deepprompt.tasks  # noqa: F401
         from deepprompt.registry import PROMPTS, TASKS
         PROMPTS.get(self.prompt.method, "prompt.method")
-        TASKS.get(self.task.name, "task.name")
+        for i, name in enumerate(names):
+            TASKS.get(name, "task.name" if self.tasks is None else f"tasks[{i}].name")
         if not self.output_dir:
             raise ConfigError("output_dir: must not be empty")
 
@@ -193,7 +265,13 @@ def _coerce(tp, value, key: str):
     if origin is list:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
+        if dataclasses.is_dataclass(args[0]):
+            return [_build(args[0], v, f"{key}[{i}].") for i, v in enumerate(value)]
         return [_coerce(args[0], v, key) for v in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return {_coerce(args[0], k, key): _coerce(args[1], v, f"{key}.{k}") for k, v in value.items()}
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if tp is float and isinstance(value, str):  # YAML 1.1 reads "3e-2" as a string
@@ -232,11 +310,41 @@ def parse_overrides(items: list[str]) -> dict:
     return tree
 
 
-def _merge(base: dict, over: dict) -> dict:
+def _merge(base: dict, over: dict, prefix: str = "") -> dict:
     out = dict(base)
     for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v, f"{prefix}{k}.")
+        elif isinstance(v, dict) and isinstance(out.get(k), list):  # tasks.<index or name>.key=value
+            out[k] = _merge_entries(out[k], v, f"{prefix}{k}")
+        else:
+            out[k] = v
     return out
+
+
+def _merge_entries(entries: list, over: dict, key: str) -> list:
+    """Overrides of single list entries, selected by index or by their ``name``."""
+    out = list(entries)
+    names = [e.get("name") if isinstance(e, dict) else None for e in out]
+    for sel, v in over.items():
+        sel = str(sel)
+        if sel.isdigit() and int(sel) < len(out):
+            i = int(sel)
+        elif sel in names:
+            i = names.index(sel)
+        else:
+            raise ConfigError(f"{key}.{sel}: no such entry (use an index 0..{len(out) - 1} or a name: "
+                              f"{', '.join(str(n) for n in names)})")
+        out[i] = _merge(out[i], v, f"{key}.{sel}.") if isinstance(v, dict) and isinstance(out[i], dict) else v
+    return out
+
+
+def _with_task_defaults(data: dict) -> dict:
+    """A multi-task config's ``task`` section holds every ``tasks`` entry's defaults."""
+    tasks, shared = data.get("tasks"), data.get("task")
+    if not isinstance(tasks, list) or not isinstance(shared, dict):
+        return data
+    return {**data, "tasks": [_merge(shared, e) if isinstance(e, dict) else e for e in tasks]}
 
 
 def read_config_file(path: str | os.PathLike) -> dict:
@@ -263,7 +371,13 @@ def from_dict(cls, data: dict, prefix: str = ""):
 
 def config_from_dict(data: dict, overrides: list[str] | None = None) -> RunConfig:
     """The embedded defaults, updated by ``data`` and then by ``key=value`` overrides."""
-    return from_dict(RunConfig, _merge(data, parse_overrides(overrides or [])))
+    over = parse_overrides(overrides or [])
+    # the shared task defaults first (file + overrides), then per-entry overrides (tasks.<i>.key)
+    entry_over = over.pop("tasks", None) if isinstance(over.get("tasks"), dict) else None
+    merged = _with_task_defaults(_merge(data, over))
+    if entry_over is not None:
+        merged = _merge(merged, {"tasks": entry_over})
+    return from_dict(RunConfig, merged)
 
 
 def load_config(path: str | None = None, overrides: list[str] | None = None) -> RunConfig:

@@ -75,3 +75,78 @@ def test_every_key_is_documented():
     readme = (REPO / "README.md").read_text()
     undocumented = [key for key, _, _ in field_docs() if f"`{key}`" not in readme]
     assert not undocumented, f"config keys missing from the README's table: {undocumented}"
+
+
+# ------------------------------------------------------------------------------ multi-task runs
+
+MULTI = """
+task: {max_seq_length: 64, data_dir: /data/ner}
+tasks:
+  - {name: wnut16}
+  - {name: wnut16, data_dir: /data/other, max_train_examples: 10}
+mixer: {policy: temperature, temperature: 3}
+"""
+
+
+def _multi(tmp_path, text=MULTI):
+    f = tmp_path / "multi.yaml"
+    f.write_text(text)
+    return f
+
+
+def test_a_single_task_config_is_one_task():
+    cfg = load_config()
+    assert cfg.tasks is None and [t.name for t in cfg.task_configs()] == ["wnut16"]
+
+
+def test_task_keys_are_every_entrys_defaults_and_entries_override_by_index_or_name(tmp_path):
+    # the same task twice is refused (one head per name) ...
+    with pytest.raises(ConfigError, match="tasks: task 'wnut16' is listed 2 times"):
+        load_config(str(_multi(tmp_path)))
+    # ... so rename the second through the file, then check defaults and per-entry overrides
+    f = _multi(tmp_path, MULTI.replace("- {name: wnut16, data_dir", "- {name: wnut16x, data_dir"))
+    from deepprompt.registry import TASKS
+    from deepprompt.tasks.ner import Wnut16
+    if "wnut16x" not in TASKS:
+        TASKS.register("wnut16x")(type("Wnut16x", (Wnut16,), {}))
+    cfg = load_config(str(f), ["task.head_dropout=0.3", "tasks.0.max_train_examples=5",
+                               "tasks.wnut16x.max_seq_length=32", "mixer.cap=100"])
+    a, b = cfg.task_configs()
+    assert (a.name, a.data_dir, a.max_seq_length, a.max_train_examples, a.head_dropout) == \
+        ("wnut16", "/data/ner", 64, 5, 0.3)
+    assert (b.name, b.data_dir, b.max_seq_length, b.max_train_examples, b.head_dropout) == \
+        ("wnut16x", "/data/other", 32, 10, 0.3)
+    assert (cfg.mixer.policy, cfg.mixer.temperature, cfg.mixer.cap) == ("temperature", 3.0, 100)
+    w = load_config(str(f), ["mixer.policy=weights", "mixer.weights={wnut16: 1, wnut16x: 3}"]).mixer.weights
+    assert w == {"wnut16": 1.0, "wnut16x": 3.0}
+    # the resolved config (run_config.json, an artifact's "run") loads back to the same config
+    assert load_config(None, []).to_dict() != cfg.to_dict()
+    from deepprompt.config import config_from_dict
+    assert config_from_dict(json.loads(json.dumps(cfg.to_dict()))).to_dict() == cfg.to_dict()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["tasks=[]"], "tasks: must list at least one task"),
+    (["tasks=[{name: wnut16}, {name: nope}]"], "tasks[1].name: unknown task 'nope'"),
+    (["tasks=[{name: wnut16, max_seq_len: 3}]"], "tasks[0].max_seq_len: unknown config key (did you mean tasks[0].max_seq_length?)"),
+    (["mixer.policy=zipf"], "mixer.policy: unknown policy 'zipf'"),
+    (["mixer.temperature=0"], "mixer.temperature: must be > 0"),
+    (["mixer.cap=0"], "mixer.cap: must be >= 1"),
+    (["mixer.weights={wnut16: 1}"], "mixer.weights: only used by mixer.policy=weights"),
+    (["mixer.policy=weights"], "mixer.weights: mixer.policy=weights needs a weight per task"),
+    (["mixer.policy=weights", "mixer.weights={other: 1}"], "mixer.weights: names ['other'] unknown; no weight for ['wnut16']"),
+    (["mixer.policy=weights", "mixer.weights={wnut16: -1}"], "mixer.weights: weights must be >= 0"),
+    (["prompt.init_head=true"], "prompt.init_head: needs prompt.init_from"),
+])
+def test_bad_multi_task_values_name_the_key(overrides, message):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, overrides)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_an_override_of_a_missing_entry_names_the_entries(tmp_path):
+    f = tmp_path / "one.yaml"
+    f.write_text("tasks:\n  - {name: wnut16}\n")
+    with pytest.raises(ConfigError, match=r"tasks\.3: no such entry \(use an index 0\.\.0 or a name: wnut16\)"):
+        load_config(str(f), ["tasks.3.data_dir=x"])
+    assert load_config(str(f), ["tasks.wnut16.data_dir=x"]).tasks[0].data_dir == "x"

@@ -10,8 +10,9 @@ rank 0's node needs the files).
 Layout (``output_dir/checkpoints/``)::
 
     step_00000100/trainable.safetensors   param/<name>, exp_avg/<name>, exp_avg_sq/<name> (fp32)
-    step_00000100/state.json              step, optimizer step count, LR scheduler, sampler, best-dev
-                                          record, eval history, the run-config signature
+    step_00000100/state.json              step, optimizer step count, LR scheduler, the mixer (per task:
+                                          epoch, position, steps drawn), best-dev record, eval history,
+                                          the run-config signature
     latest                                name of the newest COMPLETE checkpoint
 
 Atomicity: a checkpoint is written under ``.tmp-step_...`` and renamed when complete; ``latest``
@@ -24,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -45,28 +47,35 @@ MOMENTS = ("exp_avg", "exp_avg_sq")
 RESUMABLE_CHANGES = {
     "output_dir", "model.path", "task.data_dir", "train.micro_batch_size", "train.eval_batch_size",
     "train.eval_every", "train.log_every", "train.save_every", "train.save_every_minutes", "train.resume",
-    "train.keep_checkpoints", "train.verify_frozen",
+    "train.keep_checkpoints", "train.verify_frozen", "prompt.init_from",
 }
+_ENTRY = re.compile(r"^tasks\[\d+\]\.")  # tasks[i].key may change where task.key may
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
-        if isinstance(v, dict):
+        if isinstance(v, dict) and k != "weights":  # mixer.weights is one value
             out.update(_flatten(v, f"{prefix}{k}."))
+        elif isinstance(v, list) and v and all(isinstance(e, dict) for e in v):  # tasks: tasks[i].key
+            for i, entry in enumerate(v):
+                out.update(_flatten(entry, f"{prefix}{k}[{i}]."))
         else:
             out[prefix + k] = v
     return out
 
 
 def signature(run: RunConfig) -> dict:
-    return {k: v for k, v in _flatten(run.to_dict()).items() if k not in RESUMABLE_CHANGES}
+    return {k: v for k, v in _flatten(run.to_dict()).items()
+            if k not in RESUMABLE_CHANGES and _ENTRY.sub("task.", k) not in RESUMABLE_CHANGES}
 
 
 def check_compatible(saved: dict, run: RunConfig, where: Path) -> None:
     now = signature(run)
-    changed = [f"{k} ({saved.get(k)!r} -> {now.get(k)!r})" for k in sorted(set(saved) | set(now))
-               if saved.get(k) != now.get(k)]
+    # a key added to the config after the checkpoint was written counts as its default then
+    defaults = signature(RunConfig())
+    changed = [f"{k} ({saved.get(k, defaults.get(k))!r} -> {now.get(k)!r})" for k in sorted(set(saved) | set(now))
+               if saved.get(k, defaults.get(k)) != now.get(k)]
     if changed:
         raise ConfigError(f"cannot resume from {where}: {', '.join(changed)} changed since it was saved; "
                           f"restore them, or start fresh with train.resume=never")

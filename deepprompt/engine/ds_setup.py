@@ -190,7 +190,9 @@ def lr_lambda(warmup: int, total: int):
 
 
 def build(run: RunConfig, ds_raw: dict, tasks: list[Task], model_path: str, model_config,
-          src: str = "ds_config") -> Built:
+          src: str = "ds_config", init=None) -> Built:
+    """``init(model)``, if given, sets the prompt/head values (fp32, before the cast and before
+    DeepSpeed partitions them or makes its master copy), e.g. from an artifact (prompt.init_from)."""
     import deepspeed
     from transformers import AutoModel
     from transformers.integrations import HfDeepSpeedConfig
@@ -225,10 +227,12 @@ def build(run: RunConfig, ds_raw: dict, tasks: list[Task], model_path: str, mode
                 f"{run.prompt.length + longest} exceeds the backbone's {spec.max_positions} positions "
                 f"(method {run.prompt.method!r} puts the prompt at the input)")
     heads = {t.name: HEADS.get(t.head)(spec.hidden, len(t.labels), dropout=t.cfg.head_dropout) for t in tasks}
-    # created in fp32 from the seed, then cast like the backbone: ZeRO-3 keeps the fp32 master copy
-    prompt.to(dtype)
-    heads = {name: head.to(dtype) for name, head in heads.items()}
     model = PromptedModel(backbone, adapter, prompt, heads)
+    if init is not None:
+        init(model)
+    # created in fp32 (from the seed or init), then cast like the backbone: ZeRO-3 keeps the fp32 master copy
+    prompt.to(dtype)
+    model.heads.to(dtype)
     if zero3:
         fill_persistence_threshold(ds, nn.ModuleList([prompt, model.heads]), spec.hidden)
 

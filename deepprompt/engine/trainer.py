@@ -1,4 +1,9 @@
-"""The one training loop: every method, backbone and task runs through ``train``."""
+"""The one training loop: every method, backbone and task runs through ``train``.
+
+A run trains one task or several (``tasks:``): one shared prompt, one head per task. The mixer
+(``data/mixer.py``) draws the task of every optimizer step from (seed, step), identically on every
+rank; a single task is simply N=1. Best-dev tracking maximises the MEAN over tasks of each task's
+main metric (for one task: its main metric)."""
 from __future__ import annotations
 
 import json
@@ -12,11 +17,13 @@ import torch.distributed as dist
 
 from deepprompt.cli import setup_logging
 from deepprompt.config import RunConfig
-from deepprompt.data.sampler import ShardedSampler
-from deepprompt.engine import checkpoint, ds_setup
+from deepprompt.errors import ConfigError
+from deepprompt.data.mixer import TaskMixer
+from deepprompt.engine import checkpoint, ds_setup, init_from
 from deepprompt.engine.evaluate import evaluate
 from deepprompt.artifacts import save_artifact
 from deepprompt.engine.signals import EXIT_PREEMPTED, StopFlag
+from deepprompt.models.backbones.base import family_for_model_type
 from deepprompt.models.loading import load_tokenizer_and_config, resolve_model_path
 from deepprompt.tasks import build_task
 
@@ -71,24 +78,34 @@ def train(run: RunConfig, ds_config_path: str) -> dict:
     ds_raw = ds_setup.read_ds_config(ds_config_path)
     model_path = resolve_model_path(run.model.path)
     tokenizer, model_config = load_tokenizer_and_config(model_path, run.model.family)
-    task = build_task(run.task, tokenizer)
-    for split in task.splits:
-        task.features(split)  # read + tokenize everything before the model loads: data errors fail fast
-    built = ds_setup.build(run, ds_raw, [task], model_path, model_config, src=ds_config_path)
+    tasks = [build_task(cfg, tokenizer) for cfg in run.task_configs()]
+    for task in tasks:
+        for split in task.splits:
+            task.features(split)  # read + tokenize everything before the model loads: data errors fail fast
+    warm = None
+    if resume_from is None:  # a resumed run takes everything from its checkpoint
+        family = family_for_model_type(model_config.model_type, run.model.family).registered_name()
+        warm = init_from.prepare(run, model_path, family, tasks)
+    built = ds_setup.build(run, ds_raw, tasks, model_path, model_config, src=ds_config_path,
+                           init=warm[0] if warm else None)
     engine, ds, model = built.engine, built.ds_config, built.model
     mb, ga = ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"]
-    frozen_per_rank = _log_layout(run, built, task, world)
+    frozen_per_rank = _log_layout(run, built, tasks, world)
     if rank == 0:
         (out_dir / "run_config.json").write_text(json.dumps(run.to_dict(), indent=2))
         (out_dir / "ds_config.json").write_text(json.dumps(ds_setup.public(ds), indent=2))
 
-    train_feats = task.features("train")
-    sampler = ShardedSampler(len(train_feats), world, rank, mb, tr.seed, task.name)
+    train_feats = [task.features("train") for task in tasks]
+    mixer = TaskMixer([t.name for t in tasks], [len(f) for f in train_feats], run.mixer, tr.seed, world, rank, mb)
+    _check_same_mixture(mixer)
+    if len(tasks) > 1:
+        log.info("mixing %d tasks (%s): %s", len(tasks), run.mixer.policy,
+                 ", ".join(f"{n} {r:.3f} ({s} examples)" for n, r, s in zip(mixer.names, mixer.rates, mixer.sizes)))
     progress = Progress()
     start_step = 0
     if resume_from is not None:
         state = checkpoint.load(engine, model, resume_from)
-        sampler.load_state_dict(state["sampler"])
+        mixer.load_state_dict(state.get("mixer") or {"sampler": state["sampler"]}, step=state["step"])
         progress.load_state_dict(state["progress"])
         start_step = state["step"]
         log.info("resumed from %s (step %d, saved by %d rank(s))", resume_from, start_step, state["world_size"])
@@ -98,21 +115,28 @@ def train(run: RunConfig, ds_config_path: str) -> dict:
     stop = StopFlag().install()
 
     def save(step: int) -> None:
-        checkpoint.save(engine, model, run, step, {"sampler": sampler.state_dict(),
+        checkpoint.save(engine, model, run, step, {"mixer": mixer.state_dict(),
                                                    "progress": progress.state_dict()}, tr.keep_checkpoints)
 
+    def eval_split(split: str) -> dict:
+        """{task: metrics} for every task that has ``split``."""
+        return {t.name: evaluate(engine, t, split, tr.eval_batch_size) for t in tasks if split in t.splits}
+
     def eval_and_track(step: int) -> dict:
-        dev = evaluate(engine, task, "dev", tr.eval_batch_size)
-        for k, v in dev.items():
-            scalars.add(f"dev/{k}", v, step)
-        entry, best = {"step": step, "dev": dev}, progress.best
-        if best["value"] is None or dev[task.main_metric] > best["value"]:
-            test = evaluate(engine, task, "test", tr.eval_batch_size)
-            best.update(value=dev[task.main_metric], step=step, dev=dev, test=test)
+        dev = eval_split("dev")
+        for name, metrics in dev.items():
+            for k, v in metrics.items():
+                scalars.add(f"dev/{k}" if len(tasks) == 1 else f"dev/{name}/{k}", v, step)
+        value = _mean_main_metric(tasks, dev)
+        entry, best = {"step": step, "dev": dev, "dev_mean_main": value}, progress.best
+        if best["value"] is None or value > best["value"]:
+            test = eval_split("test")
+            best.update(value=value, step=step, dev=dev, test=test)
             entry["test"] = test
         progress.history.append(entry)
-        log.info("step %d | dev %s | best dev %s %.2f at step %d", step,
-                 " ".join(f"{k} {v:.2f}" for k, v in dev.items()), task.main_metric, best["value"], best["step"])
+        log.info("step %d | dev %s | best dev %s %.2f at step %d", step, " | ".join(
+            f"{n} " * (len(tasks) > 1) + " ".join(f"{k} {v:.2f}" for k, v in m.items()) for n, m in dev.items()),
+            _criterion(tasks), best["value"], best["step"])
         return dev
 
     engine.train()
@@ -121,9 +145,11 @@ def train(run: RunConfig, ds_config_path: str) -> dict:
     for step in range(start_step + 1, tr.max_steps + 1):
         # dropout depends only on (seed, step, rank): a resumed run draws the same masks
         torch.manual_seed((tr.seed * 1_000_003 + step) * 1_009 + rank)
+        t = mixer.start_step(step)  # the same task on every rank: ZeRO-3 needs the same modules everywhere
+        task = tasks[t]
         step_loss = 0.0
         for _ in range(ga):
-            feats = [train_feats[i] for i in sampler.next()]
+            feats = [train_feats[t][i] for i in mixer.next_micro_batch()]
             batch = {k: v.to(engine.device) for k, v in task.collate(feats).items()}
             loss = engine(batch, task.name).loss
             engine.backward(loss)
@@ -134,7 +160,7 @@ def train(run: RunConfig, ds_config_path: str) -> dict:
         dist.all_reduce(agreed)
         mean, preempted = agreed[0].item() / world, agreed[1].item() > 0
         lr = engine.get_lr()[0]
-        train_log.write(step, mean, lr)
+        train_log.write(step, mean, lr, task.name if len(tasks) > 1 else None)
         window.append(mean)
         progress.first_loss = mean if progress.first_loss is None else progress.first_loss
         progress.last_loss = mean
@@ -170,7 +196,7 @@ def train(run: RunConfig, ds_config_path: str) -> dict:
     else:
         last_dev = eval_and_track(tr.max_steps)
     best = progress.best
-    last_test = best["test"] if best["step"] == tr.max_steps else evaluate(engine, task, "test", tr.eval_batch_size)
+    last_test = best["test"] if best["step"] == tr.max_steps else eval_split("test")
     save(tr.max_steps)
     if rank == 0:
         (out_dir / "PREEMPTED").unlink(missing_ok=True)
@@ -199,25 +225,36 @@ def train(run: RunConfig, ds_config_path: str) -> dict:
         "train_loss": {"first": progress.first_loss, "last": progress.last_loss},
         "tasks": {task.name: {
             "main_metric": task.main_metric,
-            "last": {**{f"dev_{k}": v for k, v in last_dev.items()},
-                     **{f"test_{k}": v for k, v in last_test.items()}},
-            "best_dev": {**{f"dev_{k}": v for k, v in best["dev"].items()},
-                         **{f"test_{k}": v for k, v in best["test"].items()}, "step": best["step"]},
-        }},
+            "last": {**{f"dev_{k}": v for k, v in last_dev.get(task.name, {}).items()},
+                     **{f"test_{k}": v for k, v in last_test.get(task.name, {}).items()}},
+            "best_dev": {**{f"dev_{k}": v for k, v in best["dev"].get(task.name, {}).items()},
+                         **{f"test_{k}": v for k, v in best["test"].get(task.name, {}).items()}, "step": best["step"]},
+        } for task in tasks},
+        "best_dev_criterion": _criterion(tasks),
+        "mixture": mixer.mixture(),
+        "init_from": warm[1] if warm else None,
         "eval_history": progress.history,
         "wall_time_s": time.time() - started,
     }
     # collective: gathers the prompt and head shards; the model after the LAST step
-    artifact = save_artifact(engine, run, [task], model_path, out_dir / "artifact",
-                             extra={"steps": tr.max_steps, "metrics": results["tasks"][task.name]["last"]})
+    artifact = save_artifact(engine, run, tasks, model_path, out_dir / "artifact",
+                             extra={"steps": tr.max_steps, "metrics": {t.name: results["tasks"][t.name]["last"]
+                                                                       for t in tasks} if len(tasks) > 1
+                                    else results["tasks"][tasks[0].name]["last"]})
     results["artifact"] = str(artifact)
     if rank == 0:
         (out_dir / "results.json").write_text(json.dumps(results, indent=2))
-        r, m = results["tasks"][task.name], task.main_metric
-        log.info("done in %.0f s | LAST (step %d): dev %s %.2f, test %s %.2f | BEST-DEV (step %d): dev %s %.2f, "
-                 "test %s %.2f | %s", results["wall_time_s"], tr.max_steps, m, r["last"][f"dev_{m}"], m,
-                 r["last"][f"test_{m}"], best["step"], m, r["best_dev"][f"dev_{m}"], m,
-                 r["best_dev"][f"test_{m}"], out_dir / "results.json")
+        lines = [f"LAST (step {tr.max_steps}): {_scores(results['tasks'][t.name]['last'], t.main_metric)} | "
+                 f"BEST-DEV (step {best['step']}): {_scores(results['tasks'][t.name]['best_dev'], t.main_metric)}"
+                 for t in tasks]
+        if len(tasks) == 1:
+            log.info("done in %.0f s | %s | %s", results["wall_time_s"], lines[0], out_dir / "results.json")
+        else:
+            for t, line in zip(tasks, lines):
+                log.info("%s | %s", t.name, line)
+            log.info("done in %.0f s | mixture drawn (steps per task): %s | best dev = %s | %s",
+                     results["wall_time_s"], ", ".join(f"{n} {c}" for n, c in results["mixture"]["steps"].items()),
+                     _criterion(tasks), out_dir / "results.json")
     scalars.close()
     dist.barrier()
     return results
@@ -230,11 +267,41 @@ def _agree(flag) -> bool:
     return t.item() > 0
 
 
-def _log_layout(run: RunConfig, built, task, world: int) -> list[int]:
+def _mean_main_metric(tasks, dev: dict) -> float:
+    """The best-dev criterion: the mean over tasks of each task's main metric on dev."""
+    return sum(dev[t.name][t.main_metric] for t in tasks) / len(tasks)
+
+
+def _criterion(tasks) -> str:
+    if len(tasks) == 1:
+        return tasks[0].main_metric
+    return "mean(" + ", ".join(f"{t.name} {t.main_metric}" for t in tasks) + ")"
+
+
+def _scores(r: dict, metric: str) -> str:
+    """'dev f1 43.05, test f1 44.15' (test only where the task has one)."""
+    return ", ".join(f"{split} {metric} {r[f'{split}_{metric}']:.2f}" for split in ("dev", "test")
+                     if f"{split}_{metric}" in r)
+
+
+def _check_same_mixture(mixer: TaskMixer) -> None:
+    """Every rank must draw the same tasks or ZeRO-3 hangs: compare what the draws depend on (task
+    names, training-set sizes, seed) across ranks once, and stop with one line if they differ
+    (e.g. nodes reading different copies of a dataset)."""
+    mine = (mixer.names, mixer.sizes, mixer.seed)
+    everyone = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, mine)
+    differ = [r for r, x in enumerate(everyone) if x != everyone[0]]
+    if differ:
+        raise ConfigError(f"tasks: rank {differ[0]} sees tasks/training sizes/seed {everyone[differ[0]]} but rank 0 "
+                          f"sees {everyone[0]}; every rank needs the same data (or ZeRO-3 would hang)")
+
+
+def _log_layout(run: RunConfig, built, tasks, world: int) -> list[int]:
     """Rank 0 logs the world, the parameter counts and what each rank stores; returns the latter."""
     ds = built.ds_config
     log.info("world %d rank(s) | %s | backbone %s (%s) | method %s | precision %s | ZeRO stage %s",
-             world, task.name, run.model.path, built.adapter.family, run.prompt.method, built.precision,
+             world, ", ".join(t.name for t in tasks), run.model.path, built.adapter.family, run.prompt.method, built.precision,
              ds.get("zero_optimization", {}).get("stage", 0))
     log.info("params: %s total, %s trainable (%.3f%%) | batch %d = micro %d x accum %d x ranks %d",
              f"{built.total_params:,}", f"{built.trainable_params:,}",
@@ -258,10 +325,10 @@ class _TrainLog:
                 kept = [l for l in path.read_text().splitlines() if l and json.loads(l)["step"] <= start_step]
             path.write_text("".join(l + "\n" for l in kept))
 
-    def write(self, step: int, loss: float, lr: float) -> None:
+    def write(self, step: int, loss: float, lr: float, task: str | None = None) -> None:
         if self.enabled:
             with self.path.open("a") as fh:
-                fh.write(json.dumps({"step": step, "loss": loss, "lr": lr}) + "\n")
+                fh.write(json.dumps({"step": step, "loss": loss, "lr": lr, **({"task": task} if task else {})}) + "\n")
 
 
 def _progress(total: int, enabled: bool, initial: int = 0):
