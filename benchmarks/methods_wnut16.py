@@ -8,24 +8,14 @@ are reused. Prints a table and writes docs/benchmarks/methods_wnut16.json.
     .venv/bin/python benchmarks/methods_wnut16.py [--steps 600] [--seed 42] [--methods prefix,finetune]
 """
 import argparse
-import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-LR = {"prefix": "1e-2", "prompt": "3e-2", "ptuning": "5e-3", "finetune": "5e-5"}
+from _launch import LR, REPO, launch, print_table, write_json
 
 
-def run(method: str, steps: int, seed: int, out: Path) -> dict:
-    if not (out / "results.json").is_file():
-        cmd = [str(REPO / ".venv/bin/deepspeed"), "--hostfile", "hostfile.example", "--no_ssh_check",
-               "--master_addr", "127.0.0.1", "launcher/train.py", "--ds_config", "ds_configs/zero3.json",
-               f"prompt.method={method}", f"train.lr={LR[method]}", f"train.max_steps={steps}",
-               f"train.seed={seed}", f"output_dir={out}"]
-        subprocess.run(cmd, cwd=REPO, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    return json.loads((out / "results.json").read_text())
+def run(method: str, steps: int, seed: int, out) -> dict:
+    return launch(out, [f"prompt.method={method}", f"train.lr={LR[method]}", f"train.max_steps={steps}",
+                        f"train.seed={seed}"])
 
 
 def main() -> None:
@@ -45,17 +35,13 @@ def main() -> None:
                      "last_dev_f1": t["last"]["dev_f1"], "last_test_f1": t["last"]["test_f1"],
                      "best_dev_f1": t["best_dev"]["dev_f1"], "best_dev_test_f1": t["best_dev"]["test_f1"],
                      "best_dev_step": t["best_dev"]["step"], "wall_time_s": r["wall_time_s"]})
-    head = ("method", "trainable %", "opt. state", "LAST dev F1", "LAST test F1", "BEST-DEV dev F1",
-            "BEST-DEV test F1 (step)", "train s")
-    print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
-    for x in rows:
-        print(f"| {x['method']} | {x['trainable_percent']:.3f} | {x['optimizer_state_numel']:,} | "
-              f"{x['last_dev_f1']:.2f} | {x['last_test_f1']:.2f} | {x['best_dev_f1']:.2f} | "
-              f"{x['best_dev_test_f1']:.2f} ({x['best_dev_step']}) | {x['wall_time_s']:.0f} |")
-    out = REPO / "docs" / "benchmarks" / "methods_wnut16.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"steps": args.steps, "seed": args.seed, "world_size": 2, "backbone": "all-minilm-l6-v2",
-                               "task": "wnut16", "rows": rows}, indent=2))
+    print_table(("method", "trainable %", "opt. state", "LAST dev F1", "LAST test F1", "BEST-DEV dev F1",
+                 "BEST-DEV test F1 (step)", "train s"),
+                [(x["method"], f"{x['trainable_percent']:.3f}", f"{x['optimizer_state_numel']:,}",
+                  f"{x['last_dev_f1']:.2f}", f"{x['last_test_f1']:.2f}", f"{x['best_dev_f1']:.2f}",
+                  f"{x['best_dev_test_f1']:.2f} ({x['best_dev_step']})", f"{x['wall_time_s']:.0f}") for x in rows])
+    out = write_json("methods_wnut16.json", {"steps": args.steps, "seed": args.seed, "world_size": 2,
+                                             "backbone": "all-minilm-l6-v2", "task": "wnut16", "rows": rows})
     print(f"wrote {out.relative_to(REPO)}", file=sys.stderr)
 
 
