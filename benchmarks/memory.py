@@ -13,7 +13,7 @@ Prints a table and writes docs/benchmarks/memory.json.
 import argparse
 import sys
 
-from _launch import LR, REPO, dir_bytes, launch, print_table, write_json
+from _bench import LR, REPO, dir_bytes, launch, print_table, write_json
 
 
 def main() -> None:

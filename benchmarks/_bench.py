@@ -1,5 +1,5 @@
-"""Shared by the benchmark scripts: one training run through the real launcher, reused if its
-results.json already exists."""
+"""Shared by the benchmark scripts: runs through the real launcher (reused when their results.json
+exists), tables, JSON and plots under docs/benchmarks/."""
 from __future__ import annotations
 
 import json
@@ -46,3 +46,26 @@ def print_table(head: tuple[str, ...], rows: list[tuple]) -> None:
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for r in rows:
         print("| " + " | ".join(str(c) for c in r) + " |")
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    import statistics
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def save_plot(name: str, draw) -> Path:
+    """``draw(ax)`` on a fresh matplotlib figure, saved as docs/benchmarks/<name> (PNG)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    draw(ax)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out = REPO / "docs" / "benchmarks" / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
