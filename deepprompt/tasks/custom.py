@@ -7,7 +7,8 @@ an optional second text and a label (``task.text_column``, ``task.text_pair_colu
 tags (normalised to IOB2), entity micro-F1 (seqeval).
 
 Files: ``task.train_file`` / ``task.dev_file`` / ``task.test_file``, or ``task.data_dir`` holding
-``train``/``dev``/``test`` with one of the extensions .jsonl, .json, .csv, .tsv (classification) or
+``train``/``dev``/``test`` with one of the extensions .jsonl, .json (JSON lines, or one JSON list),
+.csv, .tsv (classification) or
 .txt, .conll, .tsv, none (tagging). Labels: ``task.labels`` in that order, else every label of the
 training split, sorted (``O`` first for tagging); a dev/test label outside that set is a one-line
 error naming file:line."""
@@ -92,16 +93,16 @@ class CustomClassification(Task):
         c = self.cfg
         rename = {c.text_column: "text", c.text_pair_column: "text_pair", c.label_column: "label"}
         rows = []
-        for raw, line in (self._read_csv(path) if path.suffix in (".csv", ".tsv") else self._read_jsonl(path)):
+        for raw, where in (self._read_csv(path) if path.suffix in (".csv", ".tsv") else self._read_jsonl(path)):
             rec = {}
             for field in self._fields():
                 value = raw.get(field)
                 if value is None or (isinstance(value, str) and not value.strip()):
-                    raise DataError(f"{path}:{line}: missing field {field!r}")
+                    raise DataError(f"{where}: missing field {field!r}")
                 if isinstance(value, (dict, list)):
-                    raise DataError(f"{path}:{line}: field {field!r} must be a string or number, got {value!r}")
+                    raise DataError(f"{where}: field {field!r} must be a string or number, got {value!r}")
                 rec[rename[field]] = str(value).lower() if isinstance(value, bool) else str(value)
-            rows.append((rec, f"{path}:{line}"))
+            rows.append((rec, where))
         if not rows:
             raise DataError(f"{path}: no examples (empty file?)")
         cached[split] = rows
@@ -110,6 +111,17 @@ class CustomClassification(Task):
 
     @staticmethod
     def _read_jsonl(path: Path):
+        """(object, "file:line") per line; a ``.json`` file holding one JSON list gives "file: example i"."""
+        if path.suffix == ".json" and path.read_text(encoding="utf-8").lstrip().startswith("["):
+            try:
+                items = json.loads(path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+            for i, obj in enumerate(items):
+                if not isinstance(obj, dict):
+                    raise DataError(f"{path}: example {i}: expected a JSON object, got {type(obj).__name__}")
+                yield obj, f"{path}: example {i}"
+            return
         with path.open(encoding="utf-8") as fh:
             for line_no, line in enumerate(fh, 1):
                 if not line.strip():
@@ -120,7 +132,7 @@ class CustomClassification(Task):
                     raise DataError(f"{path}:{line_no}: not valid JSON ({e.msg})") from None
                 if not isinstance(obj, dict):
                     raise DataError(f"{path}:{line_no}: expected a JSON object, got {type(obj).__name__}")
-                yield obj, line_no
+                yield obj, f"{path}:{line_no}"
 
     def _read_csv(self, path: Path):
         with path.open(encoding="utf-8", newline="") as fh:
@@ -133,7 +145,7 @@ class CustomClassification(Task):
             for row in reader:
                 if None in row:
                     raise DataError(f"{path}:{start}: more cells than the {len(header)} header columns")
-                yield row, start
+                yield row, f"{path}:{start}"
                 start = reader.line_num + 1
 
     def read_examples(self, split):

@@ -1,5 +1,7 @@
-"""Named-entity recognition from CoNLL-style column files: per-token BIO tags, labels on the first
-sub-word of each word, entity-level micro-F1 (seqeval)."""
+"""Named-entity recognition (wnut16, conll03, ontonotes, conll04): per-word BIO tags, labels on the
+first sub-word of each word, entity-level micro-F1 (seqeval); and the CoNLL-family readers the SRL
+and custom tasks share (column files, CoNLL-2012 ``*_gold_conll``, the bracket notation).
+Every task's files, metric and truncation policy: docs/tasks.md."""
 from __future__ import annotations
 
 import json

@@ -1,7 +1,8 @@
 """Semantic role labelling: one example per predicate, the sentence followed by the tokenizer's own
 separator and the predicate word(s) (a real text pair, never a literal "[SEP]" string); BIO role
 tags on the first sub-word of each sentence word, ``-100`` on the predicate segment; span micro-F1
-with seqeval over the role spans, the verb span (``V``) excluded as the official srl-eval.pl does.
+with seqeval over the role spans, the verb span (``V``, and ``C-V`` of a split verb) excluded as the
+official srl-eval.pl does.
 
 Label set: ``task.labels`` if given, else ``O`` + every tag of the training split, sorted. A dev/test
 role never seen in training stays in the gold sequences (scored as missed) and is counted in the
@@ -34,7 +35,9 @@ class Frame(Sentence):
 def frames_from_columns(words: list[str], arg_columns: list[list[str]], path: str, line: int,
                         skipped: list[int]) -> list[Frame]:
     """One frame per bracketed argument column; a column without a ``(V*`` span is skipped and
-    counted in ``skipped[0]``."""
+    counted in ``skipped[0]``, a sentence without any predicate in ``skipped[1]``."""
+    if not arg_columns:
+        skipped[1] += 1
     frames = []
     for cells in arg_columns:
         tags = brackets_to_bio(cells, path, line)
@@ -136,10 +139,12 @@ class SrlTask(TaggingTask):
     def read_split(self, split):
         cached = getattr(self, "_frames", {})
         if split not in cached:
-            skipped = [0]
+            skipped = [0, 0]
             frames = self.read_frames(split, skipped)
             if skipped[0]:
                 log.warning("%s/%s: %d predicate column(s) without a (V*) span skipped", self.name, split, skipped[0])
+            if skipped[1]:
+                log.info("%s/%s: %d sentence(s) without a predicate give no example", self.name, split, skipped[1])
             if not frames:
                 raise DataError(f"task {self.name}: the {split} split has no predicates")
             cached[split] = frames
@@ -149,8 +154,8 @@ class SrlTask(TaggingTask):
     def metrics(self, predictions, split):
         gold = {f["id"]: f["gold"] for f in self.features(split)}
 
-        def no_verb(tags):
-            return ["O" if t in ("B-V", "I-V") else t for t in tags]
+        def no_verb(tags):  # the verb (and a continuation C-V of a split verb) is given, never scored
+            return ["O" if t[2:] in ("V", "C-V") else t for t in tags]
         return entity_f1([no_verb(gold[p["id"]]) for p in predictions], [no_verb(p["tags"]) for p in predictions])
 
 

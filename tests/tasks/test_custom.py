@@ -141,3 +141,13 @@ def test_tagging_bad_input(tok, tmp_path, train, dev, message):
     task = build_task(TaskConfig(name="custom_tagging", data_dir=str(tmp_path), tag_column=2), tok)
     with pytest.raises(DataError, match=message):
         task.features("dev")
+
+
+def test_json_list_file(tok, tmp_path):
+    (tmp_path / "train.json").write_text('[{"text": "great", "label": 1},\n {"text": "boring", "label": 0},\n {"text": "x"}]')
+    task = build_task(TaskConfig(name="custom_classification", data_dir=str(tmp_path)), tok)
+    with pytest.raises(DataError, match=r"train.json: example 2: missing field 'label'"):
+        task.features("train")
+    (tmp_path / "train.json").write_text('[{"text": "great", "label": 1}, {"text": "boring", "label": 0}]')
+    task = build_task(TaskConfig(name="custom_classification", data_dir=str(tmp_path)), tok)
+    assert task.labels == ["0", "1"] and [f["labels"] for f in task.features("train")] == [1, 0]

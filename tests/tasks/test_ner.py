@@ -189,6 +189,9 @@ def test_ontonotes_short_line_and_layout_errors(word_tok, tmp_path):
         task.features("train")
     with pytest.raises(ConfigError, match="has no development or dev directory"):
         task.features("dev")
+    doc.write_text("#begin document (a); part 000\n#end document\n")
+    with pytest.raises(DataError, match=r"a_0001.v4_gold_conll: no sentences"):
+        build_task(TaskConfig(name="ontonotes", data_dir=str(tmp_path)), word_tok).features("train")
 
 
 def test_conll04_json_spans_to_bio(word_tok):

@@ -40,10 +40,12 @@ def _by_token(task, feat, tokenizer):
     return [(t, None if l == PAD_LABEL else task.labels[l]) for t, l in zip(toks, feat["labels"])]
 
 
-def test_conll05_one_example_per_predicate_in_all_three_layouts(tok):
+def test_conll05_one_example_per_predicate_in_all_three_layouts(tok, caplog):
     # train: a combined column file; devel: the release folder (words/, props/); test.wsj: a .words/.props pair
     task = build_task(TaskConfig(name="conll05", data_dir=str(C05)), tok)
-    assert [len(task.features(s)) for s in ("train", "dev", "test")] == [5, 1, 2]
+    with caplog.at_level(logging.INFO, logger="deepprompt"):
+        assert [len(task.features(s)) for s in ("train", "dev", "test")] == [5, 1, 2]
+    assert "conll05/train: 1 sentence(s) without a predicate give no example" in caplog.text
     train = task.features("train")
     assert [f["predicate"] for f in train] == [["chased"], ["said"], ["leave"], ["published"], ["angered"]]
     assert train[3]["gold"] == ["B-A1", "I-A1", "O", "B-R-A1", "O", "B-V", "B-AM-TMP", "O", "O", "O", "O"]
@@ -133,8 +135,9 @@ def test_srl_f1_excludes_the_verb_span(tok):
              {"id": feats[1]["id"], "tags": ["B-ARG0", "O", "B-V", "O", "O", "O"]}]
     m = task.metrics(preds, "dev")
     assert (m["precision"], m["recall"]) == pytest.approx((100.0, 400 / 6))
-    # a wrong verb span changes nothing: V is not scored
+    # a wrong verb span changes nothing: V (and C-V, a split verb's second part) is not scored
     preds[0]["tags"][2] = "O"
+    preds[0]["tags"][6] = "B-C-V"
     assert task.metrics(preds, "dev") == m
 
 
