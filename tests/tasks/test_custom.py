@@ -80,7 +80,8 @@ def test_unknown_dev_label_names_its_line(tok, tmp_path):
     (tmp_path / "train.jsonl").write_text('{"text": "a", "label": "pos"}\n{"text": "b", "label": "neg"}\n')
     (tmp_path / "dev.jsonl").write_text('{"text": "a", "label": "pos"}\n{"text": "b", "label": "neutral"}\n')
     task = build_task(TaskConfig(name="custom_classification", data_dir=str(tmp_path)), tok)
-    with pytest.raises(DataError, match=r"dev.jsonl:2: unknown label 'neutral' \(not in the training split: neg, pos\)"):
+    with pytest.raises(DataError,
+                       match=r"dev.jsonl:2: unknown label 'neutral' \(not in the training split: neg, pos\)"):
         task.features("dev")
 
 
@@ -133,7 +134,8 @@ def test_tagging_from_conll_columns(tok):
 
 @pytest.mark.parametrize("train, dev, message", [
     ("Acme\tNNP\tB-ORG\n", "Berg\tNNP\tB-PER\n", r"dev.txt:1: unknown label 'B-PER'"),
-    ("Acme\tNNP\tB-ORG\nhired\tO\n", "Berg\tNNP\tO\n", r"train.txt:2: expected a word in column 0 and a tag in column 2"),
+    ("Acme\tNNP\tB-ORG\nhired\tO\n", "Berg\tNNP\tO\n",
+     r"train.txt:2: expected a word in column 0 and a tag in column 2"),
 ])
 def test_tagging_bad_input(tok, tmp_path, train, dev, message):
     (tmp_path / "train.txt").write_text(train)
@@ -144,7 +146,8 @@ def test_tagging_bad_input(tok, tmp_path, train, dev, message):
 
 
 def test_json_list_file(tok, tmp_path):
-    (tmp_path / "train.json").write_text('[{"text": "great", "label": 1},\n {"text": "boring", "label": 0},\n {"text": "x"}]')
+    (tmp_path / "train.json").write_text('[{"text": "great", "label": 1},\n {"text": "boring", "label": 0},\n'
+                                         ' {"text": "x"}]')
     task = build_task(TaskConfig(name="custom_classification", data_dir=str(tmp_path)), tok)
     with pytest.raises(DataError, match=r"train.json: example 2: missing field 'label'"):
         task.features("train")

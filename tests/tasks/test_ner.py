@@ -208,7 +208,8 @@ def test_conll04_json_spans_to_bio(word_tok):
     ({"tokens": ["Anna"], "entities": [{"type": "Person", "start": 0, "end": 1}]},
      r"conll04_train.json: example 1 \(orig_id 7\): unknown entity type 'Person'"),
     ({"tokens": ["Anna"]}, r"example 1 \(orig_id 7\): missing field 'entities'"),
-    ({"tokens": ["Anna"], "entities": [{"type": "Peop", "start": 0, "end": 2}]}, r"span \[0, 2\) is outside the 1 tokens"),
+    ({"tokens": ["Anna"], "entities": [{"type": "Peop", "start": 0, "end": 2}]},
+     r"span \[0, 2\) is outside the 1 tokens"),
 ])
 def test_conll04_bad_examples(word_tok, tmp_path, doc, message):
     ok = {"tokens": ["Oslo"], "entities": [{"type": "Loc", "start": 0, "end": 1}]}
