@@ -78,6 +78,26 @@ class TaskConfig:
     """Dropout on the backbone states before the task head."""
     max_train_examples: int | None = None
     """Use only the first N training examples (quick experiments); None = all."""
+    train_file: str | None = None
+    """The training file (or CoNLL-2012 directory), instead of the task's default name under data_dir."""
+    dev_file: str | None = None
+    """The dev file (or directory), instead of the task's default name under data_dir."""
+    test_file: str | None = None
+    """The test file (or directory), instead of the task's default name under data_dir (e.g. CoNLL-2005
+    ``test.brown``)."""
+    labels: list[str] | None = None
+    """custom tasks, conll05/conll12: the label set, in this order; None = every label of the
+    training split (sorted; ``O`` first for tagging)."""
+    text_column: str = "text"
+    """custom_classification: the JSONL field / CSV column of the text."""
+    text_pair_column: str | None = None
+    """custom_classification: the field / column of the second text (sentence pairs); None = single text."""
+    label_column: str = "label"
+    """custom_classification: the field / column of the label."""
+    word_column: int = 0
+    """custom_tagging: the column of the word in the CoNLL file (0-based; negative counts from the end)."""
+    tag_column: int = -1
+    """custom_tagging: the column of the tag in the CoNLL file (0-based; negative counts from the end)."""
 
     def check(self) -> None:
         if self.max_seq_length < 8:
