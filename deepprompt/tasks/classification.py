@@ -83,8 +83,14 @@ def encode_pairs(tokenizer, texts: list[str], pairs: list[str] | None, max_lengt
     columns: dict[str, list] = {}
     for s in dict.fromkeys(strategy):
         rows = [i for i in range(n) if strategy[i] == s]
-        enc = tokenizer([texts[i] for i in rows], [pairs[i] for i in rows] if pairs is not None else None,
-                        truncation=s, max_length=max_length)
+        args = ([texts[i] for i in rows], [pairs[i] for i in rows] if pairs is not None else None)
+        try:
+            enc = tokenizer(*args, truncation=s, max_length=max_length)
+        except Exception:  # a tokenizer whose pair length is not the sum of the parts: cut longest-first
+            if s == "longest_first":
+                raise
+            enc = tokenizer(*args, truncation="longest_first", max_length=max_length)
+            fell_back += sum(truncated[i] for i in rows)
         for key in _SEQ:
             if key in enc:
                 col = columns.setdefault(key, [None] * n)
@@ -182,7 +188,8 @@ class FileTask(Task):
             cut = sum(feats.dataset["truncated"])
             if cut:
                 log.warning("%s/%s: %d of %d inputs are longer than task.max_seq_length=%d and were truncated "
-                            "(%s)", self.name, split, cut, len(feats), self.cfg.max_seq_length, self.truncation_policy())
+                            "(%s)", self.name, split, cut, len(feats), self.cfg.max_seq_length,
+                            self.truncation_policy())
         return feats
 
     def truncation_policy(self) -> str:

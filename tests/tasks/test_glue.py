@@ -67,7 +67,8 @@ def test_labelled_test_file_adds_the_test_split(tokenizer, tmp_path):
 
 
 @pytest.mark.parametrize("name, content, message", [
-    ("sst2", "sentence\tlabel\ngood film\t1\nbad film\n", r"dev\.tsv:3: expected 2 tab-separated fields \(sentence, label\), got 1$"),
+    ("sst2", "sentence\tlabel\ngood film\t1\nbad film\n",
+     r"dev\.tsv:3: expected 2 tab-separated fields \(sentence, label\), got 1$"),
     ("sst2", "sentence\tlabel\ngood film\t2\n", r"dev\.tsv:2: unknown label '2' for task sst2 \(known: 0, 1\)$"),
     ("sst2", "", r"dev\.tsv: no examples \(empty file\)$"),
     ("sst2", "sentence\tlabel\n", r"dev\.tsv: no examples$"),
