@@ -217,18 +217,14 @@ def train(run: RunConfig, ds_config_path: str) -> dict:
     results["artifact"] = str(artifact)
     if rank == 0:
         (out_dir / "results.json").write_text(json.dumps(results, indent=2))
-        r, m = results["tasks"][task.name], task.main_metric
-        log.info("done in %.0f s | LAST (step %d): %s | BEST-DEV (step %d): %s | %s", results["wall_time_s"],
-                 tr.max_steps, _scores(r["last"], m), best["step"], _scores(r["best_dev"], m), out_dir / "results.json")
+        r, m, nan = results["tasks"][task.name], task.main_metric, float("nan")
+        log.info("done in %.0f s | LAST (step %d): dev %s %.2f, test %s %.2f | BEST-DEV (step %d): dev %s %.2f, "
+                 "test %s %.2f | %s", results["wall_time_s"], tr.max_steps, m, r["last"][f"dev_{m}"], m,
+                 r["last"].get(f"test_{m}", nan), best["step"], m, r["best_dev"][f"dev_{m}"], m,
+                 r["best_dev"].get(f"test_{m}", nan), out_dir / "results.json")
     scalars.close()
     dist.barrier()
     return results
-
-
-def _scores(metrics: dict, m: str) -> str:
-    """``dev f1 61.20, test f1 60.05`` (test only when the task has a labelled test split)."""
-    return ", ".join(f"{split} {m} {metrics[f'{split}_{m}']:.2f}" for split in ("dev", "test")
-                     if f"{split}_{m}" in metrics)
 
 
 def _agree(flag) -> bool:
