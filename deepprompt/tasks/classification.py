@@ -16,8 +16,6 @@ which ranks gather predictions.
 """
 from __future__ import annotations
 
-import hashlib
-import inspect
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -165,11 +163,6 @@ class FileTask(Task):
         if not records:
             raise DataError(f"{path}: no examples")
         return records
-
-    def cache_key(self) -> str:
-        """The base key (tokenizer, config, the task's own module) plus this shared module's code."""
-        this = inspect.getsource(inspect.getmodule(FileTask))
-        return hashlib.sha256((super().cache_key() + this).encode()).hexdigest()
 
     def raw_features(self, record: dict, where: str = "input") -> dict:
         """A row in the task's official format (the label may be absent) -> one feature."""
