@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -83,6 +84,7 @@ def train(run: RunConfig, ds_config_path: str) -> dict:
         (out_dir / "ds_config.json").write_text(json.dumps(ds_setup.public(ds), indent=2))
 
     train_feats = task.features("train")
+    has_test = "test" in task.splits  # e.g. SQuAD has train and dev only
     sampler = ShardedSampler(len(train_feats), world, rank, mb, tr.seed, task.name)
     progress = Progress()
     start_step = 0
@@ -107,7 +109,7 @@ def train(run: RunConfig, ds_config_path: str) -> dict:
             scalars.add(f"dev/{k}", v, step)
         entry, best = {"step": step, "dev": dev}, progress.best
         if best["value"] is None or dev[task.main_metric] > best["value"]:
-            test = evaluate(engine, task, "test", tr.eval_batch_size)
+            test = evaluate(engine, task, "test", tr.eval_batch_size) if has_test else {}
             best.update(value=dev[task.main_metric], step=step, dev=dev, test=test)
             entry["test"] = test
         progress.history.append(entry)
@@ -170,7 +172,8 @@ def train(run: RunConfig, ds_config_path: str) -> dict:
     else:
         last_dev = eval_and_track(tr.max_steps)
     best = progress.best
-    last_test = best["test"] if best["step"] == tr.max_steps else evaluate(engine, task, "test", tr.eval_batch_size)
+    last_test = (best["test"] if best["step"] == tr.max_steps or not has_test
+                 else evaluate(engine, task, "test", tr.eval_batch_size))
     save(tr.max_steps)
     if rank == 0:
         (out_dir / "PREEMPTED").unlink(missing_ok=True)
@@ -214,10 +217,10 @@ def train(run: RunConfig, ds_config_path: str) -> dict:
     if rank == 0:
         (out_dir / "results.json").write_text(json.dumps(results, indent=2))
         r, m = results["tasks"][task.name], task.main_metric
+        last_t, best_t = r["last"].get(f"test_{m}", math.nan), r["best_dev"].get(f"test_{m}", math.nan)
         log.info("done in %.0f s | LAST (step %d): dev %s %.2f, test %s %.2f | BEST-DEV (step %d): dev %s %.2f, "
                  "test %s %.2f | %s", results["wall_time_s"], tr.max_steps, m, r["last"][f"dev_{m}"], m,
-                 r["last"][f"test_{m}"], best["step"], m, r["best_dev"][f"dev_{m}"], m,
-                 r["best_dev"][f"test_{m}"], out_dir / "results.json")
+                 last_t, best["step"], m, r["best_dev"][f"dev_{m}"], m, best_t, out_dir / "results.json")
     scalars.close()
     dist.barrier()
     return results
