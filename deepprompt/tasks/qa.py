@@ -9,7 +9,8 @@ picks them) and dev is SQuAD v1.1 dev. There is no test split.
 
 Windows: the question (cut to ``task.max_query_length`` tokens) is repeated in every window; the
 context is cut into windows of what is left of ``task.max_seq_length``, consecutive windows sharing
-``task.doc_stride`` tokens, so no answer is lost to truncation. Training labels: a window that holds
+``task.doc_stride`` tokens, so nothing is truncated away (an answer longer than doc_stride + 1 tokens
+that crosses a window edge is whole in no window: counted and logged). Training labels: a window that holds
 the whole (first) gold answer points at its first and last token; every other window, and every
 unanswerable question, points at position 0 ([CLS]), in v1.1 and v2.0 alike (in v1.1 the [CLS]
 score is never picked as an answer).
@@ -200,6 +201,12 @@ class QATask(Task):
         if cut:
             log.warning("%s/%s: %d question(s) longer than task.max_query_length=%d tokens were cut to it",
                         self.name, split, cut, self.cfg.max_query_length)
+        held = {i for i, s in zip(feats.dataset["id"], feats.dataset["start_positions"]) if s > 0}
+        lost = [r["id"] for r in self._records[split] if r["answer_texts"] and r["id"] not in held]
+        if lost and split == "train":
+            log.warning("%s/%s: %d question(s) have no window holding their whole first answer (longer than "
+                        "doc_stride + 1 tokens across a window edge, e.g. %r); all their windows are labelled "
+                        "[CLS] in training", self.name, split, len(lost), lost[0])
         log.info("%s/%s: %d questions -> %d windows (max_seq_length %d, doc_stride %d)", self.name, split,
                  len(self._records[split]), len(feats), self.cfg.max_seq_length, self.cfg.doc_stride)
         return feats

@@ -327,3 +327,15 @@ def test_two_rank_zero3_squad_run(model_dir, tmp_path):
     assert set(task["last"]) == {"dev_exact_match", "dev_f1"}  # SQuAD has no test split
     assert 0.0 <= task["last"]["dev_exact_match"] <= task["last"]["dev_f1"] <= 100.0
     assert [h["step"] for h in r["eval_history"]] == [15, 30]
+
+
+def test_answer_longer_than_a_window_is_counted_not_hidden(tokenizer, tmp_path, caplog):
+    doc = json.loads((SQUAD / "train-v1.1.json").read_text())
+    para = doc["data"][0]["paragraphs"][0]
+    long = para["context"][:para["context"].index("In the year")].strip()  # ~60 tokens > a window
+    para["qas"][0]["answers"] = [{"text": long, "answer_start": 0}]
+    (tmp_path / "train.json").write_text(json.dumps(doc))
+    task = make(tokenizer, data_dir=tmp_path)
+    feats = [f for f in task.features("train") if f["id"] == "rhine-q1"]
+    assert all((f["start_positions"], f["end_positions"]) == (0, 0) for f in feats)
+    assert "1 question(s) have no window holding their whole first answer" in caplog.text
