@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
 from pathlib import Path
@@ -84,7 +83,6 @@ def train(run: RunConfig, ds_config_path: str) -> dict:
         (out_dir / "ds_config.json").write_text(json.dumps(ds_setup.public(ds), indent=2))
 
     train_feats = task.features("train")
-    has_test = "test" in task.splits  # e.g. SQuAD has train and dev only
     sampler = ShardedSampler(len(train_feats), world, rank, mb, tr.seed, task.name)
     progress = Progress()
     start_step = 0
@@ -103,13 +101,17 @@ def train(run: RunConfig, ds_config_path: str) -> dict:
         checkpoint.save(engine, model, run, step, {"sampler": sampler.state_dict(),
                                                    "progress": progress.state_dict()}, tr.keep_checkpoints)
 
+    def eval_test() -> dict:
+        """Test metrics; {} for a task without a labelled test split (SuperGLUE, GLUE)."""
+        return evaluate(engine, task, "test", tr.eval_batch_size) if "test" in task.splits else {}
+
     def eval_and_track(step: int) -> dict:
         dev = evaluate(engine, task, "dev", tr.eval_batch_size)
         for k, v in dev.items():
             scalars.add(f"dev/{k}", v, step)
         entry, best = {"step": step, "dev": dev}, progress.best
         if best["value"] is None or dev[task.main_metric] > best["value"]:
-            test = evaluate(engine, task, "test", tr.eval_batch_size) if has_test else {}
+            test = eval_test()
             best.update(value=dev[task.main_metric], step=step, dev=dev, test=test)
             entry["test"] = test
         progress.history.append(entry)
@@ -172,8 +174,7 @@ def train(run: RunConfig, ds_config_path: str) -> dict:
     else:
         last_dev = eval_and_track(tr.max_steps)
     best = progress.best
-    last_test = (best["test"] if best["step"] == tr.max_steps or not has_test
-                 else evaluate(engine, task, "test", tr.eval_batch_size))
+    last_test = best["test"] if best["step"] == tr.max_steps else eval_test()
     save(tr.max_steps)
     if rank == 0:
         (out_dir / "PREEMPTED").unlink(missing_ok=True)
@@ -216,11 +217,11 @@ def train(run: RunConfig, ds_config_path: str) -> dict:
     results["artifact"] = str(artifact)
     if rank == 0:
         (out_dir / "results.json").write_text(json.dumps(results, indent=2))
-        r, m = results["tasks"][task.name], task.main_metric
-        last_t, best_t = r["last"].get(f"test_{m}", math.nan), r["best_dev"].get(f"test_{m}", math.nan)
+        r, m, nan = results["tasks"][task.name], task.main_metric, float("nan")
         log.info("done in %.0f s | LAST (step %d): dev %s %.2f, test %s %.2f | BEST-DEV (step %d): dev %s %.2f, "
                  "test %s %.2f | %s", results["wall_time_s"], tr.max_steps, m, r["last"][f"dev_{m}"], m,
-                 last_t, best["step"], m, r["best_dev"][f"dev_{m}"], m, best_t, out_dir / "results.json")
+                 r["last"].get(f"test_{m}", nan), best["step"], m, r["best_dev"][f"dev_{m}"], m,
+                 r["best_dev"].get(f"test_{m}", nan), out_dir / "results.json")
     scalars.close()
     dist.barrier()
     return results
