@@ -16,6 +16,14 @@ from typing import Iterable
 from deepprompt.metrics.text import exact_match, max_over_golds, normalize_answer, token_f1
 
 
+def token_f1_v1(prediction: str, gold: str) -> float:
+    """The v1.1 script's F1: as ``token_f1`` but 0.0 when either side normalises to nothing (the
+    v2.0 script, and ``token_f1``, score two empty answers 1.0)."""
+    if not normalize_answer(prediction) or not normalize_answer(gold):
+        return 0.0
+    return token_f1(prediction, gold)
+
+
 def merge_windows(window_predictions: Iterable[dict]) -> dict[str, dict]:
     """Per question id: ``span`` = (char_start, char_end) of the best-scoring candidate over all
     its windows (None if no window had a valid span), ``score`` its score, ``null`` the lowest
@@ -39,7 +47,7 @@ def squad_v1(predictions: dict[str, str], golds: dict[str, list[str]]) -> dict[s
     for qid, answers in golds.items():
         pred = predictions.get(qid, "")
         em += max_over_golds(exact_match, pred, answers)
-        f1 += max_over_golds(lambda p, g: token_f1(p, g, empty_matches_empty=False), pred, answers)
+        f1 += max_over_golds(token_f1_v1, pred, answers)
     return {"exact_match": 100.0 * em / len(golds), "f1": 100.0 * f1 / len(golds)}
 
 

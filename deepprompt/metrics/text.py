@@ -1,37 +1,34 @@
-"""Answer-string scoring shared by SQuAD and ReCoRD: the official SQuAD normalisation, exact match
-and bag-of-tokens F1, each maximised over the gold answers.
-
-The normalisation is the one of the official SQuAD v1.1/v2.0 evaluation scripts: lower-case,
-drop every ASCII punctuation character, drop the articles a/an/the (as whole words), collapse runs
-of whitespace to one space."""
+"""Answer-string comparison shared by every extractive scorer (SQuAD, ReCoRD): the official
+SQuAD v1.1 normalisation (lower-case, drop punctuation, drop the articles a/an/the, collapse
+whitespace), exact match and bag-of-tokens F1 of one prediction against one gold answer, and the
+max over several gold answers."""
 from __future__ import annotations
 
 import re
 import string
 from collections import Counter
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
-_PUNCT = frozenset(string.punctuation)
-_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+_PUNCT = set(string.punctuation)
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
 
 
 def normalize_answer(text: str) -> str:
+    """lower -> remove punctuation -> remove articles -> collapse whitespace (the official order)."""
     text = "".join(ch for ch in text.lower() if ch not in _PUNCT)
     text = _ARTICLES.sub(" ", text)
     return " ".join(text.split())
 
 
 def exact_match(prediction: str, gold: str) -> float:
-    """1.0 when the two normalise to the same string, else 0.0."""
+    """1.0 when both normalise to the same string, else 0.0."""
     return float(normalize_answer(prediction) == normalize_answer(gold))
 
 
-def token_f1(prediction: str, gold: str, empty_matches_empty: bool = True) -> float:
-    """F1 of the normalised tokens (multiset overlap). When either side normalises to nothing the
-    SQuAD 2.0 script scores 1.0 if both are empty and 0.0 otherwise (``empty_matches_empty``); the
-    v1.1 script has no such case and scores 0.0 whenever the overlap is empty."""
+def token_f1(prediction: str, gold: str) -> float:
+    """F1 of the multiset of normalised tokens (0..1); two empty answers agree (1.0)."""
     pred, ref = normalize_answer(prediction).split(), normalize_answer(gold).split()
-    if empty_matches_empty and (not pred or not ref):
+    if not pred or not ref:
         return float(pred == ref)
     common = sum((Counter(pred) & Counter(ref)).values())
     if common == 0:
@@ -41,5 +38,5 @@ def token_f1(prediction: str, gold: str, empty_matches_empty: bool = True) -> fl
 
 
 def max_over_golds(score: Callable[[str, str], float], prediction: str, golds: Sequence[str]) -> float:
-    """The best score of ``prediction`` against any gold answer (0.0 with no golds)."""
+    """The best score of ``prediction`` against any of ``golds`` (0.0 if there are none)."""
     return max((score(prediction, g) for g in golds), default=0.0)
