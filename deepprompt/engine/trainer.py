@@ -235,6 +235,7 @@ def train(run: RunConfig, ds_config_path: str) -> dict:
         "init_from": warm[1] if warm else None,
         "eval_history": progress.history,
         "wall_time_s": time.time() - started,
+        "peak_rss_mb_per_rank": _peak_rss_mb_per_rank(),
     }
     # collective: gathers the prompt and head shards; the model after the LAST step
     artifact = save_artifact(engine, run, tasks, model_path, out_dir / "artifact",
@@ -258,6 +259,16 @@ def train(run: RunConfig, ds_config_path: str) -> dict:
     scalars.close()
     dist.barrier()
     return results
+
+
+def _peak_rss_mb_per_rank() -> list[float]:
+    """Each rank's peak resident memory so far (MiB; Linux reports ru_maxrss in KiB), gathered."""
+    import resource
+
+    mine = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    per_rank = [None] * dist.get_world_size()
+    dist.all_gather_object(per_rank, round(mine, 1))
+    return per_rank
 
 
 def _agree(flag) -> bool:

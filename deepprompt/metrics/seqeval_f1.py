@@ -1,10 +1,23 @@
-"""Entity-level micro precision/recall/F1 over IOB2 sequences (seqeval's conlleval-style scoring)."""
+"""Entity-level micro precision/recall/F1 over BIO sequences (seqeval).
+
+The default is seqeval's default mode, which is conlleval's chunking (and what the P-Tuning v2 code
+reports): ``B-X`` starts a chunk, and so does an ``I-X`` that follows ``O`` or a different type. That
+reads IOB1 and IOB2 sequences alike (an IOB1 sequence scores the same as its IOB2 conversion), and a
+predicted ``I-X`` without a ``B-X`` still counts as a chunk. ``mode="strict"`` is seqeval's strict
+IOB2 mode: only a ``B-X`` starts a chunk, so an orphan ``I-X`` is no entity at all (use it only on
+IOB2 data; the tasks normalise gold tags to IOB2)."""
 from __future__ import annotations
 
 from seqeval.metrics import f1_score, precision_score, recall_score
 
 
-def entity_f1(gold: list[list[str]], pred: list[list[str]]) -> dict[str, float]:
-    return {"f1": 100.0 * float(f1_score(gold, pred, zero_division=0)),
-            "precision": 100.0 * float(precision_score(gold, pred, zero_division=0)),
-            "recall": 100.0 * float(recall_score(gold, pred, zero_division=0))}
+def entity_f1(gold: list[list[str]], pred: list[list[str]], mode: str | None = None) -> dict[str, float]:
+    if mode not in (None, "strict"):
+        raise ValueError(f"entity_f1: mode must be None (conlleval) or 'strict', got {mode!r}")
+    kw = {"zero_division": 0}
+    if mode == "strict":
+        from seqeval.scheme import IOB2
+        kw.update(mode="strict", scheme=IOB2)
+    return {"f1": 100.0 * float(f1_score(gold, pred, **kw)),
+            "precision": 100.0 * float(precision_score(gold, pred, **kw)),
+            "recall": 100.0 * float(recall_score(gold, pred, **kw))}

@@ -105,9 +105,11 @@ class Task:
         raise NotImplementedError
 
     def cache_key(self) -> str:
-        """Everything besides the records that changes the features: tokenizer, config, task code."""
+        """Everything besides the records that changes the features: tokenizer, config, the code of
+        the task's class and of every Task class it derives from."""
         tok = self.tokenizer
-        parts = [type(self).__module__, type(self).__qualname__, inspect.getsource(inspect.getmodule(type(self))),
+        modules = dict.fromkeys(inspect.getmodule(c) for c in type(self).__mro__ if issubclass(c, Task))
+        parts = [type(self).__module__, type(self).__qualname__, *(inspect.getsource(m) for m in modules),
                  json.dumps(vars(self.cfg), sort_keys=True, default=str),
                  type(tok).__name__, _tokenizer_identity(tok)]
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()

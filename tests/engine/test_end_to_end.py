@@ -56,6 +56,7 @@ def test_two_rank_zero3_run_through_the_launcher(tiny_model, tmp_path):
                 "resumed_from"):
         assert key in r
     assert r["resumed_from"] is None
+    assert len(r["peak_rss_mb_per_rank"]) == 2 and all(100 < mb < 20000 for mb in r["peak_rss_mb_per_rank"])
     from pathlib import Path
     assert (Path(r["artifact"]) / "prompts.safetensors").is_file() and (Path(r["artifact"]) / "prompts.json").is_file()
     assert r["world_size"] == 2 and r["steps"] == 30 and r["method"] == "prefix"

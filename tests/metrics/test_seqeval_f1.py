@@ -16,3 +16,34 @@ def test_entity_f1_matches_hand_count():
 def test_partial_span_is_wrong():
     m = entity_f1([["B-PER", "I-PER"]], [["B-PER", "O"]])
     assert m["f1"] == 0.0
+
+
+def test_iob1_gold_scores_like_its_iob2_conversion():
+    from deepprompt.tasks.ner import iob1_to_iob2
+    iob1 = [["I-PER", "I-PER", "B-PER", "O", "I-LOC"]]
+    iob2 = [["B-PER", "I-PER", "B-PER", "O", "B-LOC"]]
+    assert [iob1_to_iob2(iob1[0])] == iob2
+    pred = [["B-PER", "I-PER", "O", "O", "B-LOC"]]
+    # gold: PER(0-1), PER(2), LOC(4) = 3 entities; predicted PER(0-1), LOC(4), both right:
+    # P = 2/2, R = 2/3, F1 = 2 * 1 * 2/3 / (1 + 2/3) = 0.8
+    for gold in (iob1, iob2):
+        m = entity_f1(gold, pred)
+        assert (m["precision"], m["recall"], m["f1"]) == pytest.approx((100.0, 200 / 3, 80.0))
+
+
+def test_orphan_inside_tag_counts_by_default_but_not_in_strict_mode():
+    gold = [["B-PER", "I-PER", "O", "B-LOC"]]
+    pred = [["I-PER", "I-PER", "O", "B-LOC"]]
+    # conlleval chunking: I-PER after O starts PER(0-1): both entities right
+    assert entity_f1(gold, pred)["f1"] == pytest.approx(100.0)
+    # strict IOB2: the I-PER run is no entity; only LOC predicted: P = 1, R = 1/2, F1 = 2/3
+    m = entity_f1(gold, pred, mode="strict")
+    assert (m["precision"], m["recall"], m["f1"]) == pytest.approx((100.0, 50.0, 200 / 3))
+
+
+def test_types_with_hyphens_are_kept_whole():
+    # SRL roles: B-ARGM-TMP is type ARGM-TMP; a predicted ARGM-LOC over the same words is wrong
+    gold = [["B-ARGM-TMP", "I-ARGM-TMP", "B-C-ARG1"]]
+    pred = [["B-ARGM-LOC", "I-ARGM-LOC", "B-C-ARG1"]]
+    m = entity_f1(gold, pred)
+    assert (m["precision"], m["recall"]) == pytest.approx((50.0, 50.0))

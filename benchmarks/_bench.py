@@ -1,0 +1,71 @@
+"""Shared by the benchmark scripts: runs through the real launcher (reused when their results.json
+exists), tables, JSON and plots under docs/benchmarks/."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+LR = {"prefix": "1e-2", "prompt": "3e-2", "ptuning": "5e-3", "finetune": "5e-5"}
+"""Each method's default learning rate in the benchmarks (prompts want 100-1000x fine-tuning's)."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(out: Path, overrides: list[str], ranks: int = 2, config: str | None = None,
+           ds_config: str = "ds_configs/zero3.json") -> dict:
+    """``deepspeed --num_gpus <ranks> launcher/train.py ...`` on this machine (CPU ranks, loopback),
+    with ``output_dir=out``; returns its results.json."""
+    if not (out / "results.json").is_file():
+        cmd = [str(REPO / ".venv/bin/deepspeed"), "--num_gpus", str(ranks), "--no_ssh_check",
+               "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "launcher/train.py",
+               "--ds_config", ds_config, *(["--config", config] if config else []), *overrides, f"output_dir={out}"]
+        subprocess.run(cmd, cwd=REPO, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return json.loads((out / "results.json").read_text())
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
+
+
+def write_json(name: str, payload: dict) -> Path:
+    out = REPO / "docs" / "benchmarks" / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(payload, indent=2))
+    return out
+
+
+def print_table(head: tuple[str, ...], rows: list[tuple]) -> None:
+    print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+    for r in rows:
+        print("| " + " | ".join(str(c) for c in r) + " |")
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    import statistics
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def save_plot(name: str, draw) -> Path:
+    """``draw(ax)`` on a fresh matplotlib figure, saved as docs/benchmarks/<name> (PNG)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    draw(ax)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out = REPO / "docs" / "benchmarks" / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out

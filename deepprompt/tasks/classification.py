@@ -1,0 +1,343 @@
+"""Sentence(-pair) tasks read from per-split files (SuperGLUE jsonl, GLUE tsv): the shared machinery.
+
+- ``FileTask``: one file per split in a data directory, read row by row (``read_rows``, the format)
+  and turned into records by the task's ``parse`` (one row may give several records or none).
+  Every error names ``file:line``. The ``test`` split is offered only when its file carries labels
+  (the official SuperGLUE and GLUE test sets do not): ``splits`` is ``("train", "dev")`` otherwise.
+- ``ClassificationTask``: the ``classification`` head on the first token; each feature is one text
+  or text pair (``expand`` may turn one record into several, e.g. one per answer option), with a
+  truncation policy that names the segment that may be cut.
+- ``MultipleChoiceTask``: the ``multiple_choice`` head; one text pair per choice, features
+  ``input_ids`` of shape [choices][tokens].
+
+Every feature carries ``id`` (the record's position in its split) and ``sub`` (which of the
+record's features it is), and predictions carry both, so metrics never depend on the order in
+which ranks gather predictions.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from deepprompt.errors import ConfigError, DataError
+from deepprompt.metrics.classification import accuracy
+from deepprompt.tasks.base import Task, log
+
+_SEQ = ("input_ids", "attention_mask", "token_type_ids")
+_STRATEGY = {"text": "only_first", "text_pair": "only_second", "longest": "longest_first"}
+
+
+# --------------------------------------------------------------------------------------- fields
+def get_field(row: dict, key: str, where: str, kind: type | tuple[type, ...] = str) -> Any:
+    """``row[key]`` (``key`` may be dotted: ``target.span1_text``), of type ``kind``; else a one-line
+    ``DataError`` naming ``where`` (file:line)."""
+    value: Any = row
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise DataError(f"{where}: missing field {key!r}")
+        value = value[part]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        names = " or ".join(k.__name__ for k in kinds)
+        raise DataError(f"{where}: field {key!r} must be {names}, got {type(value).__name__} {value!r:.40}")
+    return value
+
+
+def label_text(value: Any) -> str:
+    """A label as the file writes it, as a string: JSON true/false -> "true"/"false", 1 -> "1"."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+# ---------------------------------------------------------------------------------- tokenising
+def encode_pairs(tokenizer, texts: list[str], pairs: list[str] | None, max_length: int,
+                 truncate: str) -> tuple[dict[str, list], list[bool], int]:
+    """Tokenise texts (or text pairs) to at most ``max_length`` tokens, special tokens included.
+
+    ``truncate`` says what may be cut when a row is too long: ``"text_pair"`` (only the second
+    segment, e.g. a passage after its question), ``"text"`` (only the first, e.g. a premise before
+    its hypothesis) or ``"longest"`` (tokens off the longer segment first). A row whose protected
+    segment alone leaves no room falls back to ``"longest"``. Returns (columns, truncated flag per
+    row, how many rows fell back)."""
+    if truncate not in _STRATEGY:
+        raise ValueError(f"truncate must be one of {sorted(_STRATEGY)}, got {truncate!r}")
+    n = len(texts)
+    special = tokenizer.num_special_tokens_to_add(pair=pairs is not None)
+    len_a = [len(x) for x in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    len_b = [len(x) for x in tokenizer(pairs, add_special_tokens=False)["input_ids"]] if pairs is not None else [0] * n
+    truncated = [a + b + special > max_length for a, b in zip(len_a, len_b)]
+    strategy, fell_back = [], 0
+    for a, b, cut in zip(len_a, len_b, truncated):
+        s = _STRATEGY[truncate] if pairs is not None else "longest_first"
+        protected = b if truncate == "text" else a
+        if cut and pairs is not None and truncate != "longest" and protected + special >= max_length:
+            s, fell_back = "longest_first", fell_back + 1
+        strategy.append(s)
+    columns: dict[str, list] = {}
+    for s in dict.fromkeys(strategy):
+        rows = [i for i in range(n) if strategy[i] == s]
+        args = ([texts[i] for i in rows], [pairs[i] for i in rows] if pairs is not None else None)
+        try:
+            enc = tokenizer(*args, truncation=s, max_length=max_length)
+        except Exception:  # a tokenizer whose pair length is not the sum of the parts: cut longest-first
+            if s == "longest_first":
+                raise
+            enc = tokenizer(*args, truncation="longest_first", max_length=max_length)
+            fell_back += sum(truncated[i] for i in rows)
+        for key in _SEQ:
+            if key in enc:
+                col = columns.setdefault(key, [None] * n)
+                for i, v in zip(rows, enc[key]):
+                    col[i] = list(v)
+    return columns, truncated, fell_back
+
+
+# ------------------------------------------------------------------------------------ file tasks
+class FileTask(Task):
+    """A task read from one file per split under ``task.data_dir``."""
+
+    split_files: ClassVar[dict[str, str]]
+    """Split -> file name inside the data directory."""
+    folder: ClassVar[str]
+    """The official folder name (``data_dir`` may be that folder or its parent)."""
+    truncate: ClassVar[str] = "longest"
+    """Which segment ``encode_pairs`` may cut: text | text_pair | longest."""
+
+    # -- format (SuperGLUE jsonl, GLUE tsv) and task (fields)
+    def read_rows(self, path: Path) -> Iterator[tuple[str, dict]]:
+        """(``file:line``, row) for every row of ``path``; raises on an empty file."""
+        raise NotImplementedError
+
+    def parse(self, row: dict, where: str, labelled: bool) -> list[dict]:
+        """The records of one row (without ``id``); ``labelled=False`` for raw input."""
+        raise NotImplementedError
+
+    def is_labelled(self, row: dict) -> bool:
+        """Whether a row of this task's format carries its gold label(s)."""
+        return "label" in row
+
+    # -- files
+    def data_dir(self) -> Path:
+        if not self.cfg.data_dir:
+            raise ConfigError(f"task.data_dir: task {self.name!r} needs a data directory (the official "
+                              f"{self.folder} folder with {', '.join(self.split_files.values())})")
+        root = Path(self.cfg.data_dir)
+        if not root.is_dir():
+            raise ConfigError(f"task.data_dir: {root} is not a directory")
+        if not (root / self.split_files["train"]).is_file() and (root / self.folder).is_dir():
+            root = root / self.folder
+        return root
+
+    def split_path(self, split: str) -> Path:
+        if split not in self.split_files:
+            raise ConfigError(f"task {self.name}: unknown split {split!r} (splits: {', '.join(self.splits)})")
+        path = self.data_dir() / self.split_files[split]
+        if not path.is_file():
+            raise ConfigError(f"task.data_dir: {path.parent} has no {path.name} (the {split} split of {self.name})")
+        return path
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """train and dev; test too when the test file exists and its first row carries a label."""
+        path = self.data_dir() / self.split_files.get("test", "\0")
+        if "test" in self.split_files and path.is_file():
+            try:
+                _, first = next(iter(self.read_rows(path)))
+            except (DataError, StopIteration):
+                return ("train", "dev")
+            if self.is_labelled(first):
+                return ("train", "dev", "test")
+        return ("train", "dev")
+
+    def read_examples(self, split: str) -> list[dict]:
+        path = self.split_path(split)
+        records = []
+        for where, row in self.read_rows(path):
+            for rec in self.parse(row, where, labelled=True):
+                records.append({"id": len(records), **rec})
+        if not records:
+            raise DataError(f"{path}: no examples")
+        return records
+
+    def raw_features(self, record: dict, where: str = "input") -> dict:
+        """A row in the task's official format (the label may be absent) -> one feature."""
+        recs = self.parse(record, where, labelled=False)
+        if len(recs) != 1:
+            raise DataError(f"{where}: task {self.name} gives {len(recs)} inputs for this record; "
+                            f"predicting from raw input needs exactly one")
+        feats = self.encode({k: [v] for k, v in {"id": 0, **recs[0]}.items()})
+        if len(feats["input_ids"]) != 1:
+            raise ConfigError(f"task {self.name}: predicting from raw input is not supported")
+        return {k: v[0] for k, v in feats.items()}
+
+    def build_features(self, split: str):
+        feats = super().build_features(split)
+        if "truncated" in feats.dataset.column_names:
+            cut = sum(feats.dataset["truncated"])
+            if cut:
+                log.warning("%s/%s: %d of %d inputs are longer than task.max_seq_length=%d and were truncated "
+                            "(%s)", self.name, split, cut, len(feats), self.cfg.max_seq_length,
+                            self.truncation_policy())
+        return feats
+
+    def truncation_policy(self) -> str:
+        return {"text": "the first segment is cut, never the second",
+                "text_pair": "the second segment is cut, never the first",
+                "longest": "tokens come off the longer segment first"}[self.truncate]
+
+    def _log_fallback(self, fell_back: int) -> None:
+        if fell_back:
+            log.warning("%s: %d input(s) too long even without the segment that is normally cut; those "
+                        "were truncated longest-first", self.name, fell_back)
+
+
+def label_index(task: Task, value: Any, where: str) -> int:
+    """The position of a file's label in ``task.labels``, or a one-line error."""
+    text = label_text(value)
+    if text not in task.labels:
+        raise DataError(f"{where}: unknown label {value!r} for task {task.name} (known: {', '.join(task.labels)})")
+    return task.labels.index(text)
+
+
+# ------------------------------------------------------------------------------- classification
+class ClassificationTask(FileTask):
+    """Records hold ``text`` (and ``text_pair`` for pair tasks) and ``label`` (an index into
+    ``labels``); the metric is accuracy unless ``score`` says otherwise."""
+
+    head = "classification"
+    main_metric = "acc"
+    label_names: ClassVar[tuple[str, ...]]
+    pair: ClassVar[bool] = True
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.label_names)
+
+    def expand(self, batch: dict[str, list]) -> dict[str, list]:
+        """Records (column-wise) -> one row per feature: ``text``, ``text_pair`` (pair tasks),
+        ``label`` (when labelled), ``id``, ``sub`` and any extra columns the metric needs."""
+        rows = {"id": batch["id"], "sub": [0] * len(batch["id"]), "text": batch["text"]}
+        if self.pair:
+            rows["text_pair"] = batch["text_pair"]
+        if "label" in batch:
+            rows["label"] = batch["label"]
+        return rows
+
+    def encode(self, batch):
+        rows = self.expand(batch)
+        texts, pairs = rows.pop("text"), rows.pop("text_pair", None)
+        out, truncated, fell_back = encode_pairs(self.tokenizer, texts, pairs, self.cfg.max_seq_length, self.truncate)
+        self._log_fallback(fell_back)
+        if "label" in rows:
+            out["labels"] = rows.pop("label")
+        out["truncated"] = truncated
+        out.update(rows)
+        return out
+
+    def predict(self, logits, features):
+        best = logits.argmax(-1).tolist()
+        out = []
+        for row, b, feat in zip(logits.tolist(), best, features):
+            pred = {"id": feat["id"], "sub": feat["sub"], "label": self.labels[b]}
+            if len(row) == 2:  # binary: the margin of the second class (ranking candidates, thresholds)
+                pred["score"] = row[1] - row[0]
+            out.append(pred)
+        return out
+
+    def gold(self, split: str) -> dict[tuple[int, int], int]:
+        ds = self.features(split).dataset
+        return {(i, s): l for i, s, l in zip(ds["id"], ds["sub"], ds["labels"])}
+
+    def metrics(self, predictions, split):
+        gold = self.gold(split)
+        g = [self.labels[gold[(p["id"], p["sub"])]] for p in predictions]
+        return self.score(g, [p["label"] for p in predictions])
+
+    def score(self, gold: list[str], pred: list[str]) -> dict[str, float]:
+        return {"acc": accuracy(gold, pred)}
+
+
+class MultipleChoiceTask(FileTask):
+    """Records hold ``choices`` (pairs of [text, text_pair], one per choice) and ``label`` (the
+    right choice's index); accuracy."""
+
+    head = "multiple_choice"
+    main_metric = "acc"
+    num_choices: ClassVar[int]
+
+    @property
+    def labels(self) -> list[str]:
+        return [f"choice{i + 1}" for i in range(self.num_choices)]
+
+    def encode(self, batch):
+        flat_a = [a for choices in batch["choices"] for a, _ in choices]
+        flat_b = [b for choices in batch["choices"] for _, b in choices]
+        enc, truncated, fell_back = encode_pairs(self.tokenizer, flat_a, flat_b, self.cfg.max_seq_length, self.truncate)
+        self._log_fallback(fell_back)
+        c = self.num_choices
+        out = {k: [v[i * c:(i + 1) * c] for i in range(len(batch["id"]))] for k, v in enc.items()}
+        out["truncated"] = [any(truncated[i * c:(i + 1) * c]) for i in range(len(batch["id"]))]
+        out["id"], out["sub"] = batch["id"], [0] * len(batch["id"])
+        if "label" in batch:
+            out["labels"] = batch["label"]
+        return out
+
+    def collate(self, features):
+        """[B][C][L] token lists -> [B, C, Lmax] tensors (each choice right-padded)."""
+        pads = {"input_ids": self.tokenizer.pad_token_id or 0}
+        width = max(len(choice) for f in features for choice in f["input_ids"])
+        batch = {}
+        for key in _SEQ:
+            if key in features[0]:
+                batch[key] = torch.tensor([[choice + [pads.get(key, 0)] * (width - len(choice)) for choice in f[key]]
+                                           for f in features], dtype=torch.long)
+        if "labels" in features[0]:
+            batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.long)
+        return batch
+
+    def predict(self, logits, features):
+        return [{"id": f["id"], "sub": 0, "label": self.labels[b]}
+                for b, f in zip(logits.argmax(-1).tolist(), features)]
+
+    def metrics(self, predictions, split):
+        ds = self.features(split).dataset
+        gold = dict(zip(ds["id"], ds["labels"]))
+        return {"acc": accuracy([self.labels[gold[p["id"]]] for p in predictions], [p["label"] for p in predictions])}
+
+
+def mark_span(text: str, start: int, end: int, marker: str = "*") -> str:
+    """``text`` with ``text[start:end]`` wrapped in ``marker`` on both sides."""
+    return f"{text[:start]}{marker}{text[start:end]}{marker}{text[end:]}"
+
+
+_EDGE_PUNCT = re.compile(r"^(\W*)(.*?)(\W*)$", re.S)
+
+
+def _norm_word(word: str) -> str:
+    return re.sub(r"\W", "", word.lower())
+
+
+def mark_words(words: list[str], index: int, span: str, left: str, right: str, where: str, key: str) -> list[str]:
+    """Wrap the words of ``span`` found at word ``index`` (or, if the file's index is off, at the
+    nearest place where the span's words occur) in ``left``/``right`` markers, outside any
+    punctuation glued to the first/last word: ``himself,`` -> ``*himself*,``."""
+    target = [_norm_word(w) for w in span.split()]
+    n = len(target)
+    if not n:
+        raise DataError(f"{where}: field {key!r} is empty")
+    hits = [i for i in range(len(words) - n + 1) if [_norm_word(w) for w in words[i:i + n]] == target]
+    if not hits:
+        raise DataError(f"{where}: {key} {span!r} does not occur in the text (word index {index})")
+    i = min(hits, key=lambda h: abs(h - index))
+    out = list(words)
+    lead = _EDGE_PUNCT.match(out[i]).group(1)
+    out[i] = f"{lead}{left}{out[i][len(lead):]}"
+    last = out[i + n - 1]
+    trail = _EDGE_PUNCT.match(last).group(3)
+    out[i + n - 1] = f"{last[:len(last) - len(trail)]}{right}{trail}"
+    return out

@@ -1,0 +1,201 @@
+"""Custom tasks without code: point a run config at your files and name the columns.
+
+``custom_classification``: JSONL (one JSON object per line) or CSV/TSV (a header row) with a text,
+an optional second text and a label (``task.text_column``, ``task.text_pair_column``,
+``task.label_column``); [CLS] head, accuracy (+ macro-F1).
+``custom_tagging``: CoNLL-style columns (``task.word_column``, ``task.tag_column``), BIO or IOB1
+tags (normalised to IOB2), entity micro-F1 (seqeval).
+
+Files: ``task.train_file`` / ``task.dev_file`` / ``task.test_file``, or ``task.data_dir`` holding
+``train``/``dev``/``test`` with one of the extensions .jsonl, .json (JSON lines, or one JSON list),
+.csv, .tsv (classification) or
+.txt, .conll, .tsv, none (tagging). Labels: ``task.labels`` in that order, else every label of the
+training split, sorted (``O`` first for tagging); a dev/test label outside that set is a one-line
+error naming file:line."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from deepprompt.errors import ConfigError, DataError
+from deepprompt.registry import TASKS
+from deepprompt.tasks.base import Task, log
+from deepprompt.tasks.ner import TaggingTask, read_conll
+
+
+def _find(task: Task, split: str, extensions: tuple[str, ...]) -> Path:
+    explicit = getattr(task.cfg, f"{split}_file", None)
+    if explicit:
+        if not Path(explicit).is_file():
+            raise ConfigError(f"task.{split}_file: {explicit} does not exist")
+        return Path(explicit)
+    if not task.cfg.data_dir:
+        raise ConfigError(f"task.{split}_file: task {task.name} needs task.{split}_file or task.data_dir")
+    root = Path(task.cfg.data_dir)
+    if not root.is_dir():
+        raise ConfigError(f"task.data_dir: {root} does not exist")
+    names = [f"{split}{ext}" for ext in extensions]
+    for name in names:
+        if (root / name).is_file():
+            return root / name
+    raise ConfigError(f"task.data_dir: {root} has no {split} file (looked for {', '.join(names)}; "
+                      f"or set task.{split}_file)")
+
+
+@TASKS.register("custom_tagging")
+class CustomTagging(TaggingTask):
+    """Tagging from your CoNLL-style column files (see the module docstring).
+
+    Truncation: words past ``task.max_seq_length`` sub-words are predicted ``O`` (counted in the log)."""
+
+    labels_from_train = True
+
+    def read_split(self, split):
+        w, t = self.cfg.word_column, self.cfg.tag_column
+        return read_conll(_find(self, split, (".txt", ".conll", ".tsv", "")), tag_col=t, word_col=w,
+                          columns=f"a word in column {w} and a tag in column {t}")
+
+
+@TASKS.register("custom_classification")
+class CustomClassification(Task):
+    """Sentence (or sentence-pair) classification from your JSONL/CSV/TSV files (see the module
+    docstring). The test split needs labels too (it is scored).
+
+    Truncation: text (+ pair) is cut to ``task.max_seq_length`` sub-words, the longer text first;
+    the number of truncated examples is logged."""
+
+    head = "classification"
+    main_metric = "accuracy"
+    EXTENSIONS = (".jsonl", ".json", ".csv", ".tsv")
+
+    @property
+    def labels(self) -> list[str]:
+        if self.cfg.labels:
+            return list(self.cfg.labels)
+        if getattr(self, "_train_labels", None) is None:
+            self._train_labels = sorted({r["label"] for r, _ in self._rows("train")})
+        return self._train_labels
+
+    def cache_key(self) -> str:
+        return super().cache_key() + json.dumps(self.labels)
+
+    def _fields(self) -> list[str]:
+        c = self.cfg
+        return [c.text_column, *([c.text_pair_column] if c.text_pair_column else []), c.label_column]
+
+    def _rows(self, split: str) -> list[tuple[dict, str]]:
+        """(record without id, "file:line") per example; a missing or empty field is an error."""
+        cached = getattr(self, "_cache", {})
+        if split in cached:
+            return cached[split]
+        path = _find(self, split, self.EXTENSIONS)
+        c = self.cfg
+        rename = {c.text_column: "text", c.text_pair_column: "text_pair", c.label_column: "label"}
+        rows = []
+        for raw, where in (self._read_csv(path) if path.suffix in (".csv", ".tsv") else self._read_jsonl(path)):
+            rec = {}
+            for field in self._fields():
+                value = raw.get(field)
+                if value is None or (isinstance(value, str) and not value.strip()):
+                    raise DataError(f"{where}: missing field {field!r}")
+                if isinstance(value, (dict, list)):
+                    raise DataError(f"{where}: field {field!r} must be a string or number, got {value!r}")
+                rec[rename[field]] = str(value).lower() if isinstance(value, bool) else str(value)
+            rows.append((rec, where))
+        if not rows:
+            raise DataError(f"{path}: no examples (empty file?)")
+        cached[split] = rows
+        self._cache = cached
+        return rows
+
+    @staticmethod
+    def _read_jsonl(path: Path):
+        """(object, "file:line") per line; a ``.json`` file holding one JSON list gives "file: example i"."""
+        if path.suffix == ".json" and path.read_text(encoding="utf-8").lstrip().startswith("["):
+            try:
+                items = json.loads(path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+            for i, obj in enumerate(items):
+                if not isinstance(obj, dict):
+                    raise DataError(f"{path}: example {i}: expected a JSON object, got {type(obj).__name__}")
+                yield obj, f"{path}: example {i}"
+            return
+        with path.open(encoding="utf-8") as fh:
+            for line_no, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{path}:{line_no}: not valid JSON ({e.msg})") from None
+                if not isinstance(obj, dict):
+                    raise DataError(f"{path}:{line_no}: expected a JSON object, got {type(obj).__name__}")
+                yield obj, f"{path}:{line_no}"
+
+    def _read_csv(self, path: Path):
+        with path.open(encoding="utf-8", newline="") as fh:
+            reader = csv.DictReader(fh, delimiter="\t" if path.suffix == ".tsv" else ",")
+            header = reader.fieldnames or []
+            for field in self._fields():
+                if header and field not in header:
+                    raise DataError(f"{path}:1: missing field {field!r} (columns: {', '.join(header)})")
+            start = reader.line_num + 1
+            for row in reader:
+                if None in row:
+                    raise DataError(f"{path}:{start}: more cells than the {len(header)} header columns")
+                yield row, f"{path}:{start}"
+                start = reader.line_num + 1
+
+    def read_examples(self, split):
+        label_set = set(self.labels)
+        examples = []
+        for idx, (rec, where) in enumerate(self._rows(split)):
+            if rec["label"] not in label_set:
+                seen = "task.labels" if self.cfg.labels else "the training split"
+                raise DataError(f"{where}: unknown label {rec['label']!r} (not in {seen}: {', '.join(self.labels)})")
+            examples.append({"id": idx, **rec})
+        return examples
+
+    def encode(self, batch):
+        label_id = {l: i for i, l in enumerate(self.labels)}
+        pairs = batch.get("text_pair")
+        enc = self.tokenizer(batch["text"], pairs, truncation=True, max_length=self.cfg.max_seq_length)
+        out = {k: [list(v) for v in vals] for k, vals in enc.items()}
+        out["truncated"] = [bool(e.overflowing) for e in enc.encodings]
+        if "label" in batch:
+            out.update(id=batch["id"], gold=batch["label"], labels=[label_id[l] for l in batch["label"]])
+        return out
+
+    def build_features(self, split):
+        feats = super().build_features(split)
+        cut = sum(feats.dataset["truncated"])
+        if cut:
+            log.warning("%s/%s: %d of %d examples are longer than max_seq_length=%d and were truncated",
+                        self.name, split, cut, len(feats), self.cfg.max_seq_length)
+        return feats
+
+    def raw_features(self, record, where="input"):
+        """``{"text": ..., "text_pair": ...}`` (the pair only when the task has one) -> a feature."""
+        rec = {}
+        for key in ("text", "text_pair") if self.cfg.text_pair_column else ("text",):
+            if not isinstance(record.get(key), str) or not record[key].strip():
+                raise DataError(f"{where}: task {self.name} needs {key!r} (a non-empty string)")
+            rec[key] = record[key]
+        return self.encode_one(rec)
+
+    def predict(self, logits, features):
+        best = logits.argmax(-1).tolist()
+        return [{"id": f["id"], "label": self.labels[b]} for b, f in zip(best, features)]
+
+    def metrics(self, predictions, split):
+        gold = {f["id"]: f["gold"] for f in self.features(split)}
+        pairs = [(gold[p["id"]], p["label"]) for p in predictions]
+        accuracy = 100.0 * sum(g == p for g, p in pairs) / len(pairs)
+        f1s = []
+        for label in sorted({g for g, _ in pairs} | {p for _, p in pairs}):
+            tp = sum(g == p == label for g, p in pairs)
+            n_pred, n_gold = sum(p == label for _, p in pairs), sum(g == label for g, _ in pairs)
+            f1s.append(2 * tp / (n_pred + n_gold) if n_pred + n_gold else 0.0)
+        return {"accuracy": accuracy, "macro_f1": 100.0 * sum(f1s) / len(f1s)}

@@ -1,0 +1,156 @@
+"""Custom tasks without code: classification from JSONL/CSV/TSV, tagging from CoNLL columns."""
+import logging
+
+import pytest
+import torch
+
+from deepprompt.config import TaskConfig, load_config
+from deepprompt.errors import ConfigError, DataError
+from deepprompt.tasks import build_task
+from deepprompt.tasks.base import PAD_LABEL
+from tests.tasks.word_tokenizer import bert_tokenizer
+from tests.tiny import FIXTURES
+
+CLS = FIXTURES / "custom_classification"
+TAG = FIXTURES / "custom_tagging"
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    words = "great movie , loved it boring and far too long a fine cast the plot makes no sense acme anna berg"
+    return bert_tokenizer(tmp_path_factory.mktemp("tok"), words.split() + ["hire"], pieces=("##d",))
+
+
+def _cls(**kw):
+    return TaskConfig(name="custom_classification", data_dir=str(CLS), text_column="sentence", **kw)
+
+
+def test_classification_from_jsonl_and_csv(tok):
+    task = build_task(_cls(), tok)
+    assert task.head == "classification" and task.main_metric == "accuracy"
+    assert task.labels == ["negative", "positive"]  # from the training split, sorted
+    train = task.features("train")
+    assert len(train) == 4 and [f["labels"] for f in train] == [1, 0, 1, 0]
+    assert tok.convert_ids_to_tokens(train[0]["input_ids"]) == ["[CLS]", "great", "movie", ",", "loved", "it", "[SEP]"]
+    test = task.features("test")  # test.csv: a header row, quoted cells with commas
+    assert [f["gold"] for f in test] == ["positive", "negative"]
+    assert task.collate(train[:2])["labels"].tolist() == [1, 0]
+
+
+def test_fixed_label_order_and_text_pairs(tok, tmp_path):
+    (tmp_path / "train.tsv").write_text("premise\thypothesis\ty\nacme hired anna\tanna hired\tyes\nthe plot\tno\tno\n")
+    for split in ("dev", "test"):
+        (tmp_path / f"{split}.tsv").write_text("premise\thypothesis\ty\nacme\tberg\tno\n")
+    cfg = TaskConfig(name="custom_classification", data_dir=str(tmp_path), text_column="premise",
+                     text_pair_column="hypothesis", label_column="y", labels=["yes", "no"])
+    task = build_task(cfg, tok)
+    feat = task.features("train")[0]
+    assert task.labels == ["yes", "no"] and feat["labels"] == 0
+    assert tok.convert_ids_to_tokens(feat["input_ids"]) == ["[CLS]", "acme", "hire", "##d", "anna", "[SEP]", "anna",
+                                                            "hire", "##d", "[SEP]"]
+    assert feat["token_type_ids"] == [0] * 6 + [1] * 4
+
+
+def test_explicit_files_from_a_run_config(tok, tmp_path):
+    run = load_config(None, ["task.name=custom_classification", f"task.train_file={CLS / 'train.jsonl'}",
+                             f"task.dev_file={CLS / 'dev.jsonl'}", f"task.test_file={CLS / 'test.csv'}",
+                             "task.text_column=sentence"])
+    task = build_task(run.task, tok)
+    assert [len(task.features(s)) for s in ("train", "dev", "test")] == [4, 2, 2]
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("train.jsonl", '{"sentence": "a", "label": "x"}\n\n{"sentence": "b"}\n', r"train.jsonl:3: missing field 'label'"),
+    ("train.jsonl", '{"sentence": "a", "label": "x"}\n{"sentence": "b", label: 1}\n', r"train.jsonl:2: not valid JSON"),
+    ("train.jsonl", '{"sentence": "", "label": "x"}\n', r"train.jsonl:1: missing field 'sentence'"),
+    ("train.csv", "sentence,y\na,b\n", r"train.csv:1: missing field 'label' \(columns: sentence, y\)"),
+    ("train.csv", "sentence,label\na,b\nc,\n", r"train.csv:3: missing field 'label'"),
+    ("train.csv", 'sentence,label\n"a\nb",x\nc,y,z\n', r"train.csv:4: more cells than the 2 header columns"),
+    ("train.jsonl", "", r"train.jsonl: no examples"),
+])
+def test_classification_bad_input_is_one_line(tok, tmp_path, name, content, message):
+    (tmp_path / name).write_text(content)
+    task = build_task(TaskConfig(name="custom_classification", data_dir=str(tmp_path), text_column="sentence"), tok)
+    with pytest.raises(DataError, match=message) as e:
+        task.features("train")
+    assert "\n" not in str(e.value)
+
+
+def test_unknown_dev_label_names_its_line(tok, tmp_path):
+    (tmp_path / "train.jsonl").write_text('{"text": "a", "label": "pos"}\n{"text": "b", "label": "neg"}\n')
+    (tmp_path / "dev.jsonl").write_text('{"text": "a", "label": "pos"}\n{"text": "b", "label": "neutral"}\n')
+    task = build_task(TaskConfig(name="custom_classification", data_dir=str(tmp_path)), tok)
+    with pytest.raises(DataError,
+                       match=r"dev.jsonl:2: unknown label 'neutral' \(not in the training split: neg, pos\)"):
+        task.features("dev")
+
+
+def test_missing_files_are_config_errors(tok, tmp_path):
+    with pytest.raises(ConfigError, match="task.train_file: task custom_classification needs task.train_file or"):
+        build_task(TaskConfig(name="custom_classification"), tok).features("train")
+    with pytest.raises(ConfigError, match=r"has no train file \(looked for train.jsonl, train.json, train.csv"):
+        build_task(TaskConfig(name="custom_classification", data_dir=str(tmp_path)), tok).features("train")
+
+
+def test_classification_metrics_by_hand(tok):
+    """dev gold: positive, negative. Predict positive for both: accuracy 1/2; F1(positive) = 2*1/(2+1)
+    = 2/3, F1(negative) = 0 -> macro-F1 = 1/3."""
+    task = build_task(_cls(), tok)
+    feats = task.features("dev")[:]
+    logits = torch.tensor([[0.0, 1.0], [0.0, 1.0]])  # labels: [negative, positive]
+    m = task.metrics(task.predict(logits, feats), "dev")
+    assert m == pytest.approx({"accuracy": 50.0, "macro_f1": 100 / 3})
+
+
+def test_truncation_is_counted(tok, tmp_path, caplog):
+    for split in ("train", "dev", "test"):
+        (tmp_path / f"{split}.jsonl").write_text('{"text": "' + "great " * 20 + '", "label": "a"}\n'
+                                                 '{"text": "great", "label": "b"}\n')
+    task = build_task(TaskConfig(name="custom_classification", data_dir=str(tmp_path), max_seq_length=8), tok)
+    with caplog.at_level(logging.WARNING, logger="deepprompt"):
+        feats = task.features("train")
+    assert len(feats[0]["input_ids"]) == 8
+    assert "train: 1 of 2 examples are longer than max_seq_length=8" in caplog.text
+
+
+def test_raw_input_for_prediction(tok):
+    task = build_task(_cls(), tok)
+    feat = task.raw_features({"text": "loved it"})
+    assert tok.convert_ids_to_tokens(feat["input_ids"]) == ["[CLS]", "loved", "it", "[SEP]"]
+    with pytest.raises(DataError, match=r"x.jsonl:2: task custom_classification needs 'text'"):
+        task.raw_features({"sentence": "loved it"}, where="x.jsonl:2")
+
+
+def test_tagging_from_conll_columns(tok):
+    task = build_task(TaskConfig(name="custom_tagging", data_dir=str(TAG), tag_column=2), tok)
+    assert task.labels == ["O", "B-ORG", "B-PER", "I-PER"]
+    feat = task.features("train")[0]
+    toks = tok.convert_ids_to_tokens(feat["input_ids"])
+    assert list(zip(toks, [None if l == PAD_LABEL else task.labels[l] for l in feat["labels"]])) == [
+        ("[CLS]", None), ("acme", "B-ORG"), ("hire", "O"), ("##d", None), ("anna", "B-PER"), ("berg", "I-PER"),
+        ("[SEP]", None)]
+    assert [len(task.features(s)) for s in ("train", "dev", "test")] == [2, 1, 1]
+
+
+@pytest.mark.parametrize("train, dev, message", [
+    ("Acme\tNNP\tB-ORG\n", "Berg\tNNP\tB-PER\n", r"dev.txt:1: unknown label 'B-PER'"),
+    ("Acme\tNNP\tB-ORG\nhired\tO\n", "Berg\tNNP\tO\n",
+     r"train.txt:2: expected a word in column 0 and a tag in column 2"),
+])
+def test_tagging_bad_input(tok, tmp_path, train, dev, message):
+    (tmp_path / "train.txt").write_text(train)
+    (tmp_path / "dev.txt").write_text(dev)
+    task = build_task(TaskConfig(name="custom_tagging", data_dir=str(tmp_path), tag_column=2), tok)
+    with pytest.raises(DataError, match=message):
+        task.features("dev")
+
+
+def test_json_list_file(tok, tmp_path):
+    (tmp_path / "train.json").write_text('[{"text": "great", "label": 1},\n {"text": "boring", "label": 0},\n'
+                                         ' {"text": "x"}]')
+    task = build_task(TaskConfig(name="custom_classification", data_dir=str(tmp_path)), tok)
+    with pytest.raises(DataError, match=r"train.json: example 2: missing field 'label'"):
+        task.features("train")
+    (tmp_path / "train.json").write_text('[{"text": "great", "label": 1}, {"text": "boring", "label": 0}]')
+    task = build_task(TaskConfig(name="custom_classification", data_dir=str(tmp_path)), tok)
+    assert task.labels == ["0", "1"] and [f["labels"] for f in task.features("train")] == [1, 0]
