@@ -332,7 +332,11 @@ def _coerce(tp, value, key: str):
 def _set_dotted(tree: dict, dotted: str, value) -> None:
     parts = dotted.split(".")
     node = tree
-    for p in parts[:-1]:
+    for i, p in enumerate(parts[:-1]):
+        if isinstance(node.get(p), list):  # an earlier override gave the list: tasks=[...] tasks.0.key=v
+            rest = ".".join(parts[i + 1:])
+            node[p] = _merge_entries(node[p], parse_overrides([f"{rest}={json.dumps(value)}"]), p)
+            return
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
             raise ConfigError(f"{dotted}: {p} is not a section")

@@ -50,3 +50,27 @@ def test_a_save_killed_half_way_never_becomes_latest(setup, monkeypatch):
     checkpoint.save(built.engine, built.model, run, 7, {}, keep=2)
     root = checkpoint.checkpoint_root(run.output_dir)
     assert sorted(p.name for p in root.iterdir()) == ["latest", "step_00000005", "step_00000007"]
+
+
+def test_a_multi_task_signature_refuses_a_changed_mixture_but_allows_moved_data(tmp_path):
+    from deepprompt.config import load_config
+    from deepprompt.errors import ConfigError
+
+    base = ["tasks=[{name: wnut16, data_dir: /a}, {name: rte, data_dir: /b}]", "mixer.policy=equal"]
+    saved = checkpoint.signature(load_config(None, base))
+    assert "tasks[1].name" in saved and "tasks[1].data_dir" not in saved and saved["mixer.policy"] == "equal"
+    checkpoint.check_compatible(saved, load_config(None, [*base, "tasks.rte.data_dir=/c"]), tmp_path)
+    for change, key in ((["mixer.policy=proportional"], "mixer.policy ('equal' -> 'proportional')"),
+                        (["tasks.1.max_seq_length=64"], "tasks[1].max_seq_length (128 -> 64)"),
+                        (["tasks=[{name: wnut16, data_dir: /a}]", "mixer.policy=equal"], "tasks[1].name ('rte' -> None)")):
+        with pytest.raises(ConfigError) as e:
+            checkpoint.check_compatible(saved, load_config(None, [*base, *change]), tmp_path)
+        assert key in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_checkpoint_from_before_a_config_key_existed_still_resumes(tmp_path):
+    from deepprompt.config import load_config
+
+    run = load_config(None, [])
+    old = {k: v for k, v in checkpoint.signature(run).items() if not k.startswith(("mixer.", "tasks", "prompt.init"))}
+    checkpoint.check_compatible(old, run, tmp_path)  # the new keys at their defaults: no change
