@@ -143,3 +143,19 @@ def test_preflight_stops_the_run_before_any_weights_load(tiny_model, tmp_path, o
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert "preflight ok" not in proc.stderr and not (out / "run_config.json").exists()
     assert "error:" in (out / "logs" / "rank0.log").read_text()  # the rank's own log says it too
+
+
+def test_launcher_hostfile_is_checked_against_the_world(tmp_path, monkeypatch):
+    import deepprompt.hostfile as hostfile
+
+    hf = tmp_path / "hostfile"
+    hf.write_text("node-a slots=1\nnode-b slots=1\n")
+    monkeypatch.setattr(hostfile, "launcher_hostfile", lambda: hf)
+    preflight.check_hostfile(2)
+    with pytest.raises(ConfigError, match=r"hostfile: 2 slot\(s\) in all but the job has 4 ranks"):
+        preflight.check_hostfile(4)
+    hf.write_text("node-a slots=1\nnode-b slots=0\n")
+    with pytest.raises(ConfigError, match=r"hostfile:2: node-b has slots=0"):
+        preflight.check_hostfile(1)
+    monkeypatch.setattr(hostfile, "launcher_hostfile", lambda: None)
+    preflight.check_hostfile(64)  # no launcher hostfile visible on this node: nothing to check
