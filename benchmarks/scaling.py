@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -33,6 +34,7 @@ def _port() -> int:
 
 def run(ranks: int, steps: int, batch: int, seq: int, out: Path) -> dict:
     threads = max(1, (os.cpu_count() or 1) // ranks)
+    shutil.rmtree(out, ignore_errors=True)  # the rank logs append: start clean
     cmd = [str(REPO / ".venv/bin/deepspeed"), "--num_gpus", str(ranks), "--master_addr", "127.0.0.1",
            "--master_port", str(_port()), "launcher/train.py", "--ds_config", "ds_configs/zero3.json",
            "prompt.method=prefix", "prompt.length=16", f"task.max_seq_length={seq}", f"train.max_steps={steps}",
