@@ -13,7 +13,8 @@ import torch.distributed as dist
 from deepprompt.cli import setup_logging
 from deepprompt.config import RunConfig
 from deepprompt.data.sampler import ShardedSampler
-from deepprompt.engine import checkpoint, ds_setup
+from deepprompt import preflight
+from deepprompt.engine import checkpoint, ds_setup, world as world_info
 from deepprompt.engine.evaluate import evaluate
 from deepprompt.artifacts import save_artifact
 from deepprompt.engine.signals import EXIT_PREEMPTED, StopFlag
@@ -60,15 +61,15 @@ class Progress:
 def train(run: RunConfig, ds_config_path: str) -> dict:
     out_dir = Path(run.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    setup_logging(int(os.environ.get("RANK", "0")), out_dir / "logs")
-    ds_setup.init_distributed()
+    ds_setup.init_distributed(run.train.dist_timeout_s)
     rank, world = dist.get_rank(), dist.get_world_size()
+    setup_logging(rank, out_dir / "logs")
     started = time.time()
     tr = run.train
 
     # ---- everything that can be wrong is checked before the weights load
+    ds_raw = preflight.run(run, ds_config_path)  # same code/config on every rank, paths, batch, disk
     resume_from = checkpoint.resume_point(run)
-    ds_raw = ds_setup.read_ds_config(ds_config_path)
     model_path = resolve_model_path(run.model.path)
     tokenizer, model_config = load_tokenizer_and_config(model_path, run.model.family)
     task = build_task(run.task, tokenizer)
@@ -248,8 +249,9 @@ def _agree(flag) -> bool:
 def _log_layout(run: RunConfig, built, task, world: int) -> list[int]:
     """Rank 0 logs the world, the parameter counts and what each rank stores; returns the latter."""
     ds = built.ds_config
-    log.info("world %d rank(s) | %s | backbone %s (%s) | method %s | precision %s | ZeRO stage %s",
-             world, task.name, run.model.path, built.adapter.family, run.prompt.method, built.precision,
+    log.info("world %d rank(s) = %s", world, world_info.layout(world_info.peers() or [world_info.me()]))
+    log.info("%s | backbone %s (%s) | method %s | precision %s | ZeRO stage %s",
+             task.name, run.model.path, built.adapter.family, run.prompt.method, built.precision,
              ds.get("zero_optimization", {}).get("stage", 0))
     log.info("params: %s total, %s trainable (%.3f%%) | batch %d = micro %d x accum %d x ranks %d",
              f"{built.total_params:,}", f"{built.trainable_params:,}",
