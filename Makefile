@@ -14,6 +14,8 @@ venv: .venv/.installed
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
 	$(PY) -m pip install -q -e '.[test]'
+	# mpi4py (the mpirun tests and multi-node MPI discovery) only where an MPI compiler exists
+	if command -v mpicc >/dev/null; then $(PY) -m pip install -q -e '.[test,mpi]'; fi
 	touch $@
 
 assets: venv

@@ -1,4 +1,5 @@
-"""``python -m deepprompt list methods|tasks|heads|backbones``, ``fetch-assets`` and ``export-peft``."""
+"""``python -m deepprompt list methods|tasks|heads|backbones``, ``fetch-assets``, ``export-peft`` and
+``check-hostfile``."""
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,18 @@ def main(argv=None) -> None:
     ep = sub.add_parser("export-peft", help="write a prefix artifact as a PEFT prefix-tuning adapter")
     ep.add_argument("artifact", help="artifact directory (prompts.json + prompts.safetensors)")
     ep.add_argument("out_dir", help="where adapter_config.json + adapter_model.safetensors go")
+    ch = sub.add_parser("check-hostfile", help="check a DeepSpeed hostfile and the .deepspeed_env files the "
+                                                 "runner would read; prints what they hold")
+    ch.add_argument("hostfile")
+    ch.add_argument("--env-file", action="append", default=None,
+                    help="a .deepspeed_env to check (default: the ones DeepSpeed reads: ~/ and ./)")
     args = parser.parse_args(argv)
-    if args.cmd == "list":
+    if args.cmd == "check-hostfile":
+        from pathlib import Path
+
+        from deepprompt.hostfile import describe
+        print(describe(args.hostfile, None if args.env_file is None else [Path(f) for f in args.env_file]))
+    elif args.cmd == "list":
         print("\n".join(_registries()[args.what]))
     elif args.cmd == "export-peft":
         from deepprompt.peft_export import export_peft

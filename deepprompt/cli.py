@@ -1,24 +1,80 @@
-"""Entry-point glue: user errors become one line and exit code 2, on rank 0 only."""
+"""Entry-point glue: user errors become one line and exit code 2 on every rank; any other failure
+names the rank and host that failed (and, when a collective broke, the ranks that are gone)."""
 from __future__ import annotations
 
 import logging
 import os
 import socket
 import sys
+import time
+import traceback
 import warnings
 
 from deepprompt.errors import DeepPromptError
 
 EXIT_USER_ERROR = 2
+EXIT_FAILURE = 1
+
+def is_peer_loss(e: BaseException) -> bool:
+    """A collective failed because another rank went away or stopped answering: torch's Dist*Error
+    types, or the RuntimeError gloo raises (connection reset/closed by peer, timed out waiting)."""
+    names = {c.__name__ for c in type(e).__mro__}
+    return bool(names & {"DistError", "DistBackendError", "DistNetworkError", "DistStoreError"}) or (
+        isinstance(e, RuntimeError) and "gloo/" in str(e))
 
 
 def run_user_errors(main) -> None:
     try:
         main()
     except DeepPromptError as e:
-        if os.environ.get("RANK", "0") == "0":
+        # every rank raises the same error (the preflight sees to that): print it once per node
+        if os.environ.get("LOCAL_RANK", "0") == "0":
             print(f"deepprompt: error: {e}", file=sys.stderr, flush=True)
+        _to_rank_log(logging.ERROR, f"error: {e}")
         sys.exit(EXIT_USER_ERROR)
+    except Exception as e:  # noqa: BLE001 - anything else: say who failed, then exit non-zero
+        sys.stderr.write(failure_report(e))
+        sys.stderr.flush()
+        sys.exit(EXIT_FAILURE)
+
+
+def _where() -> str:
+    return f"rank {os.environ.get('RANK', '0')}@{socket.gethostname()}"
+
+
+def failure_report(e: BaseException, wait_s: float = 2.0) -> str:
+    """What goes to stderr when a rank fails: a traceback for a bug, one line when the failure is
+    another rank going away (a dead or hung rank makes every survivor fail in its next collective).
+    Either way the last line names this rank and host, and the traceback goes into the rank log."""
+    text = f"{type(e).__name__}: {e}"
+    _to_rank_log(logging.ERROR, f"failed: {text}", exc_info=(type(e), e, e.__traceback__))
+    if not is_peer_loss(e):
+        return "".join(traceback.format_exception(e)) + f"deepprompt: {_where()} failed: {_first_line(text)}\n"
+    from deepprompt.engine import world
+
+    gone, deadline = world.missing_peers(), time.time() + wait_s
+    while not gone and time.time() < deadline:  # the peer's process may still be tearing down
+        time.sleep(0.2)
+        gone = world.missing_peers()
+    line = f"deepprompt: {_where()} lost contact with other ranks: {_first_line(text)}"
+    if gone:
+        line += f" | gone: {', '.join(gone)}"
+    _to_rank_log(logging.ERROR, line)
+    return line + "\n"
+
+
+def _first_line(text: str) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else text
+    return line.split(" This is typically")[0][:400]  # gloo appends advice and an emoji
+
+
+def _to_rank_log(level: int, message: str, exc_info=None) -> None:
+    """Into this rank's own log file only (output_dir/logs/rank<r>.log, when set up)."""
+    logger = logging.getLogger("deepprompt")
+    record = logger.makeRecord(logger.name, level, __file__, 0, message, (), exc_info)
+    for handler in logger.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def setup_logging(rank: int, log_dir: str | os.PathLike | None = None) -> None:

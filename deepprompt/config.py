@@ -172,6 +172,12 @@ class TrainConfig:
     verify_frozen: bool = True
     """Hash every rank's shard of the frozen weights before and after training and report in
     results.json whether they are bit-identical (costs one read of the local shard)."""
+    dist_timeout_s: float = 300.0
+    """Seconds any collective (and the start-up rendezvous) may wait for the other ranks before the
+    job fails naming this rank and host: a dead node ends the run after this long, not torch's 30 min."""
+    disk_margin: float = 2.0
+    """Start-up check: output_dir must have at least this many times the estimated bytes of the
+    checkpoints kept (train.keep_checkpoints, plus one being written) and the artifact; 0 skips it."""
 
     def check(self) -> None:
         for k in ("max_steps", "batch_size", "micro_batch_size", "eval_batch_size", "log_every"):
@@ -181,7 +187,9 @@ class TrainConfig:
             raise ConfigError(f"train.lr: must be > 0, got {self.lr}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"train.warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
-        for k in ("eval_every", "save_every", "save_every_minutes", "keep_checkpoints"):
+        if self.dist_timeout_s <= 0:
+            raise ConfigError(f"train.dist_timeout_s: must be > 0, got {self.dist_timeout_s}")
+        for k in ("eval_every", "save_every", "save_every_minutes", "keep_checkpoints", "disk_margin"):
             if getattr(self, k) < 0:
                 raise ConfigError(f"train.{k}: must be >= 0, got {getattr(self, k)}")
         if self.resume not in ("auto", "never"):

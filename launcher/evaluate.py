@@ -2,7 +2,7 @@
 """Evaluate a saved prompt artifact (prompts.json + prompts.safetensors) on its task's splits.
 
     deepspeed --hostfile hostfile launcher/evaluate.py --artifact runs/x/artifact \
-        --ds_config ds_configs/zero3.json [--splits dev,test] [key=value ...]
+        --ds_config ds_configs/zero3.json [--splits dev,test] (default: every split but train) [key=value ...]
 
 The run config is the one stored in the artifact; overrides change it (task.data_dir=..., a moved
 backbone: model.path=..., where the results go: output_dir=...). Works on any number of ranks;
@@ -21,7 +21,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--artifact", required=True, help="artifact directory or its prompts.json")
     parser.add_argument("--ds_config", default="ds_configs/zero3.json", help="DeepSpeed JSON")
-    parser.add_argument("--splits", default="dev,test", help="comma-separated splits to score")
+    parser.add_argument("--splits", default="", help="comma-separated splits to score (default: every split "
+                        "of the task but train, e.g. dev only for SuperGLUE's unlabelled test)")
     parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # set by deepspeed
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. task.data_dir=data/")
     args = parser.parse_args()

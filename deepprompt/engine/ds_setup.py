@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import os
-import socket
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -33,25 +32,40 @@ log = logging.getLogger("deepprompt")
 
 # ------------------------------------------------------------------------------ distributed
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+DEFAULT_DIST_TIMEOUT_S = 300.0
 
 
-def init_distributed(timeout_minutes: float = 10.0) -> None:
-    """Join the process group the launcher set up (or make a 1-rank group for plain ``python``)."""
+def init_distributed(timeout_s: float = DEFAULT_DIST_TIMEOUT_S) -> None:
+    """Join the process group of whatever launched this process (DeepSpeed's runners, torchrun,
+    mpirun, srun, or plain ``python`` for one rank; see ``rank_env``), then learn every rank's host.
+
+    ``timeout_s`` bounds every collective: a rank that stops answering (a dead node) ends the job
+    after this long instead of torch's 30 minutes."""
     import deepspeed
     from deepspeed.accelerator import get_accelerator
 
-    if "RANK" not in os.environ and "OMPI_COMM_WORLD_RANK" not in os.environ and "PMI_RANK" not in os.environ:
-        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_SIZE="1")
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(_free_port()))
-    if not torch.distributed.is_initialized():
-        deepspeed.init_distributed(dist_backend=get_accelerator().communication_backend_name(),
-                                   timeout=timedelta(minutes=timeout_minutes), verbose=False)
-        atexit.register(release_shm_buffers)
+    from deepprompt.engine import rank_env, world
+
+    if torch.distributed.is_initialized():
+        return
+    rank_env.export(rank_env.discover())
+    _own_extension_cache(deepspeed.__file__)
+    deepspeed.init_distributed(dist_backend=get_accelerator().communication_backend_name(),
+                               auto_mpi_discovery=False, timeout=timedelta(seconds=timeout_s), verbose=False)
+    atexit.register(release_shm_buffers)
+    world.gather()
+
+
+def _own_extension_cache(deepspeed_file: str) -> None:
+    """DeepSpeed JIT-builds its CPU comm op (~90 s on 2 cores) into ~/.cache/torch_extensions, and
+    the build file records the install path: two checkouts or virtualenvs sharing that cache rebuild
+    it for each other on every launch and wait on each other's lock. One directory per DeepSpeed
+    install (unless TORCH_EXTENSIONS_DIR is set) builds it once per install."""
+    if "TORCH_EXTENSIONS_DIR" in os.environ:
+        return
+    key = hashlib.sha256(os.path.dirname(os.path.abspath(deepspeed_file)).encode()).hexdigest()[:10]
+    os.environ["TORCH_EXTENSIONS_DIR"] = os.path.join(os.path.expanduser("~"), ".cache", "torch_extensions",
+                                                      f"deepspeed-{key}")
 
 
 def release_shm_buffers() -> None:

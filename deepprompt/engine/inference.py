@@ -41,8 +41,9 @@ def check_task(artifact: Artifact, task: Task) -> None:
 
 
 def evaluate_artifact(artifact_path: str, ds_config_path: str, overrides: list[str] | None = None,
-                      splits: tuple[str, ...] = ("dev", "test")) -> dict:
-    """Metrics of the artifact on ``splits``; rank 0 writes ``<output_dir>/eval_results.json``."""
+                      splits: tuple[str, ...] = ()) -> dict:
+    """Metrics of the artifact on ``splits`` (none = every split of its task but train); rank 0
+    writes ``<output_dir>/eval_results.json``."""
     from deepprompt.cli import setup_logging
 
     setup_logging(int(os.environ.get("RANK", "0")))
@@ -63,6 +64,7 @@ def evaluate_artifact(artifact_path: str, ds_config_path: str, overrides: list[s
     check_backbone(artifact, model_path, family)  # before weights load
     task = build_task(run.task, tokenizer)
     check_task(artifact, task)
+    splits = splits or tuple(s for s in task.splits if s != "train")
     unknown = [s for s in splits if s not in task.splits]
     if unknown or not splits:
         raise ConfigError(f"--splits: {','.join(unknown) or '(none)'} not among task {task.name}'s splits "

@@ -19,7 +19,8 @@ from deepprompt.cli import setup_logging
 from deepprompt.config import RunConfig
 from deepprompt.errors import ConfigError
 from deepprompt.data.mixer import TaskMixer
-from deepprompt.engine import checkpoint, ds_setup, init_from
+from deepprompt import preflight
+from deepprompt.engine import checkpoint, ds_setup, init_from, world as world_info
 from deepprompt.engine.evaluate import evaluate
 from deepprompt.artifacts import save_artifact
 from deepprompt.engine.signals import EXIT_PREEMPTED, StopFlag
@@ -67,15 +68,15 @@ class Progress:
 def train(run: RunConfig, ds_config_path: str) -> dict:
     out_dir = Path(run.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    setup_logging(int(os.environ.get("RANK", "0")), out_dir / "logs")
-    ds_setup.init_distributed()
+    ds_setup.init_distributed(run.train.dist_timeout_s)
     rank, world = dist.get_rank(), dist.get_world_size()
+    setup_logging(rank, out_dir / "logs")
     started = time.time()
     tr = run.train
 
     # ---- everything that can be wrong is checked before the weights load
+    ds_raw = preflight.run(run, ds_config_path)  # same code/config on every rank, paths, batch, disk
     resume_from = checkpoint.resume_point(run)
-    ds_raw = ds_setup.read_ds_config(ds_config_path)
     model_path = resolve_model_path(run.model.path)
     tokenizer, model_config = load_tokenizer_and_config(model_path, run.model.family)
     tasks = [build_task(cfg, tokenizer) for cfg in run.task_configs()]
@@ -311,8 +312,9 @@ def _check_same_mixture(mixer: TaskMixer) -> None:
 def _log_layout(run: RunConfig, built, tasks, world: int) -> list[int]:
     """Rank 0 logs the world, the parameter counts and what each rank stores; returns the latter."""
     ds = built.ds_config
-    log.info("world %d rank(s) | %s | backbone %s (%s) | method %s | precision %s | ZeRO stage %s",
-             world, ", ".join(t.name for t in tasks), run.model.path, built.adapter.family, run.prompt.method, built.precision,
+    log.info("world %d rank(s) = %s", world, world_info.layout(world_info.peers() or [world_info.me()]))
+    log.info("%s | backbone %s (%s) | method %s | precision %s | ZeRO stage %s",
+             ", ".join(t.name for t in tasks), run.model.path, built.adapter.family, run.prompt.method, built.precision,
              ds.get("zero_optimization", {}).get("stage", 0))
     log.info("params: %s total, %s trainable (%.3f%%) | batch %d = micro %d x accum %d x ranks %d",
              f"{built.total_params:,}", f"{built.trainable_params:,}",

@@ -83,3 +83,13 @@ def test_evaluate_two_ranks_through_the_launcher(trained):
     proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     _check(out / "eval_results.json", metrics, 2)
+
+
+def test_evaluate_defaults_to_every_split_but_train(trained):
+    root, _, art, metrics = trained
+    out = root / "eval_default"
+    proc = subprocess.run([sys.executable, "launcher/evaluate.py", "--artifact", str(art), f"output_dir={out}"],
+                          cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    scored = json.loads((out / "eval_results.json").read_text())["metrics"]
+    assert scored == {k: v for k, v in metrics.items() if k != "train"} and set(scored) == {"dev", "test"}

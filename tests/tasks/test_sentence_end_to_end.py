@@ -68,6 +68,6 @@ def test_copa_multiple_choice_run(tiny_model, tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "launcher/train.py", "--ds_config", "ds_configs/zero3.json",
            *_args(tiny_model, "copa", "COPA", out)]
-    proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     _check(out, "copa", "multiple_choice", world=1)

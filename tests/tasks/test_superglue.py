@@ -79,6 +79,17 @@ def test_wsc_marks_both_spans(tokenizer):
     assert "fetch # them # . they" in tokens(tokenizer, train[3]["input_ids"])
 
 
+def test_wsc_index_off_marks_the_nearest_occurrence(tokenizer, tmp_path):
+    # "pete" occurs at words 2 and 8; the file says 7 (off by one): the nearest, word 8, is marked
+    row = {"text": "Mark told Pete many lies about himself, which Pete included in his book.",
+           "target": {"span1_text": "Pete", "span1_index": 7, "span2_text": "his", "span2_index": 11},
+           "label": False, "idx": 0}
+    (tmp_path / "val.jsonl").write_text(json.dumps(row) + "\n")
+    f = task_for("wsc", tokenizer, data_dir=tmp_path).features("dev")[0]
+    assert tokens(tokenizer, f["input_ids"]) == (
+        "[CLS] mark told pete many lies about himself , which * pete * included in # his # book . [SEP]")
+
+
 def test_copa_one_pair_per_choice_and_the_question_phrased(tokenizer):
     task = task_for("copa", tokenizer)
     f = task.features("dev")[0]

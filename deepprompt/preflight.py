@@ -1,0 +1,296 @@
+"""Start-up checks of a (multi-node) run, before any weights or data load.
+
+Every rank checks what only it can see (its hostfile, its copy of the code, the model files on its
+node), the results are gathered to every rank, and every rank raises the SAME one-line ConfigError:
+the job ends with exit 2 everywhere instead of some ranks hanging in a collective. In order:
+
+1. every rank runs the same code and config: a fingerprint of the deepprompt sources, the git
+   commit, the library versions, the resolved run config and the DeepSpeed JSON; a difference names
+   the ranks and hosts (and the first config key) that differ from rank 0;
+2. each rank's own problems: the launcher's hostfile (when this node can see it), the DeepSpeed
+   JSON and the model path readable on every node (the message names the host);
+3. the batch arithmetic for this world size (``ds_setup.resolve_ds_config``, the same check the
+   build uses);
+4. free disk in output_dir on rank 0 (the only rank that writes) for the checkpoints kept
+   (``train.disk_margin``; 0 skips it).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from deepprompt.config import RunConfig
+from deepprompt.errors import ConfigError, DeepPromptError
+
+log = logging.getLogger("deepprompt")
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".msgpack", ".h5")
+FP32 = 4
+
+
+@dataclass
+class RankReport:
+    """What one rank saw; gathered to every rank."""
+
+    where: str  # "rank 1@node-b"
+    fingerprint: dict[str, str]  # component -> digest (or version text)
+    run_config: dict
+    ds_config: dict | None
+    problems: list[str] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------ fingerprint
+
+def source_digest(package_dir: str | os.PathLike | None = None) -> str:
+    """SHA-256 over every .py file of the deepprompt package (relative path + bytes, sorted)."""
+    root = Path(package_dir or Path(__file__).parent)
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        if "__pycache__" in f.parts:
+            continue
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def git_commit(package_dir: str | os.PathLike | None = None) -> str | None:
+    root = Path(package_dir or Path(__file__).parent)
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()[:12] if out.returncode == 0 else None
+
+
+def library_versions() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    parts = [f"python {platform.python_version()}"]
+    for name in ("torch", "deepspeed", "transformers"):
+        try:
+            parts.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            parts.append(f"{name} -")
+    return ", ".join(parts)
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+COMPONENTS = ("code", "git commit", "libraries", "run config", "ds config")  # the order differences are named in
+
+
+def fingerprint(run: RunConfig, ds_raw: dict | None) -> dict[str, str]:
+    fp = {"code": source_digest(), "libraries": library_versions(), "run config": _digest(run.to_dict()),
+          "ds config": _digest(ds_raw)}
+    commit = git_commit()
+    if commit:
+        fp["git commit"] = commit
+    return fp
+
+
+# ------------------------------------------------------------------------------ comparisons (pure)
+
+def _flatten(d, prefix=""):
+    out = {}
+    for k, v in (d or {}).items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def first_difference(a: dict, b: dict) -> str | None:
+    """``train.lr (0.01 vs 0.02)``: the first key whose value differs between two nested dicts."""
+    fa, fb = _flatten(a), _flatten(b)
+    for key in sorted(set(fa) | set(fb)):
+        if fa.get(key, "<unset>") != fb.get(key, "<unset>"):
+            return f"{key} ({fa.get(key, '<unset>')!r} vs {fb.get(key, '<unset>')!r})"
+    return None
+
+
+def disagreement(reports: list[RankReport]) -> str | None:
+    """One line naming what differs from rank 0 and on which ranks/hosts, or None if all agree.
+    A git commit is compared only between ranks that have one (a pip-installed copy has none)."""
+    ref = reports[0]
+    for component in COMPONENTS:
+        differ = [r for r in reports[1:] if component in r.fingerprint and component in ref.fingerprint
+                  and r.fingerprint[component] != ref.fingerprint[component]]
+        if component != "git commit":
+            differ += [r for r in reports[1:] if (component in r.fingerprint) != (component in ref.fingerprint)]
+        if not differ:
+            continue
+        names = ", ".join(r.where for r in differ[:4]) + (f" and {len(differ) - 4} more" if len(differ) > 4 else "")
+        what = {"run config": lambda r: first_difference(ref.run_config, r.run_config),
+                "ds config": lambda r: first_difference(ref.ds_config, r.ds_config)}.get(
+            component, lambda r: f"{ref.fingerprint.get(component)} vs {r.fingerprint.get(component)}")
+        detail = what(differ[0])
+        verb = "differs" if len(differ) == 1 else "differ"
+        return (f"preflight: ranks disagree on the {component}: {names} {verb} from {ref.where}"
+                + (f": {detail}" if detail else "") + " (launch every node from the same code and command line)")
+    return None
+
+
+def first_problem(reports: list[RankReport]) -> str | None:
+    bad = [r for r in reports if r.problems]
+    if not bad:
+        return None
+    more = sum(len(r.problems) for r in bad) - 1
+    return f"{bad[0].problems[0]} (on {bad[0].where})" + (f" (+{more} more on other ranks)" if more else "")
+
+
+# ------------------------------------------------------------------------------ local checks
+
+def check_model_path(path: str) -> None:
+    """The model directory (or preset) exists here and its config and weight files are readable."""
+    from deepprompt.models.loading import resolve_model_path
+
+    resolved = Path(resolve_model_path(path))
+    if not resolved.is_dir():
+        return  # a hub name: from_pretrained reports it
+    unreadable = []
+    for f in [resolved / "config.json", *sorted(p for p in resolved.iterdir() if p.suffix in WEIGHT_SUFFIXES)]:
+        try:
+            with open(f, "rb") as fh:
+                fh.read(1)
+        except OSError as e:
+            unreadable.append(f"{f.name} ({e.strerror})")
+    if unreadable:
+        raise ConfigError(f"model.path: {resolved}: cannot read {', '.join(unreadable[:3])}")
+
+
+def check_hostfile(world_size: int) -> None:
+    from deepprompt.hostfile import launcher_hostfile, parse_hostfile
+
+    path = launcher_hostfile()
+    if path is None:
+        return
+    hosts = parse_hostfile(path)
+    if world_size > sum(hosts.values()):
+        raise ConfigError(f"{path}: {sum(hosts.values())} slot(s) in all but the job has {world_size} ranks")
+
+
+def local_report(run: RunConfig, ds_config_path: str, world_size: int) -> tuple[RankReport, dict | None]:
+    from deepprompt.engine import ds_setup
+    from deepprompt.engine.world import me
+
+    problems, ds_raw = [], None
+    checks = (("hostfile", lambda: check_hostfile(world_size)),
+              ("ds config", lambda: ds_setup.read_ds_config(ds_config_path)),
+              ("model", lambda: check_model_path(run.model.path)))
+    for name, check in checks:
+        try:
+            value = check()
+            ds_raw = value if name == "ds config" else ds_raw
+        except DeepPromptError as e:
+            problems.append(str(e))
+    return RankReport(str(me()), fingerprint(run, ds_raw), run.to_dict(), ds_raw, problems), ds_raw
+
+
+# ------------------------------------------------------------------------------ disk
+
+def estimate_trainable_numel(run: RunConfig, model_path: str) -> int:
+    """Trainable parameters from the model's config.json alone (no weights): the prompt method's
+    formula, plus every backbone parameter when the method trains the backbone (counted on the meta
+    device), plus a generous allowance for the task heads."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    from deepprompt.models.backbones.base import family_for_model_type
+    from deepprompt.models.loading import resolve_model_path
+    from deepprompt.registry import PROMPTS
+    from deepprompt.spec import BackboneSpec
+
+    import deepprompt.prompts  # noqa: F401  (registers)
+
+    path = resolve_model_path(model_path)
+    config = AutoConfig.from_pretrained(path)
+    family = family_for_model_type(config.model_type, run.model.family)
+    spec = BackboneSpec(family=run.model.family, num_layers=config.num_hidden_layers, hidden=config.hidden_size,
+                        num_heads=config.num_attention_heads,
+                        max_positions=getattr(config, "max_position_embeddings", 512))
+    method = PROMPTS.get(run.prompt.method, "prompt.method")
+    numel = method.num_params(run.prompt, spec) + 2 * spec.hidden * 64  # heads: up to ~64 labels, two of them
+    if not method.freezes_backbone:
+        try:
+            with torch.device("meta"):
+                backbone = AutoModel.from_config(config)
+            numel += sum(p.numel() for p in backbone.parameters())
+        except Exception:  # a family transformers cannot build from its config: bound it by the files
+            files = Path(path).iterdir() if Path(path).is_dir() else []
+            numel += sum(f.stat().st_size for f in files if f.suffix in WEIGHT_SUFFIXES) // 2
+    return numel
+
+
+def checkpoint_bytes_needed(run: RunConfig, trainable_numel: int) -> tuple[int, int]:
+    """(bytes, checkpoints): every kept checkpoint holds fp32 master + two Adam moments of the
+    trainable parameters; one more is being written before the oldest goes; plus the artifact."""
+    tr = run.train
+    saves = tr.max_steps // tr.save_every + 1 if tr.save_every else 1
+    kept = min(tr.keep_checkpoints, saves) if tr.keep_checkpoints else saves
+    count = kept + 1
+    return trainable_numel * FP32 * (3 * count + 1), count
+
+
+def check_disk(run: RunConfig) -> None:
+    if not run.train.disk_margin:
+        return
+    numel = estimate_trainable_numel(run, run.model.path)
+    need_bytes, count = checkpoint_bytes_needed(run, numel)
+    need = run.train.disk_margin * need_bytes
+    out = Path(run.output_dir)
+    probe = next((p for p in (out, *out.absolute().parents) if p.exists()), Path("."))
+    free = shutil.disk_usage(probe).free
+    if free < need:
+        raise ConfigError(
+            f"output_dir: {out} has {_gb(free)} free but needs {_gb(need)} ({run.train.disk_margin:g} x {_gb(need_bytes)} "
+            f"for {count} checkpoint(s) of {numel:,} trainable params + the artifact); free space, lower "
+            f"train.keep_checkpoints, or set train.disk_margin=0 to skip this check")
+
+
+def _gb(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**28 else f"{n / 2**20:.1f} MiB"
+
+
+# ------------------------------------------------------------------------------ the collective
+
+def run(run_cfg: RunConfig, ds_config_path: str) -> dict:
+    """Collective: every check above; returns the raw DeepSpeed JSON (read once, here). Raises the
+    same ConfigError on every rank."""
+    import torch.distributed as dist
+
+    from deepprompt.engine import ds_setup
+
+    world = dist.get_world_size()
+    mine, ds_raw = local_report(run_cfg, ds_config_path, world)
+    reports: list = [None] * world
+    dist.all_gather_object(reports, mine)
+    error = disagreement(reports) or first_problem(reports)
+    if error is None:  # every rank has the same config now: the same answer everywhere
+        try:
+            ds_setup.resolve_ds_config(ds_raw, run_cfg, world, hidden=1, src=ds_config_path)
+        except ConfigError as e:
+            error = str(e)
+    if error is None:
+        verdict = [None]
+        if dist.get_rank() == 0:
+            try:
+                check_disk(run_cfg)
+            except DeepPromptError as e:
+                verdict = [f"{e} (on {mine.where})"]
+        dist.broadcast_object_list(verdict, src=0)
+        error = verdict[0]
+    if error is not None:
+        raise ConfigError(error)
+    fp = mine.fingerprint
+    log.info("preflight ok on %d rank(s): code %s%s, run config %s, ds config %s", world, fp["code"],
+             f" (git {fp['git commit']})" if "git commit" in fp else "", fp["run config"], fp["ds config"])
+    return ds_raw
