@@ -74,7 +74,9 @@ def build_server(artifacts: Sequence[Artifact], model_path: str | None = None, d
         params.update({f"heads.{t}.{n}": p for t, h in own.items() for n, p in h.named_parameters()})
         copy_tensors(params, a.tensors, str(a.path))
         for t in a.description["tasks"]:
-            task = build_task(TaskConfig(name=t["name"], max_seq_length=t["max_seq_length"]), tokenizer)
+            # the task as trained (column names, windows ...), its label list fixed: no data is read
+            saved = t.get("config") or {"name": t["name"], "max_seq_length": t["max_seq_length"]}
+            task = build_task(from_dict(TaskConfig, {**saved, "labels": t["labels"]}, "task."), tokenizer)
             if list(task.labels) != t["labels"]:
                 raise ConfigError(f"--artifact: {a.path}: the labels of task {t['name']!r} differ from this "
                                   f"deepprompt's ({task.labels} vs {t['labels']})")
