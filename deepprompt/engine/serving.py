@@ -7,7 +7,6 @@ own head, in ONE backbone forward.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ import torch
 
 from deepprompt.artifacts import Artifact, check_backbone, copy_tensors
 from deepprompt.config import PromptConfig, TaskConfig, from_dict
+from deepprompt.data.files import iter_jsonl
 from deepprompt.errors import ConfigError, DataError
 from deepprompt.models.loading import load_tokenizer_and_config, resolve_model_path
 from deepprompt.models.prompted_model import PromptedModel
@@ -74,7 +74,9 @@ def build_server(artifacts: Sequence[Artifact], model_path: str | None = None, d
         params.update({f"heads.{t}.{n}": p for t, h in own.items() for n, p in h.named_parameters()})
         copy_tensors(params, a.tensors, str(a.path))
         for t in a.description["tasks"]:
-            task = build_task(TaskConfig(name=t["name"], max_seq_length=t["max_seq_length"]), tokenizer)
+            # the task as trained (column names, windows ...), its label list fixed: no data is read
+            saved = t.get("config") or {"name": t["name"], "max_seq_length": t["max_seq_length"]}
+            task = build_task(from_dict(TaskConfig, {**saved, "labels": t["labels"]}, "task."), tokenizer)
             if list(task.labels) != t["labels"]:
                 raise ConfigError(f"--artifact: {a.path}: the labels of task {t['name']!r} differ from this "
                                   f"deepprompt's ({task.labels} vs {t['labels']})")
@@ -89,18 +91,7 @@ def build_server(artifacts: Sequence[Artifact], model_path: str | None = None, d
 def read_jsonl(path: str | Path) -> list[dict]:
     if not Path(path).is_file():
         raise DataError(f"--input: {path} does not exist")
-    records = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: not valid JSON: {e.msg}") from None
-            if not isinstance(rec, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object like {{\"task\": ..., \"text\": ...}}")
-            records.append({**rec, "_where": f"{path}:{lineno}"})
+    records = [{**rec, "_where": where} for where, rec in iter_jsonl(Path(path), allow_empty=True)]
     return records
 
 

@@ -18,6 +18,7 @@ import csv
 import json
 from pathlib import Path
 
+from deepprompt.data.files import iter_jsonl
 from deepprompt.errors import ConfigError, DataError
 from deepprompt.registry import TASKS
 from deepprompt.tasks.base import Task, log
@@ -122,17 +123,8 @@ class CustomClassification(Task):
                     raise DataError(f"{path}: example {i}: expected a JSON object, got {type(obj).__name__}")
                 yield obj, f"{path}: example {i}"
             return
-        with path.open(encoding="utf-8") as fh:
-            for line_no, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{line_no}: not valid JSON ({e.msg})") from None
-                if not isinstance(obj, dict):
-                    raise DataError(f"{path}:{line_no}: expected a JSON object, got {type(obj).__name__}")
-                yield obj, f"{path}:{line_no}"
+        for where, obj in iter_jsonl(path, allow_empty=True):  # emptiness is checked per split
+            yield obj, where
 
     def _read_csv(self, path: Path):
         with path.open(encoding="utf-8", newline="") as fh:

@@ -27,11 +27,10 @@ turned into plain text before tokenising.
 """
 from __future__ import annotations
 
-import json
 import re
 from collections import defaultdict
-from pathlib import Path
 
+from deepprompt.data.files import iter_jsonl
 from deepprompt.errors import DataError
 from deepprompt.metrics.classification import accuracy, macro_f1
 from deepprompt.metrics.superglue import multirc_scores, record_scores
@@ -43,31 +42,11 @@ from deepprompt.tasks.classification import (ClassificationTask, MultipleChoiceT
 SPLIT_FILES = {"train": "train.jsonl", "dev": "val.jsonl", "test": "test.jsonl"}
 
 
-def read_jsonl(path: Path):
-    """(``file:line``, object) per non-blank line; malformed lines and empty files are one-line errors."""
-    seen = False
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{where}: malformed JSON line ({e.msg} at column {e.colno})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
-            seen = True
-            yield where, row
-    if not seen:
-        raise DataError(f"{path}: no examples (empty file)")
-
-
 class SuperGlueMixin:
     split_files = SPLIT_FILES
 
     def read_rows(self, path):
-        return read_jsonl(path)
+        return iter_jsonl(path)
 
 
 class PairTask(SuperGlueMixin, ClassificationTask):

@@ -111,3 +111,24 @@ def test_a_single_input_prompt_artifact_is_served_on_its_own(artifacts, tmp_path
     with torch.no_grad():
         ref = task.predict(model(task.collate(feats), "wnut16").logits, feats)
     assert [r["tags"] for r in got] == [r["tags"] for r in ref]
+
+
+def test_a_task_whose_labels_come_from_its_data_is_served_without_the_data(tmp_path):
+    """custom_tagging learns its label list from the training file; the server rebuilds the task
+    from the artifact's saved task config and label list, with no data at hand."""
+    from tests.tiny import FIXTURES
+    path = save_tiny_bert(tmp_path / "bert")
+    data = tmp_path / "data"
+    data.mkdir()
+    for f in (FIXTURES / "custom_tagging").iterdir():
+        (data / f.name).write_bytes(f.read_bytes())
+    run = run_config(path, "task.name=custom_tagging", f"task.data_dir={data}")
+    model, task = plain_model(run)
+    art = save_artifact(model, run, [task], str(path), tmp_path / "art")
+    for f in data.iterdir():
+        f.unlink()
+    data.rmdir()
+    server = build_server([load_artifact(art)])
+    assert server.tasks["custom_tagging"].labels == task.labels
+    out = predict(server, [{"task": "custom_tagging", "words": ["john", "loves", "paris"], "id": "x"}], batch_size=2)
+    assert len(out[0]["tags"]) == 3 and set(out[0]["tags"]) <= set(task.labels)

@@ -61,7 +61,7 @@ def test_explicit_files_from_a_run_config(tok, tmp_path):
 
 @pytest.mark.parametrize("name, content, message", [
     ("train.jsonl", '{"sentence": "a", "label": "x"}\n\n{"sentence": "b"}\n', r"train.jsonl:3: missing field 'label'"),
-    ("train.jsonl", '{"sentence": "a", "label": "x"}\n{"sentence": "b", label: 1}\n', r"train.jsonl:2: not valid JSON"),
+    ("train.jsonl", '{"sentence": "a", "label": "x"}\n{"sentence": "b", label: 1}\n', r"train.jsonl:2: malformed JSON line"),
     ("train.jsonl", '{"sentence": "", "label": "x"}\n', r"train.jsonl:1: missing field 'sentence'"),
     ("train.csv", "sentence,y\na,b\n", r"train.csv:1: missing field 'label' \(columns: sentence, y\)"),
     ("train.csv", "sentence,label\na,b\nc,\n", r"train.csv:3: missing field 'label'"),
