@@ -62,7 +62,10 @@ def test_files_and_description(saved):
     assert len(b["config_sha256"]) == 64 and b["weights_fingerprint"]["files"][0][0] == "model.safetensors"
     assert desc["spec"] == {"family": "bert", "num_layers": 2, "hidden": 32, "num_heads": 4, "max_positions": 64,
                             "init_std": 0.2}
-    assert desc["tasks"] == [{"name": "wnut16", "head": "token", "labels": task.labels, "max_seq_length": 32}]
+    (saved_task,) = desc["tasks"]
+    assert {k: v for k, v in saved_task.items() if k != "config"} == {
+        "name": "wnut16", "head": "token", "labels": task.labels, "max_seq_length": 32}
+    assert saved_task["config"]["name"] == "wnut16" and saved_task["config"]["max_seq_length"] == 32
     # P x layers x 2 x hidden, and the head: nothing of the backbone
     assert desc["tensors"] == {"prompt.embedding.weight": {"shape": [4, 2 * 2 * 32], "dtype": "float32"},
                                "heads.wnut16.out.weight": {"shape": [len(task.labels), 32], "dtype": "float32"},
