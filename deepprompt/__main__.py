@@ -14,7 +14,9 @@ def _registries():
     from deepprompt import assets
     from deepprompt.registry import BACKBONES, HEADS, PROMPTS, TASKS
 
-    presets = [n for n, a in assets.ASSETS.items() if a.kind == "backbone"]
+    from deepprompt.models.glm.config import PRESETS as GLM_PRESETS
+
+    presets = [n for n, a in assets.ASSETS.items() if a.kind == "backbone"] + list(GLM_PRESETS)
     return {"methods": PROMPTS.names(), "tasks": TASKS.names(), "heads": HEADS.names(),
             "backbones": BACKBONES.names() + presets}
 
