@@ -31,6 +31,14 @@ def main(argv=None) -> None:
     ep = sub.add_parser("export-peft", help="write a prefix artifact as a PEFT prefix-tuning adapter")
     ep.add_argument("artifact", help="artifact directory (prompts.json + prompts.safetensors)")
     ep.add_argument("out_dir", help="where adapter_config.json + adapter_model.safetensors go")
+    sub.add_parser("memory", help="per-GPU memory of a GLM under ZeRO-3 (python -m deepprompt memory -h)",
+                   add_help=False)
+    if argv is None:
+        import sys
+        argv = sys.argv[1:]
+    if argv[:1] == ["memory"]:
+        from deepprompt.memory import main as memory_main
+        return memory_main(argv[1:])
     args = parser.parse_args(argv)
     if args.cmd == "list":
         print("\n".join(_registries()[args.what]))

@@ -119,9 +119,10 @@ def _check_zero3(results: list[dict], model):
         assert not torch.allclose(r["logits_after_step"], r["logits"])  # the step moved the prefix
 
 
-def test_zero3_one_rank_in_process(saved, tmp_path):
+@pytest.mark.parametrize("ds_config", ["ds_configs/zero3.json", "ds_configs/zero3_offload.json"])
+def test_zero3_one_rank_in_process(saved, tmp_path, ds_config):
     model, dirs = saved
-    r = zero3_worker.run(str(dirs["mp2"]), str(tmp_path))
+    r = zero3_worker.run(str(dirs["mp2"]), str(tmp_path), ds_config)
     assert r["local_numel"] >= model.config.num_params()
     _check_zero3([r], model)
 

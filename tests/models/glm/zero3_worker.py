@@ -36,13 +36,13 @@ def prompted(backbone) -> PromptedModel:
     return PromptedModel(backbone, adapter, PROMPTS.get("prefix")(cfg, adapter.spec()), {"t": ClozeHead(32)})
 
 
-def run(model_dir: str, out_dir: str) -> dict:
+def run(model_dir: str, out_dir: str, ds_config: str = "ds_configs/zero3.json") -> dict:
     import deepspeed
 
     ds_setup.init_distributed()
     world, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
     run_cfg = load_config(None, [f"train.batch_size={4 * world}", "train.micro_batch_size=4"])
-    ds = ds_setup.resolve_ds_config(ds_setup.read_ds_config(str(REPO / "ds_configs/zero3.json")), run_cfg, world, 32)
+    ds = ds_setup.resolve_ds_config(ds_setup.read_ds_config(str(REPO / ds_config)), run_cfg, world, 32)
     backbone = GLMAdapter.load_model(model_dir, torch.float32, ds_setup.public(ds))
     local = sum(p.ds_tensor.numel() for p in backbone.parameters())
     with deepspeed.zero.GatheredParameters(list(backbone.parameters())):
