@@ -77,10 +77,12 @@ def _torch_load(path: Path, trust_pickle: bool) -> dict:
 
 
 class Source:
-    """A ``name -> full tensor`` lookup over one checkpoint; names are GLMModel's parameter names."""
+    """A ``name -> full tensor`` lookup over one checkpoint; names are GLMModel's parameter names.
+    ``release()`` drops open memory maps: the pages read so far leave this process's RSS (the next
+    ``get`` maps the file again, which costs only re-reading its small index)."""
 
-    def __init__(self, get, names, where: str):
-        self._get, self.names, self.where = get, set(names), where
+    def __init__(self, get, names, where: str, release=lambda: None):
+        self._get, self.names, self.where, self.release = get, set(names), where, release
 
     def get(self, name: str) -> torch.Tensor:
         if name not in self.names:
@@ -89,35 +91,43 @@ class Source:
 
 
 def _original_source(files: list[Path], trust: bool) -> Source:
-    states = []
-    for f in files:
-        data = _torch_load(f, trust)
-        states.append(data["module"] if isinstance(data, dict) and "module" in data else data)
-    return Source(lambda n: merge_model_parallel(n, [s[n] for s in states]), states[0].keys(), str(files[0].parent))
+    states: list[dict] = []
+
+    def opened() -> list[dict]:
+        if not states:
+            for f in files:
+                data = _torch_load(f, trust)
+                states.append(data["module"] if isinstance(data, dict) and "module" in data else data)
+        return states
+    names = list(opened()[0].keys())
+    return Source(lambda n: merge_model_parallel(n, [s[n] for s in opened()]), names, str(files[0].parent),
+                  release=states.clear)
 
 
 def _hub_source(directory: Path) -> Source | None:
-    files = sorted(directory.glob("*.index.json"))
-    shards = sorted({directory / f for f in json.loads(files[0].read_text())["weight_map"].values()}) if files else \
+    index = sorted(directory.glob("*.index.json"))
+    shards = sorted({directory / f for f in json.loads(index[0].read_text())["weight_map"].values()}) if index else \
         [p for p in (directory / "model.safetensors", directory / "pytorch_model.bin") if p.is_file()][:1]
     if not shards:
         return None
-    where: dict[str, object] = {}
-    for shard in shards:
-        if shard.suffix == ".safetensors":
-            from safetensors import safe_open
-            handle = safe_open(str(shard), framework="pt")
-            for key in handle.keys():
-                where[key] = handle
-        else:
-            state = _torch_load(shard, False)
-            for key in state:
-                where[key] = state
+    handles: dict[Path, object] = {}
+
+    def handle(shard: Path):
+        if shard not in handles:
+            if shard.suffix == ".safetensors":
+                from safetensors import safe_open
+                handles[shard] = safe_open(str(shard), framework="pt")
+            else:
+                handles[shard] = _torch_load(shard, False)
+        return handles[shard]
+    where = {key: shard for shard in shards for key in handle(shard).keys()}
+    handles.clear()
 
     def get(name):
-        store = where[HUB_PREFIX + name]
+        store = handle(where[HUB_PREFIX + name])
         return store.get_tensor(HUB_PREFIX + name) if hasattr(store, "get_tensor") else store[HUB_PREFIX + name]
-    return Source(get, [k[len(HUB_PREFIX):] for k in where if k.startswith(HUB_PREFIX)], str(directory))
+    return Source(get, [k[len(HUB_PREFIX):] for k in where if k.startswith(HUB_PREFIX)], str(directory),
+                  release=handles.clear)
 
 
 def random_source(model_names_shapes: dict[str, tuple], std: float, seed: int = 0) -> Source:
@@ -172,7 +182,11 @@ def fill(model: GLMModel, source: Source) -> None:
     """Copy every parameter from ``source``, one tensor at a time. A ZeRO-3 parameter gets only this
     rank's slice of the flattened tensor, written into its partition (``ds_tensor``)."""
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    group = None
     for name, p in model.named_parameters():
+        if name.split(".")[:3] != group:  # a new layer: unmap the pages of the previous one
+            source.release()
+            group = name.split(".")[:3]
         full = source.get(name)
         shape = tuple(getattr(p, "ds_shape", p.shape))
         if tuple(full.shape) != shape:
@@ -180,6 +194,7 @@ def fill(model: GLMModel, source: Source) -> None:
         part = getattr(p, "ds_tensor", None)
         if part is None:
             p.copy_(full.to(p.dtype))
+            del full
             continue
         n = part.ds_numel  # ZeRO-3: rank r holds flat[r*n : (r+1)*n], zero-padded at the end
         flat = full.reshape(-1)[rank * n: (rank + 1) * n]
@@ -188,6 +203,7 @@ def fill(model: GLMModel, source: Source) -> None:
         if p.numel() == full.numel():  # also materialised right now (e.g. persistent): keep both equal
             p.copy_(full.to(p.dtype))
         del full, flat
+    source.release()
 
 
 def build_glm(cfg: GLMConfig, directory: str | Path | None = None, dtype: torch.dtype = torch.float32,
