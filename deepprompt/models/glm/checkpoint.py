@@ -9,9 +9,9 @@ Sources (``open_source``), each a ``name -> full tensor`` lookup that reads lazi
 - no weight files: a seeded random init (presets, benchmarks).
 
 ``.pt``/``.bin`` files are opened with ``torch.load(mmap=True, weights_only=True)``: nothing is read
-until a tensor is touched. Under ZeRO-3 the model is built inside ``deepspeed.zero.Init`` and every
-rank copies only ITS slice of each tensor into its partition, so no rank ever holds more than its
-shard plus one tensor.
+until a tensor is touched, and the maps are dropped after every layer. Under ZeRO-3 the model is
+built inside ``deepspeed.zero.Init`` and every rank copies only ITS slice of each tensor into its
+partition, so no rank holds more than its shard plus one full tensor (and one layer's file pages).
 """
 from __future__ import annotations
 
