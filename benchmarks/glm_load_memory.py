@@ -102,8 +102,13 @@ def activation_check() -> list[dict]:
     import deepprompt.prompts  # noqa: F401  (registers the methods)
     from deepprompt.registry import PROMPTS
 
+    from deepspeed.runtime.zero.linear import zero3_linear_wrap
+
     rows = []
-    for dtype, wb in ((torch.float32, 4), (torch.bfloat16, 2)):
+    torch_linear = torch._C._nn.linear
+    for dtype, wb, zero3_linear in ((torch.float32, 4, True), (torch.bfloat16, 2, True), (torch.float32, 4, False)):
+        # ZeRO-3's zero.Init replaces F.linear with DeepSpeed's (it keeps linear inputs); measure both
+        torch.nn.functional.linear = zero3_linear_wrap if zero3_linear else torch_linear
         cfg = GLMConfig(vocab_size=1000, hidden_size=256, num_hidden_layers=4, num_attention_heads=8,
                         max_position_embeddings=256)
         model = GLMModel(cfg).to(dtype).train().requires_grad_(False)
@@ -123,12 +128,13 @@ def activation_check() -> list[dict]:
             out = model(torch.randint(0, 1000, (b, s))).last_hidden_state
         out.float().sum().backward()
         w = Workload(world=1, micro_batch=b, seq=s, prompt_length=8, weight_bytes=wb, dropout=True,
-                     mask_bytes=wb)  # CPU dropout keeps its mask in the tensor's dtype
+                     mask_bytes=wb, zero3_linear=zero3_linear)  # CPU dropout keeps its mask in the tensor's dtype
         predicted = cfg.num_hidden_layers * activation_bytes_per_layer(cfg, w)
         measured = sum(saved.values())
-        rows.append({"dtype": str(dtype).replace("torch.", ""), "batch": b, "seq": s, "prefix": 8,
+        rows.append({"dtype": str(dtype).replace("torch.", ""), "zero3_linear": zero3_linear, "batch": b, "seq": s, "prefix": 8,
                      "hidden": 256, "heads": 8, "layers": 4, "measured_bytes": measured,
                      "predicted_bytes": int(predicted), "ratio": round(measured / predicted, 3)})
+    torch.nn.functional.linear = torch_linear
     return rows
 
 
@@ -138,9 +144,16 @@ def main() -> None:
     ap.add_argument("--dir", default="/tmp/glm_mem_bench")
     ap.add_argument("--worker", nargs=3, metavar=("MODEL_DIR", "OUT_DIR", "ZERO3"))
     ap.add_argument("--local_rank", type=int, default=0)
+    ap.add_argument("--activations-only", action="store_true", help="redo only the activation check in the JSON")
     args = ap.parse_args()
     if args.worker:
         return worker(args.worker[0], args.worker[1], args.worker[2] == "1")
+    if args.activations_only:
+        out = REPO / "docs" / "benchmarks" / "glm_load_memory.json"
+        result = json.loads(out.read_text())
+        result["activations"] = activation_check()
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        return print(json.dumps(result["activations"], indent=1))
     from deepprompt.memory import Workload, estimate
     from deepprompt.models.glm.config import PRESETS
 
@@ -179,7 +192,7 @@ def main() -> None:
                                                       "local_weight_bytes", "calculator_frozen_weight_bytes"))
             + f"{r['load_seconds']:>7}")
     for a in acts:
-        print(f"activations {a['dtype']}: measured {a['measured_bytes'] / MIB:.2f} MiB, calculator "
+        print(f"activations {a['dtype']} zero3_linear={a['zero3_linear']}: measured {a['measured_bytes'] / MIB:.2f} MiB, calculator "
               f"{a['predicted_bytes'] / MIB:.2f} MiB (ratio {a['ratio']})")
     out = REPO / "docs" / "benchmarks" / "glm_load_memory.json"
     out.write_text(json.dumps(result, indent=2) + "\n")

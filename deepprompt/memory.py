@@ -15,9 +15,11 @@ prefix length ``P``, model width ``h``, ``a`` heads, ``L`` layers, weight bytes 
   its mask + output ``d = m + w``, without it the softmax cast to ``w``: ``d = w`` if w != 4 else 0)
   ``+ 2 m b s h`` with dropout (the two residual-branch dropout masks) ``+ 16 b s`` (LayerNorm
   statistics); ``m`` = bytes of a dropout mask (1 on GPU: bool; CPU kernels keep it in ``w``).
-  Linear layers save nothing for their frozen weights' gradients (autograd saves only what the
-  gradients it must compute need), so the attention context and the LayerNorm outputs are not kept;
-  layer 0 keeps a little less (its inputs need no gradient), so the formula is a slight upper bound;
+  ``+ w * b * 7 s h`` under ZeRO-3: DeepSpeed's ``zero.Init`` replaces ``F.linear`` with its own
+  function, which keeps every linear layer's input (QKV input, attention context, MLP input, GeLU
+  output 4h) even for frozen weights (torch's own linear would not, but it would keep the gathered
+  weights alive instead). Layer 0 keeps a little less (its inputs need no gradient), so the formula
+  is a slight upper bound;
 - plus a fixed ``overhead`` (CUDA context, allocator slack, communication buffers), 1.5 GiB by default.
 """
 from __future__ import annotations
@@ -39,6 +41,7 @@ class Workload:
     labels: int = 2
     head: str = "classification"
     mask_bytes: int = 1
+    zero3_linear: bool = True
     offload_params: bool = False
     overhead: float = 1.5 * GIB
 
@@ -51,7 +54,7 @@ def trainable_params(cfg, w: Workload) -> int:
 
 def activation_bytes_per_layer(cfg, w: Workload) -> float:
     b, s, p, h, a, wb = w.micro_batch, w.seq, w.prompt_length, cfg.hidden_size, cfg.num_attention_heads, w.weight_bytes
-    tokens = wb * b * (7 * s * h + 2 * (s + p) * h)
+    tokens = wb * b * ((14 if w.zero3_linear else 7) * s * h + 2 * (s + p) * h)
     after_softmax = (w.mask_bytes + wb) if w.dropout else (wb if wb != 4 else 0)
     scores = b * s * (s + p) * (wb + a * (4 + after_softmax))
     masks = 2 * w.mask_bytes * b * s * h if w.dropout else 0

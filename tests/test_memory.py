@@ -26,8 +26,13 @@ def test_terms_by_hand_for_glm_10b_on_8_gpus():
     assert estimate(cfg, Workload(world=1, offload_params=True))["frozen_weights"] == 0
 
 
+@pytest.mark.parametrize("zero3_linear", [True, False])
 @pytest.mark.parametrize("dtype,wb,dropout", [(torch.float32, 4, 0.1), (torch.bfloat16, 2, 0.1), (torch.float32, 4, 0.0)])
-def test_activation_formula_matches_what_autograd_saves(dtype, wb, dropout):
+def test_activation_formula_matches_what_autograd_saves(dtype, wb, dropout, zero3_linear, monkeypatch):
+    from deepspeed.runtime.zero.linear import zero3_linear_wrap
+
+    # ZeRO-3's zero.Init swaps F.linear for DeepSpeed's (and leaves it swapped): measure both
+    monkeypatch.setattr(torch.nn.functional, "linear", zero3_linear_wrap if zero3_linear else torch._C._nn.linear)
     torch.manual_seed(0)
     cfg = GLMConfig(vocab_size=100, hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
                     max_position_embeddings=64, hidden_dropout=dropout, attention_dropout=dropout)
@@ -44,7 +49,8 @@ def test_activation_formula_matches_what_autograd_saves(dtype, wb, dropout):
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         adapter.set_prefix(prompt.to(dtype)(3).layer_kv)
         out = model(torch.randint(0, 100, (3, 20))).last_hidden_state
-    w = Workload(world=1, micro_batch=3, seq=20, prompt_length=5, weight_bytes=wb, dropout=dropout > 0, mask_bytes=wb)
+    w = Workload(world=1, micro_batch=3, seq=20, prompt_length=5, weight_bytes=wb, dropout=dropout > 0, mask_bytes=wb,
+                 zero3_linear=zero3_linear)
     predicted = cfg.num_hidden_layers * activation_bytes_per_layer(cfg, w)
     assert 0.9 * predicted <= sum(saved.values()) <= predicted  # layer 0 keeps a little less
 
