@@ -15,7 +15,9 @@ def _registries():
     from deepprompt import assets
     from deepprompt.registry import BACKBONES, HEADS, PROMPTS, TASKS
 
-    presets = [n for n, a in assets.ASSETS.items() if a.kind == "backbone"]
+    from deepprompt.models.glm.config import PRESETS as GLM_PRESETS
+
+    presets = [n for n, a in assets.ASSETS.items() if a.kind == "backbone"] + list(GLM_PRESETS)
     return {"methods": PROMPTS.names(), "tasks": TASKS.names(), "heads": HEADS.names(),
             "backbones": BACKBONES.names() + presets}
 
@@ -35,6 +37,14 @@ def main(argv=None) -> None:
     ch.add_argument("hostfile")
     ch.add_argument("--env-file", action="append", default=None,
                     help="a .deepspeed_env to check (default: the ones DeepSpeed reads: ~/ and ./)")
+    sub.add_parser("memory", help="per-GPU memory of a GLM under ZeRO-3 (python -m deepprompt memory -h)",
+                   add_help=False)
+    if argv is None:
+        import sys
+        argv = sys.argv[1:]
+    if argv[:1] == ["memory"]:
+        from deepprompt.memory import main as memory_main
+        return memory_main(argv[1:])
     args = parser.parse_args(argv)
     if args.cmd == "check-hostfile":
         from pathlib import Path

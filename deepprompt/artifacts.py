@@ -50,6 +50,8 @@ def config_file(model_path: str) -> Path:
     p = Path(model_path)
     if p.is_dir():
         found = p / "config.json"
+        if not found.is_file() and (p / "glm_config.json").is_file():  # a GLM checkpoint (docs/glm.md)
+            found = p / "glm_config.json"
     else:
         from transformers.utils import cached_file
         try:

@@ -208,9 +208,6 @@ def build(run: RunConfig, ds_raw: dict, tasks: list[Task], model_path: str, mode
     """``init(model)``, if given, sets the prompt/head values (fp32, before the cast and before
     DeepSpeed partitions them or makes its master copy), e.g. from an artifact (prompt.init_from)."""
     import deepspeed
-    from transformers import AutoModel
-    from transformers.integrations import HfDeepSpeedConfig
-    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
     world = torch.distributed.get_world_size()
     ds = resolve_ds_config(ds_raw, run, world, model_config.hidden_size, src)
@@ -221,14 +218,7 @@ def build(run: RunConfig, ds_raw: dict, tasks: list[Task], model_path: str, mode
     zero3 = ds.get("zero_optimization", {}).get("stage", 0) == 3
     # the backbone: under ZeRO-3, no rank ever holds the full weights
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
-    hf_ds = HfDeepSpeedConfig(public(ds)) if zero3 else None  # from_pretrained now builds partitioned
-    try:
-        backbone = AutoModel.from_pretrained(model_path, dtype=dtype, **family.load_kwargs)
-    except OSError as e:
-        raise ConfigError(f"model.path: cannot load {model_path!r}: {str(e).splitlines()[0]}") from None
-    finally:
-        if hf_ds is not None:  # transformers keeps it in a global: later models are not ours to partition
-            unset_hf_deepspeed_config()
+    backbone = family.load_model(model_path, dtype, public(ds) if zero3 else None)
     adapter = family(backbone)
     spec = adapter.spec()
     torch.manual_seed(run.train.seed)  # prompt and heads start identical on every rank

@@ -45,8 +45,6 @@ def _unique_tasks(artifacts: Sequence[Artifact]) -> None:
 def build_server(artifacts: Sequence[Artifact], model_path: str | None = None, device: str = "cpu",
                  dtype: torch.dtype = torch.float32) -> Server:
     """Load the backbone once and every artifact's prompt and heads on top of it."""
-    from transformers import AutoModel
-
     import deepprompt.models.backbones  # noqa: F401  (registers the families)
 
     if not artifacts:
@@ -61,7 +59,7 @@ def build_server(artifacts: Sequence[Artifact], model_path: str | None = None, d
     for a in artifacts:  # every artifact must have been trained on this very backbone
         check_backbone(a, path, first["family"])
     tokenizer, _ = load_tokenizer_and_config(path, first["family"])
-    backbone = AutoModel.from_pretrained(path, dtype=dtype, **family.load_kwargs)
+    backbone = family.load_model(path, dtype)
     adapter = family(backbone)
     spec = adapter.spec()
 

@@ -28,6 +28,10 @@ class Head(nn.Module):
     def num_params(cls, hidden: int, num_labels: int = 0) -> int:
         return (hidden + 1) * cls.width(num_labels)
 
+    def bind(self, adapter) -> None:
+        """Called once by the prompted model with the backbone's adapter (heads that reuse a
+        backbone module, like ``cloze``, keep a reference; the rest ignore it)."""
+
     def forward(self, hidden: torch.Tensor, batch: dict) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
@@ -89,6 +93,36 @@ class MultipleChoiceHead(Head):
     def forward(self, hidden, batch):
         num_choices = batch["input_ids"].shape[1]
         return self.out(self.dropout(hidden[:, 0])).view(-1, num_choices)
+
+    def loss(self, logits, batch):
+        return F.cross_entropy(logits.float(), batch["labels"])
+
+
+@HEADS.register("cloze")
+class ClozeHead(Head):
+    """Verbalizer scoring (GLM's SuperGLUE format): the LM logit of each candidate answer token at
+    the [MASK] position, through the backbone's output projection tied to its word embeddings; no
+    parameters of its own. batch["mask_positions"] [B], batch["candidate_ids"] [B, C] -> logits
+    [B, C]; batch["labels"] [B] indexes the candidates. The candidates' embedding rows are read by
+    calling the embedding module, so ZeRO-3 gathers its partitioned weight as in any forward."""
+
+    def __init__(self, hidden: int, num_labels: int = 0, dropout: float = 0.1):
+        nn.Module.__init__(self)
+        self.num_labels = num_labels
+        self._embeddings = None
+
+    @staticmethod
+    def width(num_labels):
+        return 0
+
+    def bind(self, adapter) -> None:
+        self._embeddings = adapter.word_embeddings  # a method, not a module: no second owner of the weight
+
+    def forward(self, hidden, batch):
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        at_mask = hidden[rows, batch["mask_positions"]]  # [B, h]
+        candidates = self._embeddings()(batch["candidate_ids"])  # [B, C, h]
+        return torch.einsum("bh,bch->bc", at_mask, candidates.to(at_mask.dtype))
 
     def loss(self, logits, batch):
         return F.cross_entropy(logits.float(), batch["labels"])

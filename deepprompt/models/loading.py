@@ -1,30 +1,54 @@
-"""Finding a backbone (preset, local directory or hub name) and reading its tokenizer and config."""
+"""Finding a backbone (preset, local directory or hub name) and reading its tokenizer and config;
+building a transformers backbone (partitioned under ZeRO-3). GLM has its own loader
+(``deepprompt.models.glm.checkpoint``), reached through ``GLMAdapter.load_model``."""
 from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from deepprompt import assets
 from deepprompt.errors import ConfigError
 from deepprompt.models.backbones.base import family_for_model_type
+from deepprompt.models.glm.config import PRESETS as GLM_PRESETS
+from deepprompt.models.glm.config import is_glm_dir
 
 
 def resolve_model_path(path: str) -> str:
     if path in assets.ASSETS and assets.ASSETS[path].kind == "backbone":
         return str(assets.require_asset(path, "model.path"))
+    if path in GLM_PRESETS:
+        return path
     p = Path(path)
     if p.is_dir():
-        if not (p / "config.json").is_file():
-            raise ConfigError(f"model.path: {p} has no config.json (not a transformers checkpoint directory)")
+        if not (p / "config.json").is_file() and not is_glm_dir(p):
+            raise ConfigError(f"model.path: {p} has no config.json (not a transformers checkpoint directory) "
+                              f"and no glm_config.json (not a GLM checkpoint directory)")
         return str(p)
     if p.exists() or path.startswith((".", "/", "~")) or path.count("/") != 1:
+        presets = [n for n, a in assets.ASSETS.items() if a.kind == "backbone"] + list(GLM_PRESETS)
         raise ConfigError(f"model.path: {path} does not exist (a local checkpoint directory, a preset "
-                          f"({', '.join(n for n, a in assets.ASSETS.items() if a.kind == 'backbone')}) "
-                          f"or a hub name like org/model)")
+                          f"({', '.join(presets)}) or a hub name like org/model)")
     return path  # a hub name; from_pretrained will say if it cannot be reached
 
 
+def is_glm(path: str) -> bool:
+    return path in GLM_PRESETS or (Path(path).is_dir() and is_glm_dir(path))
+
+
 def load_tokenizer_and_config(path: str, family: str = "auto"):
-    """The tokenizer and the HF config (no weights): enough to read data and check the run."""
+    """The tokenizer and the config (no weights): enough to read data and check the run."""
+    if is_glm(path):
+        from deepprompt.models.glm.config import read_config
+        from deepprompt.models.glm.tokenizer import load_tokenizer
+
+        if path in GLM_PRESETS:
+            raise ConfigError(f"model.path: {path} is a shape preset without a tokenizer; point model.path at a "
+                              f"directory with glm_config.json {{\"preset\": \"{path}\"}} and the tokenizer files "
+                              f"(docs/glm.md)")
+        config = read_config(path)
+        family_for_model_type(config.model_type, family)  # a wrong explicit model.family fails here
+        return load_tokenizer(path, config.tokenizer), config
     from transformers import AutoConfig, AutoTokenizer
 
     try:
@@ -34,3 +58,19 @@ def load_tokenizer_and_config(path: str, family: str = "auto"):
     except OSError as e:
         raise ConfigError(f"model.path: cannot load {path!r}: {str(e).splitlines()[0]}") from None
     return tokenizer, config
+
+
+def load_hf_backbone(path: str, dtype: torch.dtype, zero3_config: dict | None, load_kwargs: dict):
+    """``AutoModel.from_pretrained``; under ZeRO-3 (``HfDeepSpeedConfig`` alive) built partitioned."""
+    from transformers import AutoModel
+    from transformers.integrations import HfDeepSpeedConfig
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    hf_ds = HfDeepSpeedConfig(zero3_config) if zero3_config is not None else None
+    try:
+        return AutoModel.from_pretrained(path, dtype=dtype, **load_kwargs)
+    except OSError as e:
+        raise ConfigError(f"model.path: cannot load {path!r}: {str(e).splitlines()[0]}") from None
+    finally:
+        if hf_ds is not None:  # transformers keeps it in a global: later models are not ours to partition
+            unset_hf_deepspeed_config()

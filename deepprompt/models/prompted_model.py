@@ -30,6 +30,8 @@ class PromptedModel(nn.Module):
         self.prompt = prompt
         self.heads = nn.ModuleDict(heads)
         self.adapter = adapter
+        for head in heads.values():
+            head.bind(adapter)
         if prompt.freezes_backbone:
             backbone.requires_grad_(False)
 

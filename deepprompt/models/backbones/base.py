@@ -39,6 +39,13 @@ class BackboneAdapter:
         """The family name this adapter class is registered under (``model.family``)."""
         return next(n for n, c in BACKBONES.items() if c is cls)
 
+    @classmethod
+    def load_model(cls, path: str, dtype: torch.dtype, zero3_config: dict | None = None) -> nn.Module:
+        """The backbone with its pretrained weights; with a ZeRO-3 DeepSpeed config it is built
+        partitioned, so no rank ever holds the full weights. Default: transformers' ``AutoModel``."""
+        from deepprompt.models.loading import load_hf_backbone
+        return load_hf_backbone(path, dtype, zero3_config, cls.load_kwargs)
+
     # ---- shape
     def spec(self) -> BackboneSpec:
         c = self.model.config

@@ -1,0 +1,61 @@
+"""The memory calculator: its terms by hand, and its activation formula against what autograd saves."""
+import pytest
+import torch
+
+import deepprompt.prompts  # noqa: F401  (registers the methods)
+from deepprompt.config import load_config
+from deepprompt.memory import GIB, Workload, activation_bytes_per_layer, estimate, main
+from deepprompt.models.backbones.glm import GLMAdapter
+from deepprompt.models.glm.config import PRESETS, GLMConfig
+from deepprompt.models.glm.model import GLMModel
+from deepprompt.registry import PROMPTS
+
+
+def test_terms_by_hand_for_glm_10b_on_8_gpus():
+    cfg = PRESETS["glm-xxlarge"]
+    e = estimate(cfg, Workload(world=8, micro_batch=16, seq=128, prompt_length=16))
+    n = cfg.num_params()
+    assert e["frozen_weights"] == n * 2 / 8
+    t = 16 * 48 * 2 * 4096 + 4097 * 2  # prefix of every layer + a 2-label classification head
+    assert e["prompts_heads_and_grads"] == 2 * t * 2
+    assert e["optimizer_state"] == t * 12 / 8  # fp32 master + 2 Adam moments, sharded
+    assert e["gathered_working_set"] == 2 * (12 * 4096 ** 2 + 13 * 4096) * 2  # two layers in bf16
+    assert e["total"] == pytest.approx(sum(v for k, v in e.items() if k != "total"))
+    one = estimate(cfg, Workload(world=1))
+    assert one["frozen_weights"] / GIB == pytest.approx(18.4, abs=0.1)  # 9.88B x 2 bytes
+    assert estimate(cfg, Workload(world=1, offload_params=True))["frozen_weights"] == 0
+
+
+@pytest.mark.parametrize("zero3_linear", [True, False])
+@pytest.mark.parametrize("dtype,wb,dropout", [(torch.float32, 4, 0.1), (torch.bfloat16, 2, 0.1), (torch.float32, 4, 0.0)])
+def test_activation_formula_matches_what_autograd_saves(dtype, wb, dropout, zero3_linear, monkeypatch):
+    from deepspeed.runtime.zero.linear import zero3_linear_wrap
+
+    # ZeRO-3's zero.Init swaps F.linear for DeepSpeed's (and leaves it swapped): measure both
+    monkeypatch.setattr(torch.nn.functional, "linear", zero3_linear_wrap if zero3_linear else torch._C._nn.linear)
+    torch.manual_seed(0)
+    cfg = GLMConfig(vocab_size=100, hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
+                    max_position_embeddings=64, hidden_dropout=dropout, attention_dropout=dropout)
+    model = GLMModel(cfg).to(dtype).train().requires_grad_(False)
+    adapter = GLMAdapter(model)
+    prompt = PROMPTS.get("prefix")(load_config(None, ["prompt.length=5", "prompt.dropout=0"]).prompt, adapter.spec())
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved = {}
+
+    def pack(t):
+        if t.untyped_storage().data_ptr() not in weights:
+            saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        adapter.set_prefix(prompt.to(dtype)(3).layer_kv)
+        out = model(torch.randint(0, 100, (3, 20))).last_hidden_state
+    w = Workload(world=1, micro_batch=3, seq=20, prompt_length=5, weight_bytes=wb, dropout=dropout > 0, mask_bytes=wb,
+                 zero3_linear=zero3_linear)
+    predicted = cfg.num_hidden_layers * activation_bytes_per_layer(cfg, w)
+    assert 0.9 * predicted <= sum(saved.values()) <= predicted  # layer 0 keeps a little less
+
+
+def test_cli_prints_a_row_per_term(capsys):
+    main(["--model", "glm-xxlarge", "--gpus", "1", "8", "16", "64"])
+    out = capsys.readouterr().out
+    assert "64 GPU" in out and "frozen_weights" in out and "activations" in out and "total" in out
