@@ -6,7 +6,7 @@ TORCH   ?= torch==2.13.0
 RANKS_ENV := OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
 DS_LOCAL  := --hostfile hostfile.example --no_ssh_check --master_addr 127.0.0.1
 
-.PHONY: venv assets demo test test-fast bench clean
+.PHONY: venv sysdeps assets demo test test-fast bench clean
 venv: .venv/.installed
 
 .venv/.installed: pyproject.toml
@@ -25,7 +25,13 @@ assets: venv
 demo: venv assets
 	$(RANKS_ENV) .venv/bin/deepspeed $(DS_LOCAL) launcher/train.py --ds_config ds_configs/zero3.json $(ARGS)
 
-test: venv
+# System packages the tests use: Open MPI (mpirun tests, mpi4py) via apt-get, as root, when missing.
+sysdeps:
+	@if ! command -v mpirun >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Open MPI (apt-get)"; \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends openmpi-bin libopenmpi-dev >/dev/null; fi
+
+test: sysdeps venv
 	$(RANKS_ENV) $(PY) -m pytest -q $(ARGS)
 
 test-fast: venv
