@@ -84,20 +84,34 @@ def family(request) -> str:
     return request.param
 
 
+def _mapped_shm_segments() -> set[str]:
+    """Paths under /dev/shm that some live process has mapped."""
+    mapped = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        try:
+            mapped.update(line.split(None, 5)[5].strip() for line in maps.read_text().splitlines()
+                          if "/dev/shm/" in line and len(line.split(None, 5)) == 6)
+        except OSError:
+            continue
+    return mapped
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _no_leaked_shared_memory():
     """Runs killed with SIGKILL (the preemption tests do that on purpose) cannot release DeepSpeed's
-    /dev/shm all-reduce segments; remove the ones this session created, so repeated test runs never
-    fill /dev/shm (runs that exit normally release their own: ds_setup.release_shm_buffers)."""
+    /dev/shm all-reduce segments; remove the ones this session created that no live process maps
+    (another test session's run may be using its own right now), so repeated test runs never fill
+    /dev/shm (runs that exit normally release their own: ds_setup.release_shm_buffers)."""
     import os
     import time
 
     started = time.time()
     yield
     shm = Path("/dev/shm")
+    in_use = _mapped_shm_segments()
     for f in shm.glob(f"deepspeed_allreduce_buffer_{os.getuid()}_*") if shm.is_dir() else []:
         try:
-            if f.stat().st_mtime >= started:
+            if f.stat().st_mtime >= started and str(f) not in in_use:
                 f.unlink()
         except OSError:
             pass
