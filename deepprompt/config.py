@@ -85,6 +85,11 @@ class TaskConfig:
     """Sub-word tokens per example, special tokens included (the prompt is not counted)."""
     head_dropout: float = 0.1
     """Dropout on the backbone states before the task head."""
+    formulation: str = "classification"
+    """SuperGLUE/GLUE sentence tasks: ``classification`` (a linear head on the first token) or
+    ``cloze`` (the input is put in a pattern with the tokenizer's mask token and the parameter-free
+    ``cloze`` head scores one single-token verbalizer per label there, GLM's SuperGLUE format;
+    patterns and verbalizers in docs/tasks.md). Other tasks accept only ``classification``."""
     max_train_examples: int | None = None
     """Use only the first N training examples (quick experiments); None = all."""
     train_file: str | None = None
@@ -127,6 +132,8 @@ class TaskConfig:
     def check(self) -> None:
         if self.max_seq_length < 8:
             raise ConfigError(f"task.max_seq_length: must be >= 8, got {self.max_seq_length}")
+        if self.formulation not in ("classification", "cloze"):
+            raise ConfigError(f"task.formulation: must be classification or cloze, got {self.formulation!r}")
         for k in ("max_query_length", "max_answer_length", "n_best"):
             if getattr(self, k) < 1:
                 raise ConfigError(f"task.{k}: must be >= 1, got {getattr(self, k)}")

@@ -156,8 +156,11 @@ def check_model_path(path: str) -> None:
     resolved = Path(resolve_model_path(path))
     if not resolved.is_dir():
         return  # a hub name: from_pretrained reports it
+    from deepprompt.models.glm.config import CONFIG_FILE, is_glm_dir
+
+    config = resolved / (CONFIG_FILE if (resolved / CONFIG_FILE).is_file() and is_glm_dir(resolved) else "config.json")
     unreadable = []
-    for f in [resolved / "config.json", *sorted(p for p in resolved.iterdir() if p.suffix in WEIGHT_SUFFIXES)]:
+    for f in [config, *sorted(p for p in resolved.iterdir() if p.suffix in WEIGHT_SUFFIXES)]:
         try:
             with open(f, "rb") as fh:
                 fh.read(1)
@@ -205,14 +208,18 @@ def estimate_trainable_numel(run: RunConfig, model_path: str) -> int:
     from transformers import AutoConfig, AutoModel
 
     from deepprompt.models.backbones.base import family_for_model_type
-    from deepprompt.models.loading import resolve_model_path
+    from deepprompt.models.loading import is_glm, resolve_model_path
     from deepprompt.registry import PROMPTS
     from deepprompt.spec import BackboneSpec
 
     import deepprompt.prompts  # noqa: F401  (registers)
 
     path = resolve_model_path(model_path)
-    config = AutoConfig.from_pretrained(path)
+    if is_glm(path):  # deepprompt's own GLM: glm_config.json, not a transformers config
+        from deepprompt.models.glm.config import read_config
+        config = read_config(path)
+    else:
+        config = AutoConfig.from_pretrained(path)
     family = family_for_model_type(config.model_type, run.model.family)
     spec = BackboneSpec(family=run.model.family, num_layers=config.num_hidden_layers, hidden=config.hidden_size,
                         num_heads=config.num_attention_heads,

@@ -80,8 +80,13 @@ class Task:
     """Feature keys ``collate`` turns into tensors (sequence keys are right-padded)."""
     pad_values: ClassVar[dict[str, int]] = {"labels": PAD_LABEL}
     """Padding value per sequence key (input_ids pads with the tokenizer's pad id, others with 0)."""
+    formulations: ClassVar[tuple[str, ...]] = ("classification",)
+    """The ``task.formulation`` values the task supports."""
 
     def __init__(self, cfg: TaskConfig, tokenizer):
+        if cfg.formulation not in self.formulations:
+            raise ConfigError(f"task.formulation: task {cfg.name} supports only {' or '.join(self.formulations)}, "
+                              f"not {cfg.formulation!r}")
         self.cfg = cfg
         self.tokenizer = tokenizer
         self._features: dict[str, FeatureSet] = {}

@@ -7,6 +7,10 @@
 - ``ClassificationTask``: the ``classification`` head on the first token; each feature is one text
   or text pair (``expand`` may turn one record into several, e.g. one per answer option), with a
   truncation policy that names the segment that may be cut.
+  With ``task.formulation=cloze`` (tasks that define ``cloze_pattern`` and ``verbalizers``) the
+  record is instead put into a pattern holding the tokenizer's mask token (``ClozePattern``) and
+  the parameter-free ``cloze`` head scores one single-token verbalizer per label at the mask;
+  labels, predictions and metrics are the same (the candidates are in label order).
 - ``MultipleChoiceTask``: the ``multiple_choice`` head; one text pair per choice, features
   ``input_ids`` of shape [choices][tokens].
 
@@ -25,9 +29,11 @@ import torch
 
 from deepprompt.errors import ConfigError, DataError
 from deepprompt.metrics.classification import accuracy
-from deepprompt.tasks.base import Task, log
+from deepprompt.tasks.base import TENSOR_KEYS, Task, log
 
 _SEQ = ("input_ids", "attention_mask", "token_type_ids")
+TEXT, PAIR, MASK = "{text}", "{text_pair}", "{mask}"
+"""The slots of a cloze pattern: the record's text, its text_pair, the tokenizer's mask token."""
 _STRATEGY = {"text": "only_first", "text_pair": "only_second", "longest": "longest_first"}
 
 
@@ -204,15 +210,111 @@ def label_index(task: Task, value: Any, where: str) -> int:
     return task.labels.index(text)
 
 
+# ------------------------------------------------------------------------------------ cloze
+class ClozePattern:
+    """A cloze formulation for one tokenizer: the ``pattern`` parts (``TEXT``, ``PAIR``, ``MASK``
+    and literal strings, concatenated token by token, each tokenised on its own) wrapped in the
+    tokenizer's single-sequence special tokens, and the verbalizers' token ids.
+
+    Only ``TEXT``/``PAIR`` are ever truncated (from their end, the segment named by ``truncate``
+    first), so the mask and the pattern's words always survive."""
+
+    def __init__(self, task: str, tokenizer, pattern: tuple[str, ...], verbalizers: tuple[str, ...], truncate: str):
+        if tokenizer.mask_token_id is None:
+            raise ConfigError(f"task.formulation: task {task}: cloze needs a tokenizer with a mask token "
+                              f"({type(tokenizer).__name__} has none)")
+        self.mask_id = tokenizer.mask_token_id
+        self.truncate = truncate
+        wrapped = tokenizer(tokenizer.mask_token)["input_ids"]  # e.g. [CLS] [MASK] [SEP]
+        if wrapped.count(self.mask_id) != 1:
+            raise ConfigError(f"task.formulation: task {task}: the tokenizer does not keep its mask token "
+                              f"{tokenizer.mask_token!r} as one token")
+        k = wrapped.index(self.mask_id)
+        self.prefix, self.suffix = wrapped[:k], wrapped[k + 1:]
+        self.parts = [p if p in (TEXT, PAIR, MASK) else tokenizer(p, add_special_tokens=False)["input_ids"]
+                      for p in pattern]
+        self.fixed = len(self.prefix) + len(self.suffix) + sum(1 if p == MASK else len(p) for p in self.parts
+                                                               if p not in (TEXT, PAIR))
+        self.candidate_ids = [verbalizer_id(tokenizer, task, w) for w in verbalizers]
+
+    def encode(self, text: list[int], pair: list[int], max_length: int) -> tuple[list[int], int, bool]:
+        """(input ids, mask position, truncated) for one record's tokenised text and text_pair."""
+        budget = max_length - self.fixed
+        if budget < 1:
+            raise ConfigError(f"task.max_seq_length: {max_length} leaves no room for the text in the cloze "
+                              f"pattern ({self.fixed} tokens)")
+        over = len(text) + len(pair) - budget
+        if over > 0:
+            text, pair = _cut(text, pair, over, self.truncate)
+        ids = list(self.prefix)
+        mask_at = -1
+        for p in self.parts:
+            if p == MASK:
+                mask_at = len(ids)
+                ids.append(self.mask_id)
+            else:
+                ids += text if p == TEXT else pair if p == PAIR else p
+        return ids + self.suffix, mask_at, over > 0
+
+
+def _cut(text: list[int], pair: list[int], over: int, truncate: str) -> tuple[list[int], list[int]]:
+    """Drop ``over`` tokens off the ends of the segments: the one ``truncate`` names first (then
+    the other), or the longer one token by token (``longest``)."""
+    if truncate == "longest":
+        a, b = len(text), len(pair)
+        for _ in range(over):
+            if a >= b:
+                a -= 1
+            else:
+                b -= 1
+        return text[:a], pair[:b]
+    first, second = (text, pair) if truncate == "text" else (pair, text)
+    keep_first = max(0, len(first) - over)
+    rest = over - (len(first) - keep_first)
+    first, second = first[:keep_first], second[:len(second) - rest]
+    return (first, second) if truncate == "text" else (second, first)
+
+
+def verbalizer_id(tokenizer, task: str, word: str) -> int:
+    """The single token of ``word`` as it follows a space in running text (BPE: `` yes``), else of
+    the bare word; a word that is neither one known token is a one-line ``ConfigError``."""
+    unk = tokenizer.unk_token_id
+    for form in (" " + word, word):
+        ids = tokenizer(form, add_special_tokens=False)["input_ids"]
+        if len(ids) == 1 and ids[0] != unk:
+            return ids[0]
+    raise ConfigError(f"task.formulation: task {task}: verbalizer {word!r} is not a single token for this "
+                      f"tokenizer ({tokenizer.tokenize(' ' + word)}); cloze needs one token per label")
+
+
 # ------------------------------------------------------------------------------- classification
 class ClassificationTask(FileTask):
     """Records hold ``text`` (and ``text_pair`` for pair tasks) and ``label`` (an index into
     ``labels``); the metric is accuracy unless ``score`` says otherwise."""
 
-    head = "classification"
     main_metric = "acc"
     label_names: ClassVar[tuple[str, ...]]
     pair: ClassVar[bool] = True
+    cloze_pattern: ClassVar[tuple[str, ...] | None] = None
+    """The cloze formulation's input: ``TEXT``, ``PAIR``, ``MASK`` and literal strings; None = the
+    task has no cloze formulation."""
+    verbalizers: ClassVar[tuple[str, ...] | None] = None
+    """The cloze formulation's answer word per label (``label_names`` order), one token each."""
+    tensor_keys = (*TENSOR_KEYS, "mask_positions", "candidate_ids")
+
+    def __init__(self, cfg, tokenizer):
+        super().__init__(cfg, tokenizer)
+        self.cloze = ClozePattern(self.name, tokenizer, self.cloze_pattern, self.verbalizers, self.truncate) \
+            if cfg.formulation == "cloze" else None
+
+    @property
+    def formulations(self) -> tuple[str, ...]:
+        return ("classification", "cloze") if self.cloze_pattern else ("classification",)
+
+    @property
+    def head(self) -> str:
+        """``classification`` (first token), or the parameter-free ``cloze`` head."""
+        return "cloze" if self.cfg.formulation == "cloze" else "classification"
 
     @property
     def labels(self) -> list[str]:
@@ -231,13 +333,34 @@ class ClassificationTask(FileTask):
     def encode(self, batch):
         rows = self.expand(batch)
         texts, pairs = rows.pop("text"), rows.pop("text_pair", None)
-        out, truncated, fell_back = encode_pairs(self.tokenizer, texts, pairs, self.cfg.max_seq_length, self.truncate)
-        self._log_fallback(fell_back)
+        if self.cloze is not None:
+            out, truncated = self._encode_cloze(texts, pairs)
+        else:
+            out, truncated, fell_back = encode_pairs(self.tokenizer, texts, pairs, self.cfg.max_seq_length,
+                                                     self.truncate)
+            self._log_fallback(fell_back)
         if "label" in rows:
             out["labels"] = rows.pop("label")
         out["truncated"] = truncated
         out.update(rows)
         return out
+
+    def _encode_cloze(self, texts: list[str], pairs: list[str] | None) -> tuple[dict[str, list], list[bool]]:
+        tok = self.tokenizer
+        a = tok(texts, add_special_tokens=False)["input_ids"]
+        b = tok(pairs, add_special_tokens=False)["input_ids"] if pairs is not None else [[] for _ in texts]
+        out: dict[str, list] = {"input_ids": [], "mask_positions": []}
+        truncated = []
+        for x, y in zip(a, b):
+            ids, at, cut = self.cloze.encode(list(x), list(y), self.cfg.max_seq_length)
+            out["input_ids"].append(ids)
+            out["mask_positions"].append(at)
+            truncated.append(cut)
+        out["attention_mask"] = [[1] * len(ids) for ids in out["input_ids"]]
+        if "token_type_ids" in tok.model_input_names:
+            out["token_type_ids"] = [[0] * len(ids) for ids in out["input_ids"]]
+        out["candidate_ids"] = [list(self.cloze.candidate_ids)] * len(texts)
+        return out, truncated
 
     def predict(self, logits, features):
         best = logits.argmax(-1).tolist()

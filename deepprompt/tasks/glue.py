@@ -12,6 +12,10 @@ mrpc        #1 String [SEP] #2 String /         longest first                f1 
 qnli        question [SEP] sentence / label     sentence only                acc
 ==========  ==================================  ===========================  ==============
 
+``task.formulation=cloze``: sst2 ``sentence It was [MASK].`` (0 terrible, 1 great); mrpc
+``#1 Question: #2? Answer: [MASK].`` (0 no, 1 yes); qnli ``sentence Question: question? Answer:
+[MASK].`` (entailment yes, not_entailment no).
+
 Fields are split on tabs with no quote processing (GLUE's sentences contain bare quotes).
 """
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import ClassVar
 from deepprompt.errors import DataError
 from deepprompt.metrics.classification import accuracy, f1
 from deepprompt.registry import TASKS
-from deepprompt.tasks.classification import ClassificationTask, label_index
+from deepprompt.tasks.classification import MASK, PAIR, TEXT, ClassificationTask, label_index
 
 
 def read_tsv(path: Path):
@@ -78,6 +82,9 @@ class SST2(GlueTask):
     pair = False
     label_names = ("0", "1")
 
+    cloze_pattern = (TEXT, " It was", MASK, ".")
+    verbalizers = ("terrible", "great")
+
 
 @TASKS.register("mrpc")
 class MRPC(GlueTask):
@@ -89,6 +96,9 @@ class MRPC(GlueTask):
     label_column = "Quality"
     label_names = ("0", "1")
     main_metric = "f1"
+
+    cloze_pattern = (TEXT, " Question:", PAIR, "? Answer:", MASK, ".")
+    verbalizers = ("no", "yes")
 
     def score(self, gold, pred):
         return {"acc": accuracy(gold, pred), "f1": f1(gold, pred, positive="1")}
@@ -103,3 +113,6 @@ class QNLI(GlueTask):
     columns = ("question", "sentence")
     label_names = ("entailment", "not_entailment")
     truncate = "text_pair"
+
+    cloze_pattern = (PAIR, " Question:", TEXT, "? Answer:", MASK, ".")
+    verbalizers = ("yes", "no")

@@ -22,6 +22,21 @@ record      per candidate entity: query with @placeholder        passage only   
             scoring candidate is the answer
 ==========  ===================================================  =====================  ===========
 
+``task.formulation=cloze`` (BoolQ, CB, RTE, WiC, WSC; the ``cloze`` head scores one verbalizer per
+label at the mask token; COPA, MultiRC and ReCoRD refuse it):
+
+==========  ====================================================================  ==================
+task        pattern ([MASK] = the tokenizer's mask token)                         verbalizers
+==========  ====================================================================  ==================
+boolq       passage Question: question? Answer: [MASK].                           false no, true yes
+cb          premise Question: hypothesis? Answer: [MASK].                         yes / no / maybe
+rte         premise Question: hypothesis? Answer: [MASK].                         yes / no
+wic         word: sentence1 sentence2 Question: is the word used in the same      false no, true yes
+            sense in both sentences? Answer: [MASK].
+wsc         marked text Question: does the pronoun between # refer to the noun    false no, true yes
+            between *? Answer: [MASK].
+==========  ====================================================================  ==================
+
 MultiRC and ReCoRD passages: HTML tags (``<b>Sent 1: </b>``, ``<br>``) and ``@highlight`` lines are
 turned into plain text before tokenising.
 """
@@ -36,8 +51,8 @@ from deepprompt.metrics.classification import accuracy, macro_f1
 from deepprompt.metrics.superglue import multirc_scores, record_scores
 from deepprompt.registry import TASKS
 from deepprompt.tasks.base import log
-from deepprompt.tasks.classification import (ClassificationTask, MultipleChoiceTask, get_field, label_index,
-                                             mark_span, mark_words)
+from deepprompt.tasks.classification import (MASK, PAIR, TEXT, ClassificationTask, MultipleChoiceTask, get_field,
+                                             label_index, mark_span, mark_words)
 
 SPLIT_FILES = {"train": "train.jsonl", "dev": "val.jsonl", "test": "test.jsonl"}
 
@@ -71,6 +86,9 @@ class BoolQ(PairTask):
     label_names = ("false", "true")
     truncate = "text_pair"
 
+    cloze_pattern = (PAIR, " Question:", TEXT, "? Answer:", MASK, ".")
+    verbalizers = ("no", "yes")
+
 
 @TASKS.register("cb")
 class CB(PairTask):
@@ -81,6 +99,9 @@ class CB(PairTask):
     fields = ("premise", "hypothesis")
     label_names = ("entailment", "contradiction", "neutral")
     truncate = "text"
+
+    cloze_pattern = (TEXT, " Question:", PAIR, "? Answer:", MASK, ".")
+    verbalizers = ("yes", "no", "maybe")
 
     def score(self, gold, pred):
         return {"acc": accuracy(gold, pred), "f1": macro_f1(gold, pred)}
@@ -95,6 +116,9 @@ class RTE(PairTask):
     label_names = ("entailment", "not_entailment")
     truncate = "text"
 
+    cloze_pattern = (TEXT, " Question:", PAIR, "? Answer:", MASK, ".")
+    verbalizers = ("yes", "no")
+
 
 @TASKS.register("wic")
 class WiC(SuperGlueMixin, ClassificationTask):
@@ -106,6 +130,10 @@ class WiC(SuperGlueMixin, ClassificationTask):
     folder = "WiC"
     label_names = ("false", "true")
     truncate = "longest"
+
+    cloze_pattern = (TEXT, PAIR, " Question: is the word used in the same sense in both sentences? Answer:",
+                     MASK, ".")
+    verbalizers = ("no", "yes")
 
     def parse(self, row, where, labelled):
         word = get_field(row, "word", where)
@@ -135,6 +163,10 @@ class WSC(SuperGlueMixin, ClassificationTask):
     label_names = ("false", "true")
     pair = False
     truncate = "longest"
+
+    cloze_pattern = (TEXT, " Question: does the pronoun between # refer to the noun between *? Answer:",
+                     MASK, ".")
+    verbalizers = ("no", "yes")
 
     def parse(self, row, where, labelled):
         words = get_field(row, "text", where).split()
