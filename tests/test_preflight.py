@@ -1,5 +1,4 @@
 """Preflight: each bad case is one line that names what is wrong and where (rank and host)."""
-import os
 import subprocess
 import sys
 
@@ -9,7 +8,7 @@ from deepprompt import preflight
 from deepprompt.config import load_config
 from deepprompt.errors import ConfigError
 from deepprompt.preflight import RankReport, disagreement, first_problem
-from tests.tiny import FIXTURES, REPO, save_tiny_bert
+from tests.tiny import FIXTURES, REPO, save_tiny_bert, launch_env
 
 
 @pytest.fixture(scope="module")
@@ -117,12 +116,6 @@ def test_not_enough_disk_is_one_line(tiny_model, tmp_path):
     preflight.check_disk(load_config(None, [f"model.path={tiny_model}", f"output_dir={tmp_path}"]))  # fits
 
 
-def _env():
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_SIZE", "MASTER_ADDR", "MASTER_PORT")}
-    return {**env, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}
-
-
 @pytest.mark.parametrize("override, message", [
     ("train.disk_margin=1e12", "has"),  # filled below with the output dir
     ("ds_config=missing.json", "--ds_config: file not found: missing.json (on rank 0@"),
@@ -136,7 +129,7 @@ def test_preflight_stops_the_run_before_any_weights_load(tiny_model, tmp_path, o
         ds = override.split("=", 1)[1]
     else:
         args.append(override)
-    proc = subprocess.run([sys.executable, "launcher/train.py", "--ds_config", ds, *args], cwd=REPO, env=_env(),
+    proc = subprocess.run([sys.executable, "launcher/train.py", "--ds_config", ds, *args], cwd=REPO, env=launch_env(),
                           capture_output=True, text=True, timeout=180)
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [l for l in proc.stderr.splitlines() if l.startswith("deepprompt: error:")]

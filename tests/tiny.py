@@ -100,3 +100,22 @@ def train_steps(built, task, steps: int, batch: int = 4) -> None:
         loss = built.engine(task.collate(feats[i:i + batch]), task.name).loss
         built.engine.backward(loss)
         built.engine.step()
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface right now (a launched run's master port)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_env() -> dict:
+    """The environment for a run launched from a test: none of this process's process-group
+    variables (each launched run makes its own), one thread per rank, this checkout first."""
+    import os
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    return {**env, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}

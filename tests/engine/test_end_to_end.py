@@ -2,28 +2,14 @@
 DeepSpeed launcher with the README's hostfile and flags."""
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 
-from tests.tiny import FIXTURES, REPO, save_tiny, save_tiny_bert
+from tests.tiny import FIXTURES, REPO, save_tiny, save_tiny_bert, free_port, launch_env
 
 VENV_BIN = os.path.dirname(sys.executable)
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env():
-    # drop any process-group variables an in-process test may have set: each run makes its own
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_SIZE", "MASTER_ADDR", "MASTER_PORT")}
-    return {**env, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}
 
 
 @pytest.fixture(scope="module")
@@ -40,16 +26,16 @@ def common_args(model, out, method="prefix", steps=30):
 
 def run_single(args, timeout=300):
     return subprocess.run([sys.executable, "launcher/train.py", "--ds_config", "ds_configs/zero3.json", *args],
-                          cwd=REPO, env=_env(), capture_output=True, text=True, timeout=timeout)
+                          cwd=REPO, env=launch_env(), capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.multirank
 def test_two_rank_zero3_run_through_the_launcher(tiny_model, tmp_path):
     out = tmp_path / "run"
     cmd = [os.path.join(VENV_BIN, "deepspeed"), "--hostfile", "hostfile.example", "--no_ssh_check",
-           "--master_addr", "127.0.0.1", "--master_port", str(_port()),
+           "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
            "launcher/train.py", "--ds_config", "ds_configs/zero3.json", *common_args(tiny_model, out)]
-    proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=REPO, env=launch_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     r = json.loads((out / "results.json").read_text())
     for key in ("method", "model", "world_size", "steps", "seed", "params", "train_loss", "tasks", "artifact",
@@ -129,7 +115,7 @@ def test_bf16_from_the_deepspeed_json(tiny_model, tmp_path):
     out = tmp_path / "bf16"
     proc = subprocess.run([sys.executable, "launcher/train.py", "--ds_config", "ds_configs/zero3_bf16.json",
                            *common_args(tiny_model, out, "prefix", steps=20)],
-                          cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+                          cwd=REPO, env=launch_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads((out / "results.json").read_text())
     assert r["precision"] == "bf16"

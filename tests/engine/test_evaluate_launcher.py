@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -12,23 +11,10 @@ import pytest
 
 from deepprompt.artifacts import save_artifact
 from deepprompt.engine.evaluate import evaluate
-from tests.tiny import REPO, build_zero3, save_tiny_bert, train_steps
+from tests.tiny import REPO, build_zero3, save_tiny_bert, train_steps, free_port, launch_env
 
 VENV_BIN = os.path.dirname(sys.executable)
 SPLITS = ("train", "dev", "test")
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env() -> dict:
-    # the in-process fixture set process-group variables: each launched run makes its own
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_SIZE", "MASTER_ADDR", "MASTER_PORT")}
-    return {**env, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +42,7 @@ def test_evaluate_one_rank(trained):
     out = root / "eval1"
     proc = subprocess.run([sys.executable, "launcher/evaluate.py", "--artifact", str(art), "--ds_config",
                            "ds_configs/zero3.json", "--splits", ",".join(SPLITS), f"output_dir={out}"],
-                          cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+                          cwd=REPO, env=launch_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     _check(out / "eval_results.json", metrics, 1)
     assert "wnut16 dev | f1" in proc.stderr
@@ -66,7 +52,7 @@ def test_evaluate_refuses_another_backbone(trained, tmp_path):
     _, _, art, _ = trained
     other = save_tiny_bert(tmp_path / "other", num_layers=3)
     proc = subprocess.run([sys.executable, "launcher/evaluate.py", "--artifact", str(art), f"model.path={other}",
-                           f"output_dir={tmp_path}"], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+                           f"output_dir={tmp_path}"], cwd=REPO, env=launch_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     lines = [l for l in proc.stderr.splitlines() if l.startswith("deepprompt: error:")]
     assert len(lines) == 1 and "was made on" in lines[0] and "Traceback" not in proc.stderr
@@ -77,10 +63,10 @@ def test_evaluate_two_ranks_through_the_launcher(trained):
     root, _, art, metrics = trained
     out = root / "eval2"
     cmd = [os.path.join(VENV_BIN, "deepspeed"), "--hostfile", "hostfile.example", "--no_ssh_check",
-           "--master_addr", "127.0.0.1", "--master_port", str(_port()),
+           "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
            "launcher/evaluate.py", "--artifact", str(art), "--ds_config", "ds_configs/zero3.json",
            "--splits", ",".join(SPLITS), f"output_dir={out}"]
-    proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=REPO, env=launch_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     _check(out / "eval_results.json", metrics, 2)
 
@@ -89,7 +75,7 @@ def test_evaluate_defaults_to_every_split_but_train(trained):
     root, _, art, metrics = trained
     out = root / "eval_default"
     proc = subprocess.run([sys.executable, "launcher/evaluate.py", "--artifact", str(art), f"output_dir={out}"],
-                          cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+                          cwd=REPO, env=launch_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     scored = json.loads((out / "eval_results.json").read_text())["metrics"]
     assert scored == {k: v for k, v in metrics.items() if k != "train"} and set(scored) == {"dev", "test"}

@@ -4,7 +4,6 @@ multi-task run draws and reads exactly what an uninterrupted one does."""
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 
@@ -13,23 +12,11 @@ import torch
 from safetensors.torch import load_file
 
 from deepprompt.engine import checkpoint
-from tests.tiny import FIXTURES, REPO, save_tiny_bert
+from tests.tiny import FIXTURES, REPO, save_tiny_bert, free_port, launch_env
 
 VENV_BIN = os.path.dirname(sys.executable)
 # two task families: token tagging and sentence(-pair) classification
 SECOND, SECOND_DIR = "rte", FIXTURES / "superglue" / "RTE"  # RTE has no labelled test split
-
-
-def _env():
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_SIZE", "MASTER_ADDR", "MASTER_PORT")}
-    return {**env, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +33,7 @@ def multi_args(model, out, steps=12, *extra):
 
 
 def run(cmd, timeout=600):
-    return subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, cwd=REPO, env=launch_env(), capture_output=True, text=True, timeout=timeout)
 
 
 def one_rank(*args):
@@ -61,7 +48,7 @@ def train_log(out):
 def test_two_rank_zero3_multitask_run_then_stage2_from_its_artifact(model_dir, tmp_path):
     out = tmp_path / "stage1"
     cmd = [os.path.join(VENV_BIN, "deepspeed"), "--num_gpus", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_port()), "launcher/train.py", "--ds_config", "ds_configs/zero3.json",
+           "--master_port", str(free_port()), "launcher/train.py", "--ds_config", "ds_configs/zero3.json",
            *multi_args(model_dir, out)]
     proc = run(cmd)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -4,7 +4,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,22 +14,10 @@ from safetensors.torch import load_file
 
 from deepprompt.engine import checkpoint
 from deepprompt.engine.signals import EXIT_PREEMPTED
-from tests.tiny import FIXTURES, REPO, save_tiny
+from tests.tiny import FIXTURES, REPO, save_tiny, free_port, launch_env
 
 VENV_BIN = os.path.dirname(sys.executable)
 STEPS = 16
-
-
-def _env():
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_SIZE", "MASTER_ADDR", "MASTER_PORT")}
-    return {**env, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -51,17 +38,17 @@ def command(model, out, ranks, *extra):
     if ranks == 1:
         return [sys.executable, *script]
     return [os.path.join(VENV_BIN, "deepspeed"), "--num_gpus", str(ranks), "--master_addr", "127.0.0.1",
-            "--master_port", str(_port()), *script]
+            "--master_port", str(free_port()), *script]
 
 
 def run(cmd, timeout=400):
-    return subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, cwd=REPO, env=launch_env(), capture_output=True, text=True, timeout=timeout)
 
 
 def run_until_step(cmd, out, step, sig, timeout=300):
     """Start ``cmd``, send ``sig`` to its whole process group (as SLURM or a shell's job control do)
     once train_log.jsonl shows ``step``; return the exit code of ``cmd``."""
-    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(cmd, cwd=REPO, env=launch_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
     log = out / "train_log.jsonl"
     deadline = time.time() + timeout

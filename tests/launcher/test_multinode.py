@@ -14,24 +14,12 @@ import time
 import psutil
 import pytest
 
-from tests.tiny import FIXTURES, REPO, save_tiny
+from tests.tiny import FIXTURES, REPO, save_tiny, free_port, launch_env
 
 VENV_BIN = os.path.dirname(sys.executable)
 DEEPSPEED = os.path.join(VENV_BIN, "deepspeed")
 HOST = socket.gethostname()
 pytestmark = pytest.mark.multirank
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env():
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_SIZE", "MASTER_ADDR", "MASTER_PORT")}
-    return {**env, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}
 
 
 @pytest.fixture(scope="module")
@@ -55,11 +43,11 @@ def two_nodes(tmp_path, model, out, extra=((), ()), timeout=400):
     --no_ssh --node_rank N`` (what a cluster without ssh runs on every node)."""
     hostfile = tmp_path / "hostfile"
     hostfile.write_text("node-a slots=1\nnode-b slots=1\n")
-    port = _port()
+    port = free_port()
     procs = [subprocess.Popen([DEEPSPEED, "--hostfile", str(hostfile), "--no_ssh", "--node_rank", str(n),
                                "--master_addr", "127.0.0.1", "--master_port", str(port),
                                *train_args(model, out, *extra[n])],
-                              cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                              cwd=REPO, env=launch_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for n in (0, 1)]
     outputs = [p.communicate(timeout=timeout)[0] for p in procs]
     return [p.returncode for p in procs], outputs
@@ -69,8 +57,8 @@ def two_nodes(tmp_path, model, out, extra=((), ()), timeout=400):
 def one_node_losses(model, tmp_path_factory):
     """The reference: one node, 2 local ranks."""
     out = tmp_path_factory.mktemp("one_node") / "run"
-    proc = subprocess.run([DEEPSPEED, "--num_gpus", "2", "--master_addr", "127.0.0.1", "--master_port", str(_port()),
-                           *train_args(model, out)], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=400)
+    proc = subprocess.run([DEEPSPEED, "--num_gpus", "2", "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+                           *train_args(model, out)], cwd=REPO, env=launch_env(), capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return losses(out)
 
@@ -93,7 +81,7 @@ def test_openmpi_mpirun_with_mpi4py_discovery(model, tmp_path, one_node_losses):
     out = tmp_path / "run"
     cmd = ["mpirun", "--allow-run-as-root", "-np", "2", "--mca", "btl", "self,tcp", "--mca", "btl_tcp_if_include",
            "lo", "--mca", "oob_tcp_if_include", "lo", sys.executable, "-u", *train_args(model, out)]
-    proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=400)
+    proc = subprocess.run(cmd, cwd=REPO, env=launch_env(), capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # no RANK/MASTER_* set: the ranks found each other from OMPI_COMM_WORLD_* and mpi4py (on loopback)
     assert losses(out) == pytest.approx(one_node_losses, rel=1e-6, abs=1e-7)
@@ -126,9 +114,9 @@ def _rank_pid(launcher: subprocess.Popen, local_rank: int, timeout: float = 300)
 
 
 def _start_and_wait_for_steps(model, out, steps_seen, *extra):
-    proc = subprocess.Popen([DEEPSPEED, "--num_gpus", "2", "--master_addr", "127.0.0.1", "--master_port", str(_port()),
+    proc = subprocess.Popen([DEEPSPEED, "--num_gpus", "2", "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
                              *train_args(model, out, *extra, steps=100_000)],
-                            cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=REPO, env=launch_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     log = out / "train_log.jsonl"
     deadline = time.time() + 300

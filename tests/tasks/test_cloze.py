@@ -208,7 +208,8 @@ def save_cloze_glm(directory):
 @pytest.mark.multirank
 def test_rte_cloze_two_rank_zero3_run_on_glm(tmp_path):
     from deepprompt.models.loading import load_tokenizer_and_config
-    from tests.engine.test_end_to_end import VENV_BIN, _env, _port
+    from tests.engine.test_end_to_end import VENV_BIN
+    from tests.tiny import free_port, launch_env
 
     model_dir = save_cloze_glm(tmp_path / "glm")
     tok, _ = load_tokenizer_and_config(str(model_dir))
@@ -220,12 +221,12 @@ def test_rte_cloze_two_rank_zero3_run_on_glm(tmp_path):
                                   tok(" no", add_special_tokens=False)["input_ids"][0]]
     out = tmp_path / "run"
     cmd = [os.path.join(VENV_BIN, "deepspeed"), "--hostfile", "hostfile.example", "--no_ssh_check",
-           "--master_addr", "127.0.0.1", "--master_port", str(_port()), "launcher/train.py",
+           "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "launcher/train.py",
            "--ds_config", "ds_configs/zero3.json", f"model.path={model_dir}", "task.name=rte",
            f"task.data_dir={SG / 'RTE'}", "task.formulation=cloze", "prompt.method=prefix", "prompt.length=4",
            "task.max_seq_length=96", "train.max_steps=6", "train.batch_size=8", "train.micro_batch_size=4",
            "train.eval_every=3", "train.eval_batch_size=4", "train.lr=3e-2", f"output_dir={out}"]
-    proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=REPO, env=launch_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     r = json.loads((out / "results.json").read_text())
     assert r["world_size"] == 2 and r["steps"] == 6 and r["frozen_backbone"]["unchanged"] is True

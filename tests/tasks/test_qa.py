@@ -13,7 +13,7 @@ from deepprompt.config import TaskConfig
 from deepprompt.errors import ConfigError, DataError
 from deepprompt.tasks import build_task
 from deepprompt.tasks.qa import read_squad_json
-from tests.tiny import FIXTURES, REPO, SHAPE
+from tests.tiny import FIXTURES, REPO, SHAPE, free_port, launch_env
 
 SQUAD = FIXTURES / "squad"
 SPLIT_WORDS = {"duisburg": ["duis", "##burg"], "rotterdam": ["rotter", "##dam"], "countries": ["country", "##ies"]}
@@ -297,18 +297,9 @@ def test_config_errors(tokenizer, tmp_path):
         make(tokenizer).read_examples("test")
 
 
-def _env():
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_SIZE", "MASTER_ADDR", "MASTER_PORT")}
-    return {**env, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}
-
-
 @pytest.mark.multirank
 def test_two_rank_zero3_squad_run(model_dir, tmp_path):
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     out = tmp_path / "run"
     cmd = [os.path.join(os.path.dirname(sys.executable), "deepspeed"), "--hostfile", "hostfile.example",
            "--no_ssh_check", "--master_addr", "127.0.0.1", "--master_port", str(port),
@@ -317,7 +308,7 @@ def test_two_rank_zero3_squad_run(model_dir, tmp_path):
            "task.doc_stride=8", "task.max_query_length=16", "prompt.method=prefix", "prompt.length=4",
            "train.max_steps=30", "train.batch_size=8", "train.micro_batch_size=4", "train.eval_every=15",
            "train.eval_batch_size=8", "train.lr=3e-2", f"output_dir={out}"]
-    proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=REPO, env=launch_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     r = json.loads((out / "results.json").read_text())
     assert r["world_size"] == 2 and r["steps"] == 30 and r["frozen_backbone"]["unchanged"] is True

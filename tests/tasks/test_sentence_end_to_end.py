@@ -3,28 +3,15 @@ head family, each producing results.json with the task's metrics: classification
 under ZeRO-3 through the DeepSpeed launcher; multiple choice (COPA) on 1 rank (ZeRO-3 too)."""
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 
 from tests.tasks.sentence_tiny import save_sentence_bert
-from tests.tiny import FIXTURES, REPO
+from tests.tiny import FIXTURES, REPO, free_port, launch_env
 
 VENV_BIN = os.path.dirname(sys.executable)
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env():
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_SIZE", "MASTER_ADDR", "MASTER_PORT")}
-    return {**env, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +44,9 @@ def _check(out, task, head, world):
 def test_rte_two_rank_zero3_run_through_the_launcher(tiny_model, tmp_path):
     out = tmp_path / "run"
     cmd = [os.path.join(VENV_BIN, "deepspeed"), "--hostfile", "hostfile.example", "--no_ssh_check",
-           "--master_addr", "127.0.0.1", "--master_port", str(_port()),
+           "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
            "launcher/train.py", "--ds_config", "ds_configs/zero3.json", *_args(tiny_model, "rte", "RTE", out)]
-    proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=REPO, env=launch_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     _check(out, "rte", "classification", world=2)
 
@@ -68,6 +55,6 @@ def test_copa_multiple_choice_run(tiny_model, tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "launcher/train.py", "--ds_config", "ds_configs/zero3.json",
            *_args(tiny_model, "copa", "COPA", out)]
-    proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=REPO, env=launch_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     _check(out, "copa", "multiple_choice", world=1)

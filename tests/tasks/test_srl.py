@@ -3,7 +3,6 @@ import gzip
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 
@@ -15,7 +14,7 @@ from deepprompt.errors import DataError
 from deepprompt.tasks import build_task
 from deepprompt.tasks.base import PAD_LABEL
 from tests.tasks.word_tokenizer import bert_tokenizer
-from tests.tiny import FIXTURES, REPO, save_tiny
+from tests.tiny import FIXTURES, REPO, save_tiny, free_port, launch_env
 
 C05 = FIXTURES / "conll05"
 C12 = FIXTURES / "conll2012"
@@ -178,14 +177,9 @@ def _tiny_model(path):
 
 @pytest.mark.multirank
 def test_two_rank_zero3_srl_run(tmp_path):
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     model, out = _tiny_model(tmp_path / "model"), tmp_path / "run"
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_SIZE", "MASTER_ADDR", "MASTER_PORT")}
-    env.update(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", PYTHONPATH=str(REPO))
+    env = launch_env()
     cmd = [os.path.join(os.path.dirname(sys.executable), "deepspeed"), "--hostfile", "hostfile.example",
            "--no_ssh_check", "--master_addr", "127.0.0.1", "--master_port", str(port),
            "launcher/train.py", "--ds_config", "ds_configs/zero3.json",

@@ -12,7 +12,8 @@ from deepprompt.models.backbones.glm import GLMAdapter
 from deepprompt.models.glm.checkpoint import MP_FILE, merge_model_parallel, split_model_parallel
 from deepprompt.models.glm.config import PRESETS, GLMConfig
 from deepprompt.models.loading import load_tokenizer_and_config, resolve_model_path
-from tests.engine.test_end_to_end import VENV_BIN, _env, _port
+from tests.engine.test_end_to_end import VENV_BIN
+from tests.tiny import free_port, launch_env
 from tests.models.glm import zero3_worker
 from tests.models.glm.tiny_glm import save_tiny_glm, write_gpt2_files
 from tests.tiny import REPO
@@ -100,7 +101,7 @@ def test_presets_have_the_published_sizes():
     m = tiny_model()
     assert sum(p.numel() for p in m.parameters()) == m.config.num_params()
     out = subprocess.run([os.path.join(VENV_BIN, "python"), "-m", "deepprompt", "list", "backbones"], cwd=REPO,
-                         env=_env(), capture_output=True, text=True, timeout=120)
+                         env=launch_env(), capture_output=True, text=True, timeout=120)
     assert {"glm", "glm-large", "glm-xlarge", "glm-xxlarge"} <= set(out.stdout.split())
     with pytest.raises(ConfigError, match="shape preset without a tokenizer"):
         load_tokenizer_and_config(resolve_model_path("glm-xxlarge"))
@@ -131,8 +132,8 @@ def test_zero3_one_rank_in_process(saved, tmp_path, ds_config):
 def test_zero3_two_ranks_load_mp_shards_and_run_the_cloze_head(saved, tmp_path):
     model, dirs = saved
     cmd = [os.path.join(VENV_BIN, "deepspeed"), "--num_gpus", "2", "--no_ssh_check", "--master_addr", "127.0.0.1",
-           "--master_port", str(_port()), "tests/models/glm/zero3_worker.py", str(dirs["mp2"]), str(tmp_path)]
-    proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+           "--master_port", str(free_port()), "tests/models/glm/zero3_worker.py", str(dirs["mp2"]), str(tmp_path)]
+    proc = subprocess.run(cmd, cwd=REPO, env=launch_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
     n = model.config.num_params()

@@ -5,7 +5,8 @@ import subprocess
 
 import pytest
 
-from tests.engine.test_end_to_end import VENV_BIN, _env, _port, common_args
+from tests.engine.test_end_to_end import VENV_BIN, common_args
+from tests.tiny import free_port, launch_env
 from tests.models.glm.tiny_glm import save_tiny_glm
 from tests.tiny import REPO
 
@@ -16,9 +17,9 @@ def test_two_rank_zero3_prefix_run_on_glm(tmp_path):
                                      attention_dropout=0.1)
     out = tmp_path / "run"
     cmd = [os.path.join(VENV_BIN, "deepspeed"), "--hostfile", "hostfile.example", "--no_ssh_check",
-           "--master_addr", "127.0.0.1", "--master_port", str(_port()), "launcher/train.py",
+           "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "launcher/train.py",
            "--ds_config", "ds_configs/zero3.json", *common_args(model_dir, out, steps=20)]
-    proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=REPO, env=launch_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     r = json.loads((out / "results.json").read_text())
     c = model.config
