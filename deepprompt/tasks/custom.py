@@ -20,6 +20,7 @@ from pathlib import Path
 
 from deepprompt.data.files import iter_jsonl
 from deepprompt.errors import ConfigError, DataError
+from deepprompt.metrics.classification import accuracy, macro_f1
 from deepprompt.registry import TASKS
 from deepprompt.tasks.base import Task, log
 from deepprompt.tasks.ner import TaggingTask, read_conll
@@ -183,11 +184,5 @@ class CustomClassification(Task):
 
     def metrics(self, predictions, split):
         gold = {f["id"]: f["gold"] for f in self.features(split)}
-        pairs = [(gold[p["id"]], p["label"]) for p in predictions]
-        accuracy = 100.0 * sum(g == p for g, p in pairs) / len(pairs)
-        f1s = []
-        for label in sorted({g for g, _ in pairs} | {p for _, p in pairs}):
-            tp = sum(g == p == label for g, p in pairs)
-            n_pred, n_gold = sum(p == label for _, p in pairs), sum(g == label for g, _ in pairs)
-            f1s.append(2 * tp / (n_pred + n_gold) if n_pred + n_gold else 0.0)
-        return {"accuracy": accuracy, "macro_f1": 100.0 * sum(f1s) / len(f1s)}
+        golds, preds = [gold[p["id"]] for p in predictions], [p["label"] for p in predictions]
+        return {"accuracy": accuracy(golds, preds), "macro_f1": macro_f1(golds, preds)}
