@@ -27,8 +27,16 @@ def launch(out: Path, overrides: list[str], ranks: int = 2, config: str | None =
         cmd = [str(REPO / ".venv/bin/deepspeed"), "--num_gpus", str(ranks), "--no_ssh_check",
                "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "launcher/train.py",
                "--ds_config", ds_config, *(["--config", config] if config else []), *overrides, f"output_dir={out}"]
-        subprocess.run(cmd, cwd=REPO, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        subprocess.run(cmd, cwd=REPO, check=True,
+                       env={**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"})
     return json.loads((out / "results.json").read_text())
+
+
+def seconds_per_step(out: Path) -> float | None:
+    """The last ``s/step`` rank 0 logged (the mean since the training loop started)."""
+    import re
+    found = re.findall(r"([\d.]+) s/step", (out / "logs" / "rank0.log").read_text())
+    return float(found[-1]) if found else None
 
 
 def dir_bytes(path: Path) -> int:

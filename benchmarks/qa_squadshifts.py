@@ -8,44 +8,22 @@ Each run is 2 CPU ranks under ZeRO-3 through the real DeepSpeed launcher; runs w
 exists are reused. Prints a table and writes docs/benchmarks/qa_squadshifts.json.
 
     python -m deepprompt fetch-assets squad         # once: SQuAD v1.1 dev + SQuADShifts
-    .venv/bin/python benchmarks/qa_squadshifts.py [--steps 150] [--batch 16] [--dev 1000] [--seed 42]
+    [nice -n 5] .venv/bin/python benchmarks/qa_squadshifts.py [--steps 150] [--batch 16] [--dev 1000] [--seed 42]
 """
 import argparse
 import json
-import os
-import re
-import socket
-import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from _bench import REPO, launch, print_table, seconds_per_step, write_json
+
 LR = {"prefix": "1e-2", "finetune": "1e-4"}
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def run(method: str, args, out: Path) -> dict:
-    if not (out / "results.json").is_file():
-        cmd = ["nice", "-n", "5", str(REPO / ".venv/bin/deepspeed"), "--hostfile", "hostfile.example", "--no_ssh_check",
-               "--master_addr", "127.0.0.1", "--master_port", str(_port()), "launcher/train.py",
-               "--ds_config", "ds_configs/zero3.json", "--config", f"launcher/configs/squadshifts_{method}.yaml",
-               f"train.lr={LR[method]}", f"train.max_steps={args.steps}", f"train.batch_size={args.batch}",
-               f"train.micro_batch_size={args.batch // 2}", f"train.seed={args.seed}",
-               f"task.max_eval_examples={args.dev}", "train.log_every=10", f"output_dir={out}"]
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-        subprocess.run(cmd, cwd=REPO, check=True, env=env)
-    return json.loads((out / "results.json").read_text())
-
-
-def seconds_per_step(out: Path) -> float | None:
-    """The last ``s/step`` the trainer logged (mean since the loop started)."""
-    found = re.findall(r"([\d.]+) s/step", (out / "logs" / "rank0.log").read_text())
-    return float(found[-1]) if found else None
+def run(method: str, args, out) -> dict:
+    return launch(out, [f"train.lr={LR[method]}", f"train.max_steps={args.steps}", f"train.batch_size={args.batch}",
+                        f"train.micro_batch_size={args.batch // 2}", f"train.seed={args.seed}",
+                        f"task.max_eval_examples={args.dev}", "train.log_every=10"],
+                  config=f"launcher/configs/squadshifts_{method}.yaml")
 
 
 def main() -> None:
@@ -71,20 +49,16 @@ def main() -> None:
                      "s_per_step": seconds_per_step(out), "wall_time_s": r["wall_time_s"],
                      "max_seq_length": cfg["task"]["max_seq_length"], "doc_stride": cfg["task"]["doc_stride"],
                      "frozen_backbone_unchanged": (r["frozen_backbone"] or {}).get("unchanged")})
-    head = ("method", "lr", "trainable", "trainable %", "EM", "F1", "loss first -> last", "s/step", "wall s")
-    print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
-    for x in rows:
-        print(f"| {x['method']} | {x['lr']:g} | {x['trainable']:,} | {x['trainable_percent']:.3f} | "
-              f"{x['dev_exact_match']:.2f} | {x['dev_f1']:.2f} | {x['train_loss_first']:.3f} -> "
-              f"{x['train_loss_last']:.3f} | {x['s_per_step'] or float('nan'):.2f} | {x['wall_time_s']:.0f} |")
-    out = REPO / "docs" / "benchmarks" / "qa_squadshifts.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
+    print_table(("method", "lr", "trainable", "trainable %", "EM", "F1", "loss first -> last", "s/step", "wall s"),
+                [(x["method"], f"{x['lr']:g}", f"{x['trainable']:,}", f"{x['trainable_percent']:.3f}",
+                  f"{x['dev_exact_match']:.2f}", f"{x['dev_f1']:.2f}",
+                  f"{x['train_loss_first']:.3f} -> {x['train_loss_last']:.3f}",
+                  f"{x['s_per_step'] or float('nan'):.2f}", f"{x['wall_time_s']:.0f}") for x in rows])
+    out = write_json("qa_squadshifts.json", {
         "backbone": "all-minilm-l6-v2", "task": "squad", "world_size": 2, "zero_stage": 3,
         "train": "SQuADShifts new_wiki + nyt + reddit + amazon_reviews (37,636 questions)",
         "eval": f"SQuAD v1.1 dev, the first {args.dev} questions in file order (bigbench squaddev_v1.1.json)",
-        "steps": args.steps, "global_batch": args.batch, "seed": args.seed, "note": args.note, "rows": rows},
-        indent=2))
+        "steps": args.steps, "global_batch": args.batch, "seed": args.seed, "note": args.note, "rows": rows})
     print(f"wrote {out.relative_to(REPO)}", file=sys.stderr)
 
 
