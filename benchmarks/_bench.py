@@ -20,15 +20,15 @@ def free_port() -> int:
 
 
 def launch(out: Path, overrides: list[str], ranks: int = 2, config: str | None = None,
-           ds_config: str = "ds_configs/zero3.json") -> dict:
-    """``deepspeed --num_gpus <ranks> launcher/train.py ...`` on this machine (CPU ranks, loopback),
-    with ``output_dir=out``; returns its results.json."""
+           ds_config: str = "ds_configs/zero3.json", threads: int = 1) -> dict:
+    """``deepspeed --num_gpus <ranks> launcher/train.py ...`` on this machine (CPU ranks, loopback,
+    ``threads`` intra-op threads each), with ``output_dir=out``; returns its results.json."""
     if not (out / "results.json").is_file():
         cmd = [str(REPO / ".venv/bin/deepspeed"), "--num_gpus", str(ranks), "--no_ssh_check",
                "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "launcher/train.py",
                "--ds_config", ds_config, *(["--config", config] if config else []), *overrides, f"output_dir={out}"]
         subprocess.run(cmd, cwd=REPO, check=True,
-                       env={**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"})
+                       env={**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"})
     return json.loads((out / "results.json").read_text())
 
 
