@@ -447,6 +447,21 @@ def load_config(path: str | None = None, overrides: list[str] | None = None) -> 
     return config_from_dict(read_config_file(path) if path else {}, overrides)
 
 
+def flatten(d: dict | None, prefix: str = "") -> dict:
+    """A nested config dict as dotted keys: ``train.lr``, ``tasks[1].name``; ``mixer.weights`` (a
+    mapping of task to weight) stays one value."""
+    out = {}
+    for k, v in (d or {}).items():
+        if isinstance(v, dict) and k != "weights":
+            out.update(flatten(v, f"{prefix}{k}."))
+        elif isinstance(v, list) and v and all(isinstance(e, dict) for e in v):
+            for i, entry in enumerate(v):
+                out.update(flatten(entry, f"{prefix}{k}[{i}]."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
 def field_docs(cls=RunConfig, prefix: str = "") -> list[tuple[str, str, str]]:
     """(key, default, doc) for every config key, read from the field docstrings (for the README)."""
     import ast

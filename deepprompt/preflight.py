@@ -26,7 +26,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deepprompt.config import RunConfig
+from deepprompt.config import RunConfig, flatten
 from deepprompt.errors import ConfigError, DeepPromptError
 
 log = logging.getLogger("deepprompt")
@@ -98,19 +98,9 @@ def fingerprint(run: RunConfig, ds_raw: dict | None) -> dict[str, str]:
 
 # ------------------------------------------------------------------------------ comparisons (pure)
 
-def _flatten(d, prefix=""):
-    out = {}
-    for k, v in (d or {}).items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def first_difference(a: dict, b: dict) -> str | None:
     """``train.lr (0.01 vs 0.02)``: the first key whose value differs between two nested dicts."""
-    fa, fb = _flatten(a), _flatten(b)
+    fa, fb = flatten(a), flatten(b)
     for key in sorted(set(fa) | set(fb)):
         if fa.get(key, "<unset>") != fb.get(key, "<unset>"):
             return f"{key} ({fa.get(key, '<unset>')!r} vs {fb.get(key, '<unset>')!r})"
@@ -205,22 +195,18 @@ def estimate_trainable_numel(run: RunConfig, model_path: str) -> int:
     formula, plus every backbone parameter when the method trains the backbone (counted on the meta
     device), plus a generous allowance for the task heads."""
     import torch
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoModel
 
     from deepprompt.models.backbones.base import family_for_model_type
-    from deepprompt.models.loading import is_glm, resolve_model_path
+    from deepprompt.models.loading import load_model_config, resolve_model_path
     from deepprompt.registry import PROMPTS
     from deepprompt.spec import BackboneSpec
 
     import deepprompt.prompts  # noqa: F401  (registers)
 
     path = resolve_model_path(model_path)
-    if is_glm(path):  # deepprompt's own GLM: glm_config.json, not a transformers config
-        from deepprompt.models.glm.config import read_config
-        config = read_config(path)
-    else:
-        config = AutoConfig.from_pretrained(path)
-    family = family_for_model_type(config.model_type, run.model.family)
+    config = load_model_config(path)
+    family_for_model_type(config.model_type, run.model.family)  # an unknown model type fails here, in one line
     spec = BackboneSpec(family=run.model.family, num_layers=config.num_hidden_layers, hidden=config.hidden_size,
                         num_heads=config.num_attention_heads,
                         max_positions=getattr(config, "max_position_embeddings", 512))

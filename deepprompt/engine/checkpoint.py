@@ -34,7 +34,7 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
-from deepprompt.config import RunConfig
+from deepprompt.config import RunConfig, flatten
 from deepprompt.engine.ds_setup import inner_optimizer, master_partitions
 from deepprompt.errors import ConfigError
 
@@ -52,21 +52,8 @@ RESUMABLE_CHANGES = {
 _ENTRY = re.compile(r"^tasks\[\d+\]\.")  # tasks[i].key may change where task.key may
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and k != "weights":  # mixer.weights is one value
-            out.update(_flatten(v, f"{prefix}{k}."))
-        elif isinstance(v, list) and v and all(isinstance(e, dict) for e in v):  # tasks: tasks[i].key
-            for i, entry in enumerate(v):
-                out.update(_flatten(entry, f"{prefix}{k}[{i}]."))
-        else:
-            out[prefix + k] = v
-    return out
-
-
 def signature(run: RunConfig) -> dict:
-    return {k: v for k, v in _flatten(run.to_dict()).items()
+    return {k: v for k, v in flatten(run.to_dict()).items()
             if k not in RESUMABLE_CHANGES and _ENTRY.sub("task.", k) not in RESUMABLE_CHANGES}
 
 

@@ -36,24 +36,35 @@ def is_glm(path: str) -> bool:
     return path in GLM_PRESETS or (Path(path).is_dir() and is_glm_dir(path))
 
 
-def load_tokenizer_and_config(path: str, family: str = "auto"):
-    """The tokenizer and the config (no weights): enough to read data and check the run."""
+def load_model_config(path: str):
+    """The backbone's config, no weights: deepprompt's GLM reads ``glm_config.json``, every other
+    family transformers' ``config.json``."""
     if is_glm(path):
         from deepprompt.models.glm.config import read_config
-        from deepprompt.models.glm.tokenizer import load_tokenizer
-
-        if path in GLM_PRESETS:
-            raise ConfigError(f"model.path: {path} is a shape preset without a tokenizer; point model.path at a "
-                              f"directory with glm_config.json {{\"preset\": \"{path}\"}} and the tokenizer files "
-                              f"(docs/glm.md)")
-        config = read_config(path)
-        family_for_model_type(config.model_type, family)  # a wrong explicit model.family fails here
-        return load_tokenizer(path, config.tokenizer), config
-    from transformers import AutoConfig, AutoTokenizer
+        return read_config(path)
+    from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(path)
-        adapter = family_for_model_type(config.model_type, family)
+        return AutoConfig.from_pretrained(path)
+    except OSError as e:
+        raise ConfigError(f"model.path: cannot load {path!r}: {str(e).splitlines()[0]}") from None
+
+
+def load_tokenizer_and_config(path: str, family: str = "auto"):
+    """The tokenizer and the config (no weights): enough to read data and check the run."""
+    if path in GLM_PRESETS:
+        raise ConfigError(f"model.path: {path} is a shape preset without a tokenizer; point model.path at a "
+                          f"directory with glm_config.json {{\"preset\": \"{path}\"}} and the tokenizer files "
+                          f"(docs/glm.md)")
+    config = load_model_config(path)
+    adapter = family_for_model_type(config.model_type, family)  # a wrong explicit model.family fails here
+    if is_glm(path):
+        from deepprompt.models.glm.tokenizer import load_tokenizer
+
+        return load_tokenizer(path, config.tokenizer), config
+    from transformers import AutoTokenizer
+
+    try:
         tokenizer = AutoTokenizer.from_pretrained(path, **adapter.tokenizer_kwargs)
     except OSError as e:
         raise ConfigError(f"model.path: cannot load {path!r}: {str(e).splitlines()[0]}") from None
