@@ -13,6 +13,14 @@ LR = {"prefix": "1e-2", "prompt": "3e-2", "ptuning": "5e-3", "finetune": "5e-5"}
 """Each method's default learning rate in the benchmarks (prompts want 100-1000x fine-tuning's)."""
 
 
+def method_run(runs: str, name: str, method: str, seed: int, steps: int, lr: str) -> tuple[Path, list[str]]:
+    """The run directory and overrides of one (method, seed) at a fixed budget on the base recipe.
+    quality.py and ablation.py both go through here, so the ablation's base point (default prompt
+    length, every layer) IS the quality table's prefix run of the same seed, reused, not re-run."""
+    return (REPO / runs / name / f"{method}-s{seed}-{steps}",
+            [f"prompt.method={method}", f"train.lr={lr}", f"train.max_steps={steps}", f"train.seed={seed}"])
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

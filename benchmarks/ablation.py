@@ -10,9 +10,10 @@ Prints two tables and writes docs/benchmarks/ablation_<name>.json, ablation_<nam
 ablation_<name>_depth.png.
 """
 import argparse
+import json
 import sys
 
-from _bench import REPO, launch, print_table, save_plot, write_json
+from _bench import LR, REPO, launch, method_run, print_table, save_plot, write_json
 
 
 def main() -> None:
@@ -24,34 +25,42 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=6, help="the backbone's layer count")
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--lr", default="1e-2")
+    ap.add_argument("--lr", default=LR["prefix"])
     ap.add_argument("--runs", default="runs/ablation")
+    ap.add_argument("--base-runs", default="runs/quality",
+                    help="where quality.py keeps its runs: the base point (default length, all layers) is its "
+                         "prefix run of this seed, reused")
     args = ap.parse_args()
-    base = [f"prompt.method=prefix", f"train.lr={args.lr}", f"train.max_steps={args.steps}", f"train.seed={args.seed}"]
+    base_out, base = method_run(args.base_runs, args.name, "prefix", args.seed, args.steps, args.lr)
 
-    def score(tag, overrides):
-        r = launch(REPO / args.runs / args.name / f"{tag}-s{args.seed}-{args.steps}", base + overrides, config=args.config)
+    def score(out, overrides):
+        r = launch(out, base + overrides, config=args.config)
         (_, t), = r["tasks"].items()
         m = t["main_metric"]
         return {"metric": m, "last_dev": t["last"][f"dev_{m}"], "last_test": t["last"][f"test_{m}"],
-                "best_dev": t["best_dev"][f"dev_{m}"], "trainable": r["params"]["trainable"]}
+                "best_dev": t["best_dev"][f"dev_{m}"], "trainable": r["params"]["trainable"],
+                "run": str(out.relative_to(REPO))}
 
-    lengths = [{"length": n, **score(f"len{n}", [f"prompt.length={n}"])} for n in map(int, args.lengths.split(","))]
+    def variant(tag, override):
+        return score(REPO / args.runs / args.name / f"{tag}-s{args.seed}-{args.steps}", [override])
+
+    base_point = score(base_out, [])
+    base_length = json.loads((base_out / "run_config.json").read_text())["prompt"]["length"]
+    lengths = [{"length": n, **(base_point if n == base_length else variant(f"len{n}", f"prompt.length={n}"))}
+               for n in map(int, args.lengths.split(","))]
     depths = []
     for k in map(int, args.depths.split(",")):
-        top = list(range(args.layers - k, args.layers))
-        bottom = list(range(k))
-        depths.append({"depth": k, "order": "top-down", "layers": top,
-                       **score(f"top{k}", [f"prompt.layers=[{','.join(map(str, top))}]"])})
-        depths.append({"depth": k, "order": "bottom-up", "layers": bottom,
-                       **score(f"bottom{k}", [f"prompt.layers=[{','.join(map(str, bottom))}]"])})
+        for order, layers in (("top-down", list(range(args.layers - k, args.layers))), ("bottom-up", list(range(k)))):
+            tag = f"{'top' if order == 'top-down' else 'bottom'}{k}"
+            point = base_point if k == args.layers else variant(tag, f"prompt.layers=[{','.join(map(str, layers))}]")
+            depths.append({"depth": k, "order": order, "layers": layers, **point})
     m = lengths[0]["metric"]
     print_table(("prompt length", "trainable", f"LAST dev {m}", f"LAST test {m}"),
                 [(x["length"], f"{x['trainable']:,}", f"{x['last_dev']:.2f}", f"{x['last_test']:.2f}") for x in lengths])
     print_table(("depth", "order", "layers", f"LAST dev {m}", f"LAST test {m}"),
                 [(x["depth"], x["order"], x["layers"], f"{x['last_dev']:.2f}", f"{x['last_test']:.2f}") for x in depths])
     out = write_json(f"ablation_{args.name}.json", {"name": args.name, "config": args.config, "steps": args.steps,
-                                                    "seed": args.seed, "lr": args.lr, "lengths": lengths, "depths": depths})
+                                                    "seed": args.seed, "lr": args.lr, "base_length": base_length, "lengths": lengths, "depths": depths})
 
     def draw_length(ax):
         ax.plot([x["length"] for x in lengths], [x["last_dev"] for x in lengths], "o-", label="dev (last)")

@@ -17,7 +17,7 @@ Prints a table and writes docs/benchmarks/quality_<name>.json and quality_<name>
 import argparse
 import sys
 
-from _bench import LR, REPO, launch, mean_std, print_table, save_plot, write_json
+from _bench import LR, REPO, launch, mean_std, method_run, print_table, save_plot, write_json
 
 COLUMNS = (("last", "dev"), ("last", "test"), ("best_dev", "dev"), ("best_dev", "test"))
 
@@ -40,9 +40,8 @@ def main() -> None:
     for method in args.methods.split(","):
         per_seed = []
         for seed in seeds:
-            out = REPO / args.runs / args.name / f"{method}-s{seed}-{args.steps}"
-            r = launch(out, [f"prompt.method={method}", f"train.lr={lrs[method]}", f"train.max_steps={args.steps}",
-                             f"train.seed={seed}", *extra], config=args.config)
+            out, overrides = method_run(args.runs, args.name, method, seed, args.steps, lrs[method])
+            r = launch(out, overrides + extra, config=args.config)
             (task, t), = r["tasks"].items()
             metric = t["main_metric"]
             per_seed.append({"seed": seed, "last": t["last"], "best_dev": t["best_dev"],
