@@ -66,200 +66,249 @@ class Progress:
 
 
 def train(run: RunConfig, ds_config_path: str) -> dict:
-    out_dir = Path(run.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ds_setup.init_distributed(run.train.dist_timeout_s)
-    rank, world = dist.get_rank(), dist.get_world_size()
-    setup_logging(rank, out_dir / "logs")
-    started = time.time()
-    tr = run.train
+    """Set up, train to ``train.max_steps`` (or resume there), evaluate, save; returns results.json."""
+    trainer = Trainer(run, ds_config_path)
+    trainer.loop()
+    return trainer.finish()
 
-    # ---- everything that can be wrong is checked before the weights load
-    ds_raw = preflight.run(run, ds_config_path)  # same code/config on every rank, paths, batch, disk
-    resume_from = checkpoint.resume_point(run)
-    model_path = resolve_model_path(run.model.path)
-    tokenizer, model_config = load_tokenizer_and_config(model_path, run.model.family)
-    tasks = [build_task(cfg, tokenizer) for cfg in run.task_configs()]
-    for task in tasks:
-        for split in task.splits:
-            task.features(split)  # read + tokenize everything before the model loads: data errors fail fast
-    warm = None
-    if resume_from is None:  # a resumed run takes everything from its checkpoint
-        family = family_for_model_type(model_config.model_type, run.model.family).registered_name()
-        warm = init_from.prepare(run, model_path, family, tasks)
-    built = ds_setup.build(run, ds_raw, tasks, model_path, model_config, src=ds_config_path,
-                           init=warm[0] if warm else None)
-    engine, ds, model = built.engine, built.ds_config, built.model
-    mb, ga = ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"]
-    frozen_per_rank = _log_layout(run, built, tasks, world)
-    if rank == 0:
-        (out_dir / "run_config.json").write_text(json.dumps(run.to_dict(), indent=2))
-        (out_dir / "ds_config.json").write_text(json.dumps(ds_setup.public(ds), indent=2))
 
-    train_feats = [task.features("train") for task in tasks]
-    mixer = TaskMixer([t.name for t in tasks], [len(f) for f in train_feats], run.mixer, tr.seed, world, rank, mb)
-    _check_same_mixture(mixer)
-    if len(tasks) > 1:
-        log.info("mixing %d tasks (%s): %s", len(tasks), run.mixer.policy,
-                 ", ".join(f"{n} {r:.3f} ({s} examples)" for n, r, s in zip(mixer.names, mixer.rates, mixer.sizes)))
-    progress = Progress()
-    start_step = 0
-    if resume_from is not None:
-        state = checkpoint.load(engine, model, resume_from)
-        mixer.load_state_dict(state.get("mixer") or {"sampler": state["sampler"]}, step=state["step"])
-        progress.load_state_dict(state["progress"])
-        start_step = state["step"]
-        log.info("resumed from %s (step %d, saved by %d rank(s))", resume_from, start_step, state["world_size"])
-    frozen_before = ds_setup.frozen_fingerprint(model) if tr.verify_frozen else None
-    scalars = Scalars(out_dir, rank == 0)
-    train_log = _TrainLog(out_dir / "train_log.jsonl", start_step, enabled=rank == 0)
-    stop = StopFlag().install()
+class Trainer:
+    """One run: ``__init__`` checks everything and builds the engine (or resumes it), ``loop`` runs
+    the optimizer steps, ``finish`` scores LAST and BEST-DEV, saves and writes results.json."""
 
-    def save(step: int) -> None:
-        checkpoint.save(engine, model, run, step, {"mixer": mixer.state_dict(),
-                                                   "progress": progress.state_dict()}, tr.keep_checkpoints)
+    def __init__(self, run: RunConfig, ds_config_path: str):
+        self.run, self.tr, self.started = run, run.train, time.time()
+        self.out_dir = Path(run.output_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        ds_setup.init_distributed(self.tr.dist_timeout_s)
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        setup_logging(self.rank, self.out_dir / "logs")
 
-    def eval_split(split: str) -> dict:
+        # ---- everything that can be wrong is checked before the weights load
+        ds_raw = preflight.run(run, ds_config_path)  # same code/config on every rank, paths, batch, disk
+        resume_from = checkpoint.resume_point(run)
+        self.model_path = resolve_model_path(run.model.path)
+        tokenizer, model_config = load_tokenizer_and_config(self.model_path, run.model.family)
+        self.tasks = [build_task(cfg, tokenizer) for cfg in run.task_configs()]
+        for task in self.tasks:
+            for split in task.splits:
+                task.features(split)  # read + tokenize everything before the model loads: data errors fail fast
+        self.warm = None
+        if resume_from is None:  # a resumed run takes everything from its checkpoint
+            family = family_for_model_type(model_config.model_type, run.model.family).registered_name()
+            self.warm = init_from.prepare(run, self.model_path, family, self.tasks)
+        self.built = ds_setup.build(run, ds_raw, self.tasks, self.model_path, model_config, src=ds_config_path,
+                                    init=self.warm[0] if self.warm else None)
+        self.engine, self.model = self.built.engine, self.built.model
+        ds = self.built.ds_config
+        self.grad_accum = ds["gradient_accumulation_steps"]
+        self.frozen_per_rank = _log_layout(run, self.built, self.tasks, self.world)
+        if self.rank == 0:
+            (self.out_dir / "run_config.json").write_text(json.dumps(run.to_dict(), indent=2))
+            (self.out_dir / "ds_config.json").write_text(json.dumps(ds_setup.public(ds), indent=2))
+
+        self.train_feats = [task.features("train") for task in self.tasks]
+        self.mixer = TaskMixer([t.name for t in self.tasks], [len(f) for f in self.train_feats], run.mixer,
+                               self.tr.seed, self.world, self.rank, ds["train_micro_batch_size_per_gpu"])
+        _check_same_mixture(self.mixer)
+        if len(self.tasks) > 1:
+            log.info("mixing %d tasks (%s): %s", len(self.tasks), run.mixer.policy, ", ".join(
+                f"{n} {r:.3f} ({s} examples)" for n, r, s in zip(self.mixer.names, self.mixer.rates, self.mixer.sizes)))
+        self.progress = Progress()
+        self.start_step = 0
+        self.resumed = resume_from is not None
+        if self.resumed:
+            state = checkpoint.load(self.engine, self.model, resume_from)
+            self.mixer.load_state_dict(state.get("mixer") or {"sampler": state["sampler"]}, step=state["step"])
+            self.progress.load_state_dict(state["progress"])
+            self.start_step = state["step"]
+            log.info("resumed from %s (step %d, saved by %d rank(s))", resume_from, self.start_step,
+                     state["world_size"])
+        self.frozen_before = ds_setup.frozen_fingerprint(self.model) if self.tr.verify_frozen else None
+        self.scalars = Scalars(self.out_dir, self.rank == 0)
+        self.train_log = _TrainLog(self.out_dir / "train_log.jsonl", self.start_step, enabled=self.rank == 0)
+        self.stop = StopFlag().install()
+
+    # ---- the loop
+    def loop(self) -> None:
+        tr = self.tr
+        self.engine.train()
+        bar = _progress(tr.max_steps, self.rank == 0, self.start_step)
+        loop_start, last_save, window = time.time(), time.time(), []
+        for step in range(self.start_step + 1, tr.max_steps + 1):
+            task, loss, preempted = self._optimizer_step(step)
+            lr = self.engine.get_lr()[0]
+            self.train_log.write(step, loss, lr, task.name if len(self.tasks) > 1 else None)
+            window.append(loss)
+            self.progress.first_loss = loss if self.progress.first_loss is None else self.progress.first_loss
+            self.progress.last_loss = loss
+            bar.update(1)
+            if step % tr.log_every == 0 or step == tr.max_steps:
+                mean = sum(window) / len(window)
+                window.clear()
+                self.scalars.add("train/loss", mean, step)
+                self.scalars.add("train/lr", lr, step)
+                bar.set_postfix(loss=f"{mean:.4f}", lr=f"{lr:.2e}")
+                if bar.disable and self.rank == 0:  # no terminal (a log file, CI): one plain line instead of a bar
+                    per_step = (time.time() - loop_start) / (step - self.start_step)
+                    log.info("step %d/%d | loss %.4f | lr %.2e | %.2f s/step | eta %s", step, tr.max_steps, mean, lr,
+                             per_step, _hms(per_step * (tr.max_steps - step)))
+            if preempted:
+                self._exit_preempted(step)
+            if tr.eval_every and step % tr.eval_every == 0 and step != tr.max_steps:
+                self.eval_and_track(step)
+            due_minutes = tr.save_every_minutes and time.time() - last_save >= 60 * tr.save_every_minutes
+            if step != tr.max_steps and ((tr.save_every and step % tr.save_every == 0) or _agree(due_minutes)):
+                self.save(step)
+                last_save = time.time()
+        bar.close()
+        self.stop.restore()
+
+    def _optimizer_step(self, step: int):
+        """One optimizer step (its gradient-accumulation micro-batches) of the task the mixer draws;
+        returns (task, mean loss over ranks, whether any rank was signalled to stop)."""
+        # dropout depends only on (seed, step, rank): a resumed run draws the same masks
+        torch.manual_seed((self.tr.seed * 1_000_003 + step) * 1_009 + self.rank)
+        t = self.mixer.start_step(step)  # the same task on every rank: ZeRO-3 needs the same modules everywhere
+        task, ga = self.tasks[t], self.grad_accum
+        step_loss = 0.0
+        for _ in range(ga):
+            feats = [self.train_feats[t][i] for i in self.mixer.next_micro_batch()]
+            batch = {k: v.to(self.engine.device) for k, v in task.collate(feats).items()}
+            loss = self.engine(batch, task.name).loss
+            self.engine.backward(loss)
+            self.engine.step()
+            step_loss += loss.item() / ga
+        # one small all-reduce per step: the mean loss over ranks, and whether any rank was signalled
+        agreed = torch.tensor([step_loss, float(self.stop.raised)], dtype=torch.float64)
+        dist.all_reduce(agreed)
+        return task, agreed[0].item() / self.world, agreed[1].item() > 0
+
+    def _exit_preempted(self, step: int):
+        self.save(step)
+        log.warning("preempted at step %d: checkpoint saved; re-run the same command to resume", step)
+        if self.rank == 0:
+            (self.out_dir / "PREEMPTED").write_text(f"{step}\n")
+        self.stop.restore()
+        dist.barrier()
+        raise SystemExit(EXIT_PREEMPTED)
+
+    def save(self, step: int) -> None:
+        checkpoint.save(self.engine, self.model, self.run, step, {"mixer": self.mixer.state_dict(),
+                                                                  "progress": self.progress.state_dict()},
+                        self.tr.keep_checkpoints)
+
+    # ---- evaluation
+    def eval_split(self, split: str) -> dict:
         """{task: metrics} for every task that has ``split``."""
-        return {t.name: evaluate(engine, t, split, tr.eval_batch_size) for t in tasks if split in t.splits}
+        return {t.name: evaluate(self.engine, t, split, self.tr.eval_batch_size) for t in self.tasks
+                if split in t.splits}
 
-    def eval_and_track(step: int) -> dict:
-        dev = eval_split("dev")
+    def eval_and_track(self, step: int) -> dict:
+        """Dev of every task; test too when the dev criterion improves (BEST-DEV keeps both)."""
+        tasks, dev = self.tasks, self.eval_split("dev")
         for name, metrics in dev.items():
             for k, v in metrics.items():
-                scalars.add(f"dev/{k}" if len(tasks) == 1 else f"dev/{name}/{k}", v, step)
+                self.scalars.add(f"dev/{k}" if len(tasks) == 1 else f"dev/{name}/{k}", v, step)
         value = _mean_main_metric(tasks, dev)
-        entry, best = {"step": step, "dev": dev, "dev_mean_main": value}, progress.best
+        entry, best = {"step": step, "dev": dev, "dev_mean_main": value}, self.progress.best
         if best["value"] is None or value > best["value"]:
-            test = eval_split("test")
+            test = self.eval_split("test")
             best.update(value=value, step=step, dev=dev, test=test)
             entry["test"] = test
-        progress.history.append(entry)
+        self.progress.history.append(entry)
         log.info("step %d | dev %s | best dev %s %.2f at step %d", step, " | ".join(
             f"{n} " * (len(tasks) > 1) + " ".join(f"{k} {v:.2f}" for k, v in m.items()) for n, m in dev.items()),
             _criterion(tasks), best["value"], best["step"])
         return dev
 
-    engine.train()
-    bar = _progress(tr.max_steps, rank == 0, start_step)
-    loop_start, last_save, window = time.time(), time.time(), []
-    for step in range(start_step + 1, tr.max_steps + 1):
-        # dropout depends only on (seed, step, rank): a resumed run draws the same masks
-        torch.manual_seed((tr.seed * 1_000_003 + step) * 1_009 + rank)
-        t = mixer.start_step(step)  # the same task on every rank: ZeRO-3 needs the same modules everywhere
-        task = tasks[t]
-        step_loss = 0.0
-        for _ in range(ga):
-            feats = [train_feats[t][i] for i in mixer.next_micro_batch()]
-            batch = {k: v.to(engine.device) for k, v in task.collate(feats).items()}
-            loss = engine(batch, task.name).loss
-            engine.backward(loss)
-            engine.step()
-            step_loss += loss.item() / ga
-        # one small all-reduce per step: the mean loss over ranks, and whether any rank was signalled
-        agreed = torch.tensor([step_loss, float(stop.raised)], dtype=torch.float64)
-        dist.all_reduce(agreed)
-        mean, preempted = agreed[0].item() / world, agreed[1].item() > 0
-        lr = engine.get_lr()[0]
-        train_log.write(step, mean, lr, task.name if len(tasks) > 1 else None)
-        window.append(mean)
-        progress.first_loss = mean if progress.first_loss is None else progress.first_loss
-        progress.last_loss = mean
-        bar.update(1)
-        if step % tr.log_every == 0 or step == tr.max_steps:
-            mean = sum(window) / len(window)
-            window.clear()
-            scalars.add("train/loss", mean, step)
-            scalars.add("train/lr", lr, step)
-            bar.set_postfix(loss=f"{mean:.4f}", lr=f"{lr:.2e}")
-            if bar.disable and rank == 0:  # no terminal (a log file, CI): one plain line instead of a bar
-                per_step = (time.time() - loop_start) / (step - start_step)
-                log.info("step %d/%d | loss %.4f | lr %.2e | %.2f s/step | eta %s", step, tr.max_steps, mean, lr,
-                         per_step, _hms(per_step * (tr.max_steps - step)))
-        if preempted:
-            save(step)
-            log.warning("preempted at step %d: checkpoint saved; re-run the same command to resume", step)
-            if rank == 0:
-                (out_dir / "PREEMPTED").write_text(f"{step}\n")
-            stop.restore()
-            dist.barrier()
-            raise SystemExit(EXIT_PREEMPTED)
-        if tr.eval_every and step % tr.eval_every == 0 and step != tr.max_steps:
-            eval_and_track(step)
-        due_minutes = tr.save_every_minutes and time.time() - last_save >= 60 * tr.save_every_minutes
-        if step != tr.max_steps and ((tr.save_every and step % tr.save_every == 0) or _agree(due_minutes)):
-            save(step)
-            last_save = time.time()
-    bar.close()
-    stop.restore()
-    if progress.history and progress.history[-1]["step"] == tr.max_steps:  # re-run of a finished run
-        last_dev = progress.history[-1]["dev"]
-    else:
-        last_dev = eval_and_track(tr.max_steps)
-    best = progress.best
-    last_test = best["test"] if best["step"] == tr.max_steps else eval_split("test")
-    save(tr.max_steps)
-    if rank == 0:
-        (out_dir / "PREEMPTED").unlink(missing_ok=True)
+    # ---- the end
+    def finish(self) -> dict:
+        tr, progress = self.tr, self.progress
+        if progress.history and progress.history[-1]["step"] == tr.max_steps:  # re-run of a finished run
+            last_dev = progress.history[-1]["dev"]
+        else:
+            last_dev = self.eval_and_track(tr.max_steps)
+        best = progress.best
+        last_test = best["test"] if best["step"] == tr.max_steps else self.eval_split("test")
+        self.save(tr.max_steps)
+        if self.rank == 0:
+            (self.out_dir / "PREEMPTED").unlink(missing_ok=True)
+        results = self._results(last_dev, last_test)
+        tasks = self.tasks
+        # collective: gathers the prompt and head shards; the model after the LAST step
+        last = {t.name: results["tasks"][t.name]["last"] for t in tasks}
+        artifact = save_artifact(self.engine, self.run, tasks, self.model_path, self.out_dir / "artifact",
+                                 extra={"steps": tr.max_steps,
+                                        "metrics": last if len(tasks) > 1 else last[tasks[0].name]})
+        results["artifact"] = str(artifact)
+        if self.rank == 0:
+            (self.out_dir / "results.json").write_text(json.dumps(results, indent=2))
+            _log_done(results, tasks, self.out_dir / "results.json")
+        self.scalars.close()
+        dist.barrier()
+        return results
 
-    opt_state = ds_setup.optimizer_state_numel(engine)
-    frozen = None
-    if frozen_before is not None:
-        after = ds_setup.frozen_fingerprint(model)
-        frozen = {"numel": after["numel"], "unchanged": after == frozen_before if after["numel"] else None}
+    def _frozen_check(self) -> dict | None:
+        """The frozen backbone's per-rank fingerprint against the one taken before training."""
+        if self.frozen_before is None:
+            return None
+        after = ds_setup.frozen_fingerprint(self.model)
+        frozen = {"numel": after["numel"], "unchanged": after == self.frozen_before if after["numel"] else None}
         if frozen["unchanged"] is False:
             log.error("frozen backbone weights CHANGED during training (per-rank SHA-256 differ)")
-    results = {
-        "method": run.prompt.method,
-        "model": run.model.path,
-        "world_size": world,
-        "steps": tr.max_steps,
-        "seed": tr.seed,
-        "precision": built.precision,
-        "resumed_from": start_step if resume_from is not None else None,
-        "params": {"total": built.total_params, "trainable": built.trainable_params,
-                   "trainable_percent": 100 * built.trainable_params / built.total_params,
-                   "optimizer_state_numel": opt_state["total"],
-                   "optimizer_state": opt_state,
-                   "frozen_numel_per_rank": frozen_per_rank},
-        "frozen_backbone": frozen,
-        "train_loss": {"first": progress.first_loss, "last": progress.last_loss},
-        "tasks": {task.name: {
-            "main_metric": task.main_metric,
-            "last": {**{f"dev_{k}": v for k, v in last_dev.get(task.name, {}).items()},
-                     **{f"test_{k}": v for k, v in last_test.get(task.name, {}).items()}},
-            "best_dev": {**{f"dev_{k}": v for k, v in best["dev"].get(task.name, {}).items()},
-                         **{f"test_{k}": v for k, v in best["test"].get(task.name, {}).items()}, "step": best["step"]},
-        } for task in tasks},
-        "best_dev_criterion": _criterion(tasks),
-        "mixture": mixer.mixture(),
-        "init_from": warm[1] if warm else None,
-        "eval_history": progress.history,
-        "wall_time_s": time.time() - started,
-        "peak_rss_mb_per_rank": _peak_rss_mb_per_rank(),
-    }
-    # collective: gathers the prompt and head shards; the model after the LAST step
-    artifact = save_artifact(engine, run, tasks, model_path, out_dir / "artifact",
-                             extra={"steps": tr.max_steps, "metrics": {t.name: results["tasks"][t.name]["last"]
-                                                                       for t in tasks} if len(tasks) > 1
-                                    else results["tasks"][tasks[0].name]["last"]})
-    results["artifact"] = str(artifact)
-    if rank == 0:
-        (out_dir / "results.json").write_text(json.dumps(results, indent=2))
-        lines = [f"LAST (step {tr.max_steps}): {_scores(results['tasks'][t.name]['last'], t.main_metric)} | "
-                 f"BEST-DEV (step {best['step']}): {_scores(results['tasks'][t.name]['best_dev'], t.main_metric)}"
-                 for t in tasks]
-        if len(tasks) == 1:
-            log.info("done in %.0f s | %s | %s", results["wall_time_s"], lines[0], out_dir / "results.json")
-        else:
-            for t, line in zip(tasks, lines):
-                log.info("%s | %s", t.name, line)
-            log.info("done in %.0f s | mixture drawn (steps per task): %s | best dev = %s | %s",
-                     results["wall_time_s"], ", ".join(f"{n} {c}" for n, c in results["mixture"]["steps"].items()),
-                     _criterion(tasks), out_dir / "results.json")
-    scalars.close()
-    dist.barrier()
-    return results
+        return frozen
+
+    def _results(self, last_dev: dict, last_test: dict) -> dict:
+        run, tr, built, best = self.run, self.tr, self.built, self.progress.best
+        opt_state = ds_setup.optimizer_state_numel(self.engine)
+        frozen = self._frozen_check()
+        return {
+            "method": run.prompt.method,
+            "model": run.model.path,
+            "world_size": self.world,
+            "steps": tr.max_steps,
+            "seed": tr.seed,
+            "precision": built.precision,
+            "resumed_from": self.start_step if self.resumed else None,
+            "params": {"total": built.total_params, "trainable": built.trainable_params,
+                       "trainable_percent": 100 * built.trainable_params / built.total_params,
+                       "optimizer_state_numel": opt_state["total"],
+                       "optimizer_state": opt_state,
+                       "frozen_numel_per_rank": self.frozen_per_rank},
+            "frozen_backbone": frozen,
+            "train_loss": {"first": self.progress.first_loss, "last": self.progress.last_loss},
+            "tasks": {task.name: {
+                "main_metric": task.main_metric,
+                "last": {**{f"dev_{k}": v for k, v in last_dev.get(task.name, {}).items()},
+                         **{f"test_{k}": v for k, v in last_test.get(task.name, {}).items()}},
+                "best_dev": {**{f"dev_{k}": v for k, v in best["dev"].get(task.name, {}).items()},
+                             **{f"test_{k}": v for k, v in best["test"].get(task.name, {}).items()},
+                             "step": best["step"]},
+            } for task in self.tasks},
+            "best_dev_criterion": _criterion(self.tasks),
+            "mixture": self.mixer.mixture(),
+            "init_from": self.warm[1] if self.warm else None,
+            "eval_history": self.progress.history,
+            "wall_time_s": time.time() - self.started,
+            "peak_rss_mb_per_rank": _peak_rss_mb_per_rank(),
+        }
+
+
+def _log_done(results: dict, tasks, path: Path) -> None:
+    """Rank 0's closing lines: LAST and BEST-DEV per task, the wall time, where results.json is."""
+    best_step = results["tasks"][tasks[0].name]["best_dev"]["step"]
+    lines = [f"LAST (step {results['steps']}): {_scores(results['tasks'][t.name]['last'], t.main_metric)} | "
+             f"BEST-DEV (step {best_step}): {_scores(results['tasks'][t.name]['best_dev'], t.main_metric)}"
+             for t in tasks]
+    if len(tasks) == 1:
+        log.info("done in %.0f s | %s | %s", results["wall_time_s"], lines[0], path)
+    else:
+        for t, line in zip(tasks, lines):
+            log.info("%s | %s", t.name, line)
+        log.info("done in %.0f s | mixture drawn (steps per task): %s | best dev = %s | %s",
+                 results["wall_time_s"], ", ".join(f"{n} {c}" for n, c in results["mixture"]["steps"].items()),
+                 results["best_dev_criterion"], path)
 
 
 def _peak_rss_mb_per_rank() -> list[float]:
