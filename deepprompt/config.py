@@ -93,7 +93,9 @@ class TaskConfig:
     max_train_examples: int | None = None
     """Use only the first N training examples (quick experiments); None = all."""
     train_file: str | None = None
-    """The training file (or CoNLL-2012 directory), instead of the task's default name under data_dir."""
+    """The training file (or CoNLL-2012 directory), instead of the task's default name under data_dir.
+    Every task honours ``train_file``/``dev_file``/``test_file``; with all the splits it uses set,
+    data_dir is not needed."""
     dev_file: str | None = None
     """The dev file (or directory), instead of the task's default name under data_dir."""
     test_file: str | None = None
@@ -130,6 +132,8 @@ class TaskConfig:
     squad asset: all four SQuADShifts sets)."""
 
     def check(self) -> None:
+        if self.train_file and self.train_files:
+            raise ConfigError("task.train_files: set task.train_file (one file) or task.train_files (several), not both")
         if self.max_seq_length < 8:
             raise ConfigError(f"task.max_seq_length: must be >= 8, got {self.max_seq_length}")
         if self.formulation not in ("classification", "cloze"):

@@ -39,6 +39,7 @@ def test_json_config(tmp_path):
     (["prompt.length=0"], "prompt.length: must be >= 1"),
     (["prompt.layers=[]"], "prompt.layers: must name at least one layer"),
     (["prompt"], "expected key=value"),
+    (["task.name=squad", "task.train_file=a.json", "task.train_files=[b.json]"], "task.train_files: set task.train_file"),
 ])
 def test_bad_values_name_the_key(overrides, key):
     with pytest.raises(ConfigError) as e:

@@ -99,6 +99,16 @@ class Task:
     def labels(self) -> list[str]:
         raise NotImplementedError
 
+    def explicit_file(self, split: str, exists=Path.exists) -> Path | None:
+        """``task.<split>_file`` when set (checked with ``exists``), else None: every task reads its
+        split files through here, so the setting is never silently ignored."""
+        value = getattr(self.cfg, f"{split}_file", None)
+        if not value:
+            return None
+        if not exists(Path(value)):
+            raise ConfigError(f"task.{split}_file: {value} does not exist")
+        return Path(value)
+
     def read_examples(self, split: str) -> list[dict]:
         """The split's records as plain JSON-able dicts (same keys and value types in every record),
         validated; errors name file:line or the example id."""

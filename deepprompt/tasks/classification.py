@@ -142,6 +142,9 @@ class FileTask(Task):
     def split_path(self, split: str) -> Path:
         if split not in self.split_files:
             raise ConfigError(f"task {self.name}: unknown split {split!r} (splits: {', '.join(self.splits)})")
+        explicit = self.explicit_file(split, exists=Path.is_file)
+        if explicit:
+            return explicit
         path = self.data_dir() / self.split_files[split]
         if not path.is_file():
             raise ConfigError(f"task.data_dir: {path.parent} has no {path.name} (the {split} split of {self.name})")
@@ -150,8 +153,11 @@ class FileTask(Task):
     @property
     def splits(self) -> tuple[str, ...]:
         """train and dev; test too when the test file exists and its first row carries a label."""
-        path = self.data_dir() / self.split_files.get("test", "\0")
-        if "test" in self.split_files and path.is_file():
+        if "test" not in self.split_files:
+            return ("train", "dev")
+        path = self.explicit_file("test", exists=Path.is_file) or (
+            self.data_dir() / self.split_files["test"] if self.cfg.data_dir else None)
+        if path is not None and path.is_file():
             try:
                 _, first = next(iter(self.read_rows(path)))
             except (DataError, StopIteration):

@@ -27,11 +27,9 @@ from deepprompt.tasks.ner import TaggingTask, read_conll
 
 
 def _find(task: Task, split: str, extensions: tuple[str, ...]) -> Path:
-    explicit = getattr(task.cfg, f"{split}_file", None)
+    explicit = task.explicit_file(split, exists=Path.is_file)
     if explicit:
-        if not Path(explicit).is_file():
-            raise ConfigError(f"task.{split}_file: {explicit} does not exist")
-        return Path(explicit)
+        return explicit
     if not task.cfg.data_dir:
         raise ConfigError(f"task.{split}_file: task {task.name} needs task.{split}_file or task.data_dir")
     root = Path(task.cfg.data_dir)

@@ -215,11 +215,9 @@ class TaggingTask(Task):
 
     def split_file(self, split: str) -> Path:
         """``task.<split>_file`` if set, else the first of ``split_files[split]`` under data_dir."""
-        explicit = getattr(self.cfg, f"{split}_file", None)
+        explicit = self.explicit_file(split)
         if explicit:
-            if not Path(explicit).exists():
-                raise ConfigError(f"task.{split}_file: {explicit} does not exist")
-            return Path(explicit)
+            return explicit
         root = self.data_dir()
         names = self.split_files.get(split, (split,))
         for name in names:
@@ -415,15 +413,9 @@ class Ontonotes(TaggingTask):
 
 def read_gold_conll_split(task: TaggingTask, split: str) -> list[GoldConllSentence]:
     """Every sentence of a split in the CoNLL-2012 layout (see ``Ontonotes``)."""
-    explicit = getattr(task.cfg, f"{split}_file", None)
-    if explicit:
-        path = Path(explicit)
-        if path.is_file():
-            files = [path]
-        elif path.is_dir():
-            files = gold_conll_files(path.parent, (path.name,), f"task.{split}_file")
-        else:
-            raise ConfigError(f"task.{split}_file: {path} does not exist")
+    path = task.explicit_file(split)
+    if path:
+        files = [path] if path.is_file() else gold_conll_files(path.parent, (path.name,), f"task.{split}_file")
     else:
         files = gold_conll_files(task.data_dir(), task.SPLIT_DIRS[split])
     sentences = [s for f in files for s in read_gold_conll(f)]

@@ -116,7 +116,6 @@ def read_squad_json(path: Path, version_2: bool) -> tuple[list[dict], int]:
 
 class QATask(Task):
     head = "qa"
-    splits = ("train", "dev")
     version_2: ClassVar[bool] = False
     default_asset: ClassVar[str | None] = None
     official_names: ClassVar[dict[str, str]] = {}
@@ -147,7 +146,15 @@ class QATask(Task):
             raise ConfigError(f"task.data_dir: task {self.name!r} needs a data directory (train/dev JSON)")
         return assets.require_asset(self.default_asset, "task.data_dir")
 
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """train and dev (SQuAD's test set is not released); test when ``task.test_file`` names one."""
+        return ("train", "dev", "test") if self.cfg.test_file else ("train", "dev")
+
     def split_files(self, split: str) -> list[Path]:
+        explicit = self.explicit_file(split, exists=Path.is_file)
+        if explicit:
+            return [explicit]
         root = self.data_dir()
         if split == "train" and self.cfg.train_files:
             return [self._resolve(root, name) for name in self.cfg.train_files]

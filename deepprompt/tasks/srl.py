@@ -179,11 +179,9 @@ class Conll05(SrlTask):
         def found(p: Path) -> bool:
             return p.exists() or any((p.parent / f"{p.name}.props{gz}").is_file() for gz in ("", ".gz"))
 
-        explicit = getattr(self.cfg, f"{split}_file", None)
+        explicit = self.explicit_file(split, exists=found)
         if explicit:
-            if not found(Path(explicit)):
-                raise ConfigError(f"task.{split}_file: {explicit} does not exist (nor {explicit}.props)")
-            return Path(explicit)
+            return explicit
         root = self.data_dir()
         names = self.split_files[split]
         for name in names:

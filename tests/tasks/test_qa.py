@@ -71,6 +71,16 @@ def test_reads_official_v1_layout():
     assert [len(r["answer_texts"]) for r in dev] == [3, 3, 2, 2]  # every gold answer kept
 
 
+def test_split_files_point_splits_at_any_squad_file(tokenizer):
+    """task.dev_file/test_file replace the data_dir's files; a test_file adds a test split."""
+    assert make(tokenizer).splits == ("train", "dev")
+    task = make(tokenizer, dev_file=str(SQUAD / "train-v1.1.json"), test_file=str(SQUAD / "dev-v1.1.json"))
+    assert task.splits == ("train", "dev", "test")
+    assert len(task.read_examples("dev")) == 10 and len(task.read_examples("test")) == 4
+    with pytest.raises(ConfigError, match=r"^task.test_file: \S*nowhere.json does not exist$"):
+        make(tokenizer, test_file=str(SQUAD / "nowhere.json")).read_examples("test")
+
+
 def test_reads_v2_impossible_questions():
     records, _ = read_squad_json(SQUAD / "train-v2.0.json", version_2=True)
     impossible = [r for r in records if r["is_impossible"]]

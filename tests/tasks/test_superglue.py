@@ -48,6 +48,22 @@ def test_root_directory_finds_the_task_folder(tokenizer):
     assert len(task_for("rte", tokenizer, data_dir=SG).features("dev")) == 4
 
 
+def test_split_files_point_splits_anywhere_without_a_data_dir(tokenizer, tmp_path):
+    """task.<split>_file replaces a split's file (no data_dir needed when every split is set); a
+    labelled test_file adds a scored test split; a missing one is a one-line error."""
+    rows = (SG / "RTE" / "val.jsonl").read_text().splitlines()
+    (tmp_path / "one.jsonl").write_text(rows[0] + "\n")
+    (tmp_path / "labelled_test.jsonl").write_text("\n".join(rows[:3]) + "\n")
+    task = build_task(TaskConfig(name="rte", train_file=str(SG / "RTE" / "train.jsonl"),
+                                 dev_file=str(tmp_path / "one.jsonl"), test_file=str(tmp_path / "labelled_test.jsonl")),
+                      tokenizer)
+    assert task.splits == ("train", "dev", "test")
+    assert [len(task.features(s)) for s in task.splits] == [8, 1, 3]
+    assert task_for("rte", tokenizer).splits == ("train", "dev")  # the release's test.jsonl is unlabelled
+    with pytest.raises(ConfigError, match=r"^task.dev_file: \S*nowhere.jsonl does not exist$"):
+        task_for("rte", tokenizer, dev_file=str(tmp_path / "nowhere.jsonl")).read_examples("dev")
+
+
 def test_boolq_question_then_passage(tokenizer):
     f = task_for("boolq", tokenizer).features("dev")[0]
     assert tokens(tokenizer, f["input_ids"]) == (
