@@ -4,9 +4,10 @@
     python launcher/predict.py --artifact runs/ner/artifact [--artifact runs/other/artifact ...] \
         --input in.jsonl [--output out.jsonl] [--batch_size 32] [--device cpu] [--model_path DIR]
 
-Each input line is {"task": "<task name>", "text": "..."} or {"task": ..., "words": [...]}; each
-output line is that object plus the prediction (token tasks: "words" and one tag per word in
-"tags"). Batches mix tasks: one backbone forward serves every artifact. One process, no DeepSpeed.
+Each input line is {"task": "<task name>", "text": "..."} or {"task": ..., "words": [...]} (QA:
+{"task": "squad", "question": ..., "context": ...}); each output line is that object plus the
+prediction (token tasks: "words" and one tag per word in "tags"; QA: "answer", "answer_start",
+"score"). Batches mix tasks: one backbone forward serves every artifact. One process, no DeepSpeed.
 """
 import argparse
 import json

@@ -96,18 +96,18 @@ def read_jsonl(path: str | Path) -> list[dict]:
 @torch.no_grad()
 def predict(server: Server, records: Sequence[dict], batch_size: int = 32) -> list[dict]:
     """One output per record, in order: the record plus its task's prediction (token tasks:
-    ``words`` and ``tags``, one tag per word). Batches mix tasks freely."""
+    ``words`` and ``tags``, one tag per word; QA: ``answer``, ``answer_start``, ``score``). A record
+    may give several features (QA windows); batches mix tasks freely."""
     feats = []
     for i, rec in enumerate(records):
         where = rec.get("_where", f"input:{i + 1}")
         name = rec.get("task")
         if name not in server.tasks:
             raise DataError(f"{where}: task {name!r} is not served (served: {', '.join(sorted(server.tasks))})")
-        feat = server.tasks[name].raw_features(rec, where)
-        feat["id"] = i
-        feats.append(feat)
+        feats += [{**feat, "id": i} for feat in server.tasks[name].raw_features(rec, where)]
     collate = next(iter(server.tasks.values())).collate  # one backbone, one tokenizer: any task pads alike
-    out: list = [None] * len(records)
+    per_record: list[list[dict]] = [[] for _ in records]
+    words: dict[int, list[str]] = {}
     for start in range(0, len(feats), batch_size):
         chunk = feats[start:start + batch_size]
         names = [records[f["id"]]["task"] for f in chunk]
@@ -118,9 +118,14 @@ def predict(server: Server, records: Sequence[dict], batch_size: int = 32) -> li
             group = [chunk[j] for j in rows]
             preds = server.tasks[name].predict(torch.stack([logits[j] for j in rows]).float().cpu(), group)
             for feat, pred in zip(group, preds):
-                rec = {k: v for k, v in records[feat["id"]].items() if k != "_where"}
+                per_record[feat["id"]].append(pred)
                 if "words" in feat:
-                    rec["words"] = feat["words"]
-                rec.update({k: v for k, v in pred.items() if k != "id"})
-                out[feat["id"]] = rec
+                    words[feat["id"]] = feat["words"]
+    out = []
+    for i, rec in enumerate(records):
+        row = {k: v for k, v in rec.items() if k != "_where"}
+        if i in words:
+            row["words"] = words[i]
+        row.update(server.tasks[rec["task"]].raw_prediction(rec, per_record[i]))
+        out.append(row)
     return out

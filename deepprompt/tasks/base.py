@@ -181,10 +181,16 @@ class Task:
             batch[key] = torch.tensor(values, dtype=torch.long)
         return batch
 
-    def raw_features(self, record: dict, where: str = "input") -> dict:
-        """A feature (no labels) for one raw input, e.g. a ``{"text": ...}`` line of a prediction
-        file; ``where`` (``file:line``) starts its error messages."""
+    def raw_features(self, record: dict, where: str = "input") -> list[dict]:
+        """The features (no labels) of one raw input, e.g. a ``{"text": ...}`` line of a prediction
+        file: one, or several where a long input is cut into windows (QA); ``where`` (``file:line``)
+        starts its error messages."""
         raise ConfigError(f"task {self.name}: predicting from raw input is not supported yet")
+
+    def raw_prediction(self, record: dict, predictions: list[dict]) -> dict:
+        """One raw input's prediction from ``predict``'s outputs for its features (in order): by
+        default the single feature's, without its id."""
+        return {k: v for k, v in predictions[0].items() if k != "id"}
 
     def predict(self, logits: torch.Tensor, features: list[dict]) -> list:
         """Per-example predictions (plain Python objects, gathered across ranks)."""

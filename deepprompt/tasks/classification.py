@@ -176,7 +176,7 @@ class FileTask(Task):
             raise DataError(f"{path}: no examples")
         return records
 
-    def raw_features(self, record: dict, where: str = "input") -> dict:
+    def raw_features(self, record: dict, where: str = "input") -> list[dict]:
         """A row in the task's official format (the label may be absent) -> one feature."""
         recs = self.parse(record, where, labelled=False)
         if len(recs) != 1:
@@ -185,7 +185,7 @@ class FileTask(Task):
         feats = self.encode({k: [v] for k, v in {"id": 0, **recs[0]}.items()})
         if len(feats["input_ids"]) != 1:
             raise ConfigError(f"task {self.name}: predicting from raw input is not supported")
-        return {k: v[0] for k, v in feats.items()}
+        return [{k: v[0] for k, v in feats.items()}]
 
     def build_features(self, split: str):
         feats = super().build_features(split)

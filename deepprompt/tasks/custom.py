@@ -174,7 +174,7 @@ class CustomClassification(Task):
             if not isinstance(record.get(key), str) or not record[key].strip():
                 raise DataError(f"{where}: task {self.name} needs {key!r} (a non-empty string)")
             rec[key] = record[key]
-        return self.encode_one(rec)
+        return [self.encode_one(rec)]
 
     def predict(self, logits, features):
         best = logits.argmax(-1).tolist()

@@ -317,7 +317,7 @@ class TaggingTask(Task):
             rec[self.pair_field] = pair
         feat = self.encode_one(rec)
         feat["words"] = words
-        return feat
+        return [feat]
 
     def predict(self, logits, features):
         best = logits.argmax(-1).tolist()

@@ -269,6 +269,32 @@ class QATask(Task):
         last = next(t for t in reversed(ctx) if starts[t] < hi)
         return first, last
 
+    def raw_features(self, record, where="input"):
+        """``{"question": ..., "context": ...}`` -> its windows, exactly as a dev question's."""
+        if not getattr(self.tokenizer, "is_fast", False):
+            raise ConfigError("model.path: qa tasks need a fast tokenizer (tokenizer.json) for character offsets")
+        for key in ("question", "context"):
+            if not isinstance(record.get(key), str) or not record[key].strip():
+                raise DataError(f"{where}: task {self.name} needs {key!r} (a non-empty string)")
+        cols = self.encode({"id": [0], "question": [record["question"]], "context": [record["context"]],
+                            "answer_texts": [[]], "answer_starts": [[]]})
+        keep = [k for k in cols if k not in ("start_positions", "end_positions", "question_cut")]
+        return [{k: cols[k][i] for k in keep} for i in range(len(cols["input_ids"]))]
+
+    def raw_prediction(self, record, predictions):
+        """The best span over the windows: ``answer`` (its text), ``answer_start`` (its character
+        offset in the context) and ``score``; squad_v2 also gives ``null_score_diff`` (no-answer
+        score minus the span's) and answers "" when it is above 0."""
+        (m,) = merge_windows(predictions).values()
+        start, end = m["span"] or (0, 0)
+        out = {"answer": record["context"][start:end], "answer_start": start if m["span"] else -1,
+               "score": m["score"] if m["span"] else None}
+        if self.version_2:
+            out["null_score_diff"] = m["null"] - m["score"]
+            if out["null_score_diff"] > 0:
+                out["answer"], out["answer_start"] = "", -1
+        return out
+
     # ------------------------------------------------------------------ predictions
     def predict(self, logits, features):
         """Per window: its id, the no-answer score (start + end score at position 0) and the n-best

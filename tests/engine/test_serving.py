@@ -107,7 +107,7 @@ def test_a_single_input_prompt_artifact_is_served_on_its_own(artifacts, tmp_path
     model, task = plain_model(run)
     art = save_artifact(model, run, [task], str(path), tmp_path / "lester")
     got = predict(build_server([load_artifact(art)]), [{"task": "wnut16", "text": t} for t in TEXTS])
-    feats = [{**task.raw_features({"text": t}), "id": i} for i, t in enumerate(TEXTS)]
+    feats = [{**f, "id": i} for i, t in enumerate(TEXTS) for f in task.raw_features({"text": t})]
     with torch.no_grad():
         ref = task.predict(model(task.collate(feats), "wnut16").logits, feats)
     assert [r["tags"] for r in got] == [r["tags"] for r in ref]

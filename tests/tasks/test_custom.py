@@ -115,7 +115,7 @@ def test_truncation_is_counted(tok, tmp_path, caplog):
 
 def test_raw_input_for_prediction(tok):
     task = build_task(_cls(), tok)
-    feat = task.raw_features({"text": "loved it"})
+    (feat,) = task.raw_features({"text": "loved it"})
     assert tok.convert_ids_to_tokens(feat["input_ids"]) == ["[CLS]", "loved", "it", "[SEP]"]
     with pytest.raises(DataError, match=r"x.jsonl:2: task custom_classification needs 'text'"):
         task.raw_features({"sentence": "loved it"}, where="x.jsonl:2")

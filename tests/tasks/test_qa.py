@@ -218,6 +218,58 @@ def test_metrics_of_gold_predictions_v2(tokenizer):
     assert out["best_f1"] == 100.0 and task.main_metric == "best_f1"
 
 
+def _raw_windows_and_gold_predictions(task, rec):
+    """A dev question given as raw input: its windows, and predict() of gold logits on each."""
+    dev = [f for f in task.features("dev") if f["id"] == rec["id"]]
+    raw = task.raw_features({"question": rec["question"], "context": rec["context"]})
+    preds = [p for f, d in zip(raw, dev) for p in task.predict(_gold_logits(d).unsqueeze(0), [{**f, "id": 0}])]
+    return dev, raw, preds
+
+
+def test_raw_input_is_windowed_as_dev_and_answered_from_the_best_window(tokenizer):
+    task = make(tokenizer)
+    rec = next(r for r in task.read_examples("dev") if r["id"] == "dev-rhine-q1")
+    dev, raw, preds = _raw_windows_and_gold_predictions(task, rec)
+    assert len(raw) == len(dev) > 1 and [f["input_ids"] for f in raw] == [f["input_ids"] for f in dev]
+    assert not any("start_positions" in f for f in raw)  # no labels in raw features
+    out = task.raw_prediction(rec, preds)
+    assert out["answer"] == "the North Sea" and rec["context"][out["answer_start"]:].startswith("the North Sea")
+    with pytest.raises(DataError, match=r"^in.jsonl:2: task squad needs 'context' \(a non-empty string\)$"):
+        task.raw_features({"question": "where?"}, where="in.jsonl:2")
+
+
+def test_raw_input_v2_answers_nothing_when_no_answer_scores_higher(tokenizer):
+    task = make(tokenizer, "squad_v2")
+    rec = next(r for r in task.read_examples("dev") if r["is_impossible"])
+    _, _, preds = _raw_windows_and_gold_predictions(task, rec)  # gold = [CLS] in every window
+    out = task.raw_prediction(rec, preds)
+    assert out["answer"] == "" and out["answer_start"] == -1 and out["null_score_diff"] > 0
+
+
+def test_a_qa_artifact_answers_raw_questions_as_evaluation_does(model_dir, tmp_path):
+    """predict.py's path (artifact -> server -> raw {question, context}) gives every dev question
+    the answer evaluation derives from the same model, in batches that mix windows of questions."""
+    from deepprompt.artifacts import load_artifact, save_artifact
+    from deepprompt.engine.serving import build_server, predict
+    from tests.artifact_utils import plain_model, run_config, train_briefly
+
+    run = run_config(model_dir, "task.name=squad", f"task.data_dir={SQUAD}", "task.max_seq_length=48",
+                     "task.doc_stride=8", "task.max_query_length=16")
+    model, task = plain_model(run)
+    train_briefly(model, task)
+    art = save_artifact(model, run, [task], str(model_dir), tmp_path / "qa")
+    dev = task.read_examples("dev")
+    got = predict(build_server([load_artifact(art)]),
+                  [{"task": "squad", "id": r["id"], "question": r["question"], "context": r["context"]} for r in dev],
+                  batch_size=3)
+    feats = list(task.features("dev"))
+    with torch.no_grad():
+        ref = task.answers(task.predict(model(task.collate(feats), "squad").logits, feats), "dev")
+    assert [g["id"] for g in got] == [r["id"] for r in dev]
+    assert [g["answer"] for g in got] == [ref[r["id"]]["text"] for r in dev]
+    assert all(g["context"][g["answer_start"]:].startswith(g["answer"]) for g in got)
+
+
 def test_squadshifts_layout_and_train_files(tokenizer, tmp_path):
     for name in ("new_wiki", "nyt"):
         shutil.copy(SQUAD / "train-v1.1.json", tmp_path / f"{name}_v1.0.json")

@@ -156,7 +156,7 @@ def test_predict_reads_sentence_positions_only(tok):
 
 def test_raw_input_needs_the_predicate(tok):
     task = build_task(TaskConfig(name="conll05", data_dir=str(C05)), tok)
-    feat = task.raw_features({"text": "the cat chased the mouse", "predicate": "chased"})
+    (feat,) = task.raw_features({"text": "the cat chased the mouse", "predicate": "chased"})
     assert tok.convert_ids_to_tokens(feat["input_ids"])[-3:] == ["[SEP]", "chased", "[SEP]"]
     with pytest.raises(DataError, match=r"in.jsonl:3: task conll05 needs \"predicate\""):
         task.raw_features({"text": "the cat"}, where="in.jsonl:3")

@@ -213,7 +213,7 @@ def test_test_split_only_when_labelled(tokenizer, tmp_path):
 
 def test_raw_input_in_the_official_format(tokenizer):
     task = task_for("rte", tokenizer)
-    feat = task.raw_features({"premise": "the team won the match .", "hypothesis": "the team won ."})
+    (feat,) = task.raw_features({"premise": "the team won the match .", "hypothesis": "the team won ."})
     assert tokens(tokenizer, feat["input_ids"]) == "[CLS] the team won the match . [SEP] the team won . [SEP]"
     assert "labels" not in feat
     with pytest.raises(DataError, match=r"^input: missing field 'hypothesis'$"):
