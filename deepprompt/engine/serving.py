@@ -104,13 +104,13 @@ def predict(server: Server, records: Sequence[dict], batch_size: int = 32) -> li
         name = rec.get("task")
         if name not in server.tasks:
             raise DataError(f"{where}: task {name!r} is not served (served: {', '.join(sorted(server.tasks))})")
-        feats += [{**feat, "id": i} for feat in server.tasks[name].raw_features(rec, where)]
+        feats += [{"id": 0, **feat, "input": i} for feat in server.tasks[name].raw_features(rec, where)]
     collate = next(iter(server.tasks.values())).collate  # one backbone, one tokenizer: any task pads alike
     per_record: list[list[dict]] = [[] for _ in records]
     words: dict[int, list[str]] = {}
     for start in range(0, len(feats), batch_size):
         chunk = feats[start:start + batch_size]
-        names = [records[f["id"]]["task"] for f in chunk]
+        names = [records[f["input"]]["task"] for f in chunk]
         batch = {k: v.to(server.device) for k, v in collate(chunk).items()}
         logits = server.model(batch, names).logits  # per-example rows
         for name in dict.fromkeys(names):
@@ -118,9 +118,9 @@ def predict(server: Server, records: Sequence[dict], batch_size: int = 32) -> li
             group = [chunk[j] for j in rows]
             preds = server.tasks[name].predict(torch.stack([logits[j] for j in rows]).float().cpu(), group)
             for feat, pred in zip(group, preds):
-                per_record[feat["id"]].append(pred)
+                per_record[feat["input"]].append(pred)
                 if "words" in feat:
-                    words[feat["id"]] = feat["words"]
+                    words[feat["input"]] = feat["words"]
     out = []
     for i, rec in enumerate(records):
         row = {k: v for k, v in rec.items() if k != "_where"}

@@ -190,6 +190,9 @@ class Task:
     def raw_prediction(self, record: dict, predictions: list[dict]) -> dict:
         """One raw input's prediction from ``predict``'s outputs for its features (in order): by
         default the single feature's, without its id."""
+        if len(predictions) != 1:
+            raise ConfigError(f"task {self.name}: one raw input gave {len(predictions)} predictions and this "
+                              f"task does not join them")
         return {k: v for k, v in predictions[0].items() if k != "id"}
 
     def predict(self, logits: torch.Tensor, features: list[dict]) -> list:

@@ -177,15 +177,14 @@ class FileTask(Task):
         return records
 
     def raw_features(self, record: dict, where: str = "input") -> list[dict]:
-        """A row in the task's official format (the label may be absent) -> one feature."""
+        """A row in the task's official format (labels may be absent) -> its features: one, or one
+        per answer option / candidate entity of each question (MultiRC, ReCoRD: ``id`` is the
+        question's index in the row, ``sub`` the option's)."""
         recs = self.parse(record, where, labelled=False)
-        if len(recs) != 1:
-            raise DataError(f"{where}: task {self.name} gives {len(recs)} inputs for this record; "
-                            f"predicting from raw input needs exactly one")
-        feats = self.encode({k: [v] for k, v in {"id": 0, **recs[0]}.items()})
-        if len(feats["input_ids"]) != 1:
-            raise ConfigError(f"task {self.name}: predicting from raw input is not supported")
-        return [{k: v[0] for k, v in feats.items()}]
+        if not recs:
+            raise DataError(f"{where}: task {self.name}: the record holds no input")
+        cols = self.encode({"id": list(range(len(recs))), **{k: [r[k] for r in recs] for k in recs[0]}})
+        return [{k: v[i] for k, v in cols.items()} for i in range(len(cols["input_ids"]))]
 
     def build_features(self, split: str):
         feats = super().build_features(split)

@@ -271,6 +271,13 @@ class MultiRC(SuperGlueMixin, ClassificationTask):
                     rows["label"].append(batch["answer_labels"][r][k])
         return dict(rows)
 
+    def raw_prediction(self, record, predictions):
+        """Per question of the row, in order: a 0/1 label per answer option, in order."""
+        per_question: dict[int, dict[int, int]] = defaultdict(dict)
+        for p in predictions:
+            per_question[p["id"]][p["sub"]] = int(p["label"])
+        return {"answer_labels": [[q[s] for s in sorted(q)] for _, q in sorted(per_question.items())]}
+
     def metrics(self, predictions, split):
         ds = self.features(split).dataset
         gold = {(i, s): (g, l) for i, s, g, l in zip(ds["id"], ds["sub"], ds["group"], ds["labels"])}
@@ -362,15 +369,22 @@ class ReCoRD(SuperGlueMixin, ClassificationTask):
                     rows["answers"].append(batch["answers"][r])
         return dict(rows)
 
+    @staticmethod
+    def best_candidates(predictions) -> dict[int, int]:
+        """Query id -> the ``sub`` (candidate index) of its best-scoring candidate (ties: the first)."""
+        best: dict[int, tuple[float, int]] = {}
+        for p in predictions:
+            key = (p["score"], -p["sub"])
+            if p["id"] not in best or key > best[p["id"]]:
+                best[p["id"]] = key
+        return {q: -key[1] for q, key in best.items()}
+
+    def raw_prediction(self, record, predictions):
+        """Per query of the row, in order: its best-scoring candidate entity."""
+        queries = self.parse(record, "input", labelled=False)
+        return {"answers": [queries[q]["candidates"][s] for q, s in sorted(self.best_candidates(predictions).items())]}
+
     def metrics(self, predictions, split):
         ds = self.features(split).dataset
         info = {(i, s): (c, a) for i, s, c, a in zip(ds["id"], ds["sub"], ds["candidate"], ds["answers"])}
-        best: dict[int, tuple[float, int, str]] = {}
-        golds: dict[int, list[str]] = {}
-        for p in predictions:
-            cand, answers = info[(p["id"], p["sub"])]
-            golds[p["id"]] = answers
-            key = (p["score"], -p["sub"])  # ties: the first candidate
-            if p["id"] not in best or key > best[p["id"]][:2]:
-                best[p["id"]] = (*key, cand)
-        return record_scores((best[q][2], golds[q]) for q in sorted(best))
+        return record_scores(info[(q, s)] for q, s in sorted(self.best_candidates(predictions).items()))

@@ -169,6 +169,32 @@ def test_multirc_one_example_per_answer_grouped_per_question(tokenizer):
     assert scores == {"f1a": pytest.approx(80.0), "em": 50.0}
 
 
+def _first_row(name):
+    return json.loads((SG / FOLDERS[name] / "val.jsonl").read_text().splitlines()[0])
+
+
+def test_raw_record_row_answers_each_query_with_its_best_candidate(tokenizer):
+    task = task_for("record", tokenizer)
+    row = _first_row("record")
+    for qa in row["qas"]:
+        del qa["answers"]  # raw input: no gold
+    feats = task.raw_features(row)
+    assert [(f["id"], f["sub"]) for f in feats] == [(q, c) for q in range(2) for c in range(4)]
+    assert [f["input_ids"] for f in feats] == [f["input_ids"] for f in task.features("dev")]
+    margin = {0: [0.1, 0.0, 2.0, 0.3], 1: [1.5, 0.2, 0.1, 0.9]}  # as in the metric test above
+    preds = task.predict(torch.tensor([[0.0, margin[f["id"]][f["sub"]]] for f in feats]), feats)
+    assert task.raw_prediction(row, preds) == {"answers": ["Max Weber", "Berlin"]}
+
+
+def test_raw_multirc_row_labels_every_answer_option_per_question(tokenizer):
+    task = task_for("multirc", tokenizer)
+    feats = task.raw_features(_first_row("multirc"))  # its gold labels are not read
+    assert [(f["id"], f["sub"]) for f in feats] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]
+    assert "labels" not in feats[0]
+    logits = torch.tensor([[0.0, 1.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    assert task.raw_prediction({}, task.predict(logits, feats)) == {"answer_labels": [[1, 0, 0], [1, 0]]}
+
+
 def test_cb_reports_accuracy_and_macro_f1(tokenizer):
     task = task_for("cb", tokenizer)
     feats = task.features("dev")[:]  # gold: entailment, neutral, contradiction
