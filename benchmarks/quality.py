@@ -10,16 +10,17 @@ interrupted benchmark continues where it stopped.
 
     .venv/bin/python benchmarks/quality.py --name wnut16 [--seeds 42,43,44] [--steps 600]
     .venv/bin/python benchmarks/quality.py --name squadshifts --config launcher/configs/squadshifts_prefix.yaml \\
-        --lr prefix=1e-2,finetune=1e-4
+        --steps 150 --lr prefix=1e-2,finetune=1e-4 --metrics exact_match,f1 --set train.log_every=10
 
-Prints a table and writes docs/benchmarks/quality_<name>.json and quality_<name>.png.
+Prints a table (every metric of ``--metrics`` on every split the task has; SQuAD has no test) and
+writes docs/benchmarks/quality_<name>.json and quality_<name>.png.
 """
 import argparse
 import sys
 
 from _bench import LR, REPO, launch, mean_std, method_run, print_table, save_plot, write_json
 
-COLUMNS = (("last", "dev"), ("last", "test"), ("best_dev", "dev"), ("best_dev", "test"))
+WHICH = {"last": "LAST", "best_dev": "BEST-DEV"}
 
 
 def main() -> None:
@@ -30,44 +31,49 @@ def main() -> None:
     ap.add_argument("--seeds", default="42,43,44")
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--lr", default="", help="per-method learning rates, e.g. prefix=1e-2,finetune=1e-4")
+    ap.add_argument("--metrics", default="", help="metrics to tabulate, e.g. exact_match,f1 (default: the main one)")
     ap.add_argument("--set", default="", help="extra overrides for every run, comma-separated key=value")
     ap.add_argument("--runs", default="runs/quality", help="where the runs go (reused if present)")
     args = ap.parse_args()
     lrs = {**LR, **dict(kv.split("=", 1) for kv in args.lr.split(",") if kv)}
     extra = [kv for kv in args.set.split(",") if kv]
     seeds = [int(s) for s in args.seeds.split(",")]
-    rows, metric = [], None
+    rows, columns = [], None
     for method in args.methods.split(","):
         per_seed = []
         for seed in seeds:
             out, overrides = method_run(args.runs, args.name, method, seed, args.steps, lrs[method])
             r = launch(out, overrides + extra, config=args.config)
             (task, t), = r["tasks"].items()
-            metric = t["main_metric"]
-            per_seed.append({"seed": seed, "last": t["last"], "best_dev": t["best_dev"],
-                             "trainable_percent": r["params"]["trainable_percent"], "wall_time_s": r["wall_time_s"]})
-        row = {"method": method, "lr": float(lrs[method]), "task": task, "metric": metric, "runs": per_seed,
+            per_seed.append({"seed": seed, "last": t["last"], "best_dev": t["best_dev"], "trainable": r["params"]["trainable"],
+                             "trainable_percent": r["params"]["trainable_percent"], "train_loss": r["train_loss"],
+                             "wall_time_s": r["wall_time_s"]})
+        if columns is None:  # (which, split, metric) for every split the task scores
+            metrics = args.metrics.split(",") if args.metrics else [t["main_metric"]]
+            columns = [(w, split, m) for m in metrics for w in WHICH for split in ("dev", "test")
+                       if f"{split}_{m}" in per_seed[0]["last"]]
+        row = {"method": method, "lr": float(lrs[method]), "task": task, "metric": t["main_metric"], "runs": per_seed,
                "trainable_percent": per_seed[0]["trainable_percent"]}
-        for which, split in COLUMNS:
-            row[f"{which}_{split}"] = mean_std([s[which][f"{split}_{metric}"] for s in per_seed])
+        for w, split, m in columns:
+            row[f"{w}_{split}_{m}"] = mean_std([s[w][f"{split}_{m}"] for s in per_seed])
         rows.append(row)
 
     def fmt(ms):
         return f"{ms[0]:.2f} ± {ms[1]:.2f}"
-    print_table(("method", "trainable %", f"LAST dev {metric}", f"LAST test {metric}", f"BEST-DEV dev {metric}",
-                 f"BEST-DEV test {metric}"),
-                [(x["method"], f"{x['trainable_percent']:.3f}", *(fmt(x[f"{w}_{s}"]) for w, s in COLUMNS)) for x in rows])
+    print_table(("method", "trainable %", *(f"{WHICH[w]} {split} {m}" for w, split, m in columns)),
+                [(x["method"], f"{x['trainable_percent']:.3f}", *(fmt(x[f"{w}_{s}_{m}"]) for w, s, m in columns))
+                 for x in rows])
     out = write_json(f"quality_{args.name}.json", {"name": args.name, "config": args.config, "steps": args.steps,
                                                    "seeds": seeds, "world_size": 2, "overrides": extra, "rows": rows})
 
     def draw(ax):
-        width = 0.2
-        for k, (which, split) in enumerate(COLUMNS):
-            xs = [i + (k - 1.5) * width for i in range(len(rows))]
-            ax.bar(xs, [x[f"{which}_{split}"][0] for x in rows], width, yerr=[x[f"{which}_{split}"][1] for x in rows],
-                   capsize=3, label=f"{'LAST' if which == 'last' else 'BEST-DEV'} {split}")
+        width = 0.8 / len(columns)
+        for k, (w, split, m) in enumerate(columns):
+            xs = [i + (k - (len(columns) - 1) / 2) * width for i in range(len(rows))]
+            ax.bar(xs, [x[f"{w}_{split}_{m}"][0] for x in rows], width, yerr=[x[f"{w}_{split}_{m}"][1] for x in rows],
+                   capsize=3, label=f"{WHICH[w]} {split} {m}")
         ax.set_xticks(range(len(rows)), [x["method"] for x in rows])
-        ax.set_ylabel(f"{metric} (mean ± std over {len(seeds)} seeds)")
+        ax.set_ylabel(f"mean ± std over {len(seeds)} seed(s)")
         ax.set_title(f"{args.name}: {args.steps} steps")
         ax.legend(fontsize=8)
     save_plot(f"quality_{args.name}.png", draw)
