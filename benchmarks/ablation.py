@@ -66,15 +66,21 @@ def main() -> None:
         ax.plot([x["length"] for x in lengths], [x["last_dev"] for x in lengths], "o-", label="dev (last)")
         ax.plot([x["length"] for x in lengths], [x["last_test"] for x in lengths], "s--", label="test (last)")
         ax.set_xscale("log", base=2)
+        ax.set_xticks([x["length"] for x in lengths], [str(x["length"]) for x in lengths])
+        ax.set_title(f"{args.name}: prompt length (seed {args.seed}, {args.steps} steps)")
         ax.set_xlabel("prompt length (prefix tokens per layer)")
         ax.set_ylabel(m)
         ax.legend()
 
     def draw_depth(ax):
-        for order, style in (("top-down", "o-"), ("bottom-up", "s--")):
+        for order, color in (("top-down", "C0"), ("bottom-up", "C1")):
             pts = [x for x in depths if x["order"] == order]
-            ax.plot([x["depth"] for x in pts], [x["last_dev"] for x in pts], style, label=f"{order} (dev, last)")
+            for split, style in (("dev", "o-"), ("test", "s:")):
+                ax.plot([x["depth"] for x in pts], [x[f"last_{split}"] for x in pts], style, color=color,
+                        label=f"{order} ({split}, last)")
         ax.set_xlabel(f"layers with a prefix (of {args.layers})")
+        ax.set_xticks([x["depth"] for x in depths[::2]])
+        ax.set_title(f"{args.name}: prompt depth, P={base_length} (seed {args.seed}, {args.steps} steps)")
         ax.set_ylabel(m)
         ax.legend()
     save_plot(f"ablation_{args.name}_length.png", draw_length)
