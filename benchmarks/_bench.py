@@ -40,13 +40,6 @@ def launch(out: Path, overrides: list[str], ranks: int = 2, config: str | None =
     return json.loads((out / "results.json").read_text())
 
 
-def seconds_per_step(out: Path) -> float | None:
-    """The last ``s/step`` rank 0 logged (the mean since the training loop started)."""
-    import re
-    found = re.findall(r"([\d.]+) s/step", (out / "logs" / "rank0.log").read_text())
-    return float(found[-1]) if found else None
-
-
 def dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
 

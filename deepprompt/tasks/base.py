@@ -153,10 +153,15 @@ class Task:
             raise DataError(f"task {self.name}: the {split} split gave no features (all examples skipped?)")
         return FeatureSet(feats)
 
+    def encode_rows(self, records: list[dict]) -> list[dict]:
+        """``encode`` on a few records given row-wise (prediction from raw input); its features,
+        row-wise (a record may give several)."""
+        cols = self.encode({k: [r[k] for r in records] for k in records[0]})
+        return [{k: v[i] for k, v in cols.items()} for i in range(len(cols["input_ids"]))]
+
     def encode_one(self, record: dict) -> dict:
         """``encode`` on a single record (prediction from raw input); its first feature."""
-        out = self.encode({k: [v] for k, v in record.items()})
-        return {k: v[0] for k, v in out.items()}
+        return self.encode_rows([record])[0]
 
     def features(self, split: str) -> FeatureSet:
         if split not in self._features:

@@ -183,8 +183,7 @@ class FileTask(Task):
         recs = self.parse(record, where, labelled=False)
         if not recs:
             raise DataError(f"{where}: task {self.name}: the record holds no input")
-        cols = self.encode({"id": list(range(len(recs))), **{k: [r[k] for r in recs] for k in recs[0]}})
-        return [{k: v[i] for k, v in cols.items()} for i in range(len(cols["input_ids"]))]
+        return self.encode_rows([{"id": i, **r} for i, r in enumerate(recs)])
 
     def build_features(self, split: str):
         feats = super().build_features(split)

@@ -200,9 +200,12 @@ class QATask(Task):
         return records
 
     # ------------------------------------------------------------------ features
-    def build_features(self, split):
+    def _require_fast(self):
         if not getattr(self.tokenizer, "is_fast", False):
             raise ConfigError("model.path: qa tasks need a fast tokenizer (tokenizer.json) for character offsets")
+
+    def build_features(self, split):
+        self._require_fast()
         feats = super().build_features(split)
         cut = sum(feats.dataset["question_cut"])
         if cut:
@@ -271,15 +274,14 @@ class QATask(Task):
 
     def raw_features(self, record, where="input"):
         """``{"question": ..., "context": ...}`` -> its windows, exactly as a dev question's."""
-        if not getattr(self.tokenizer, "is_fast", False):
-            raise ConfigError("model.path: qa tasks need a fast tokenizer (tokenizer.json) for character offsets")
+        self._require_fast()
         for key in ("question", "context"):
             if not isinstance(record.get(key), str) or not record[key].strip():
                 raise DataError(f"{where}: task {self.name} needs {key!r} (a non-empty string)")
-        cols = self.encode({"id": [0], "question": [record["question"]], "context": [record["context"]],
-                            "answer_texts": [[]], "answer_starts": [[]]})
-        keep = [k for k in cols if k not in ("start_positions", "end_positions", "question_cut")]
-        return [{k: cols[k][i] for k in keep} for i in range(len(cols["input_ids"]))]
+        windows = self.encode_rows([{"id": 0, "question": record["question"], "context": record["context"],
+                                     "answer_texts": [], "answer_starts": []}])
+        labels = ("start_positions", "end_positions", "question_cut")
+        return [{k: v for k, v in w.items() if k not in labels} for w in windows]
 
     def raw_prediction(self, record, predictions):
         """The best span over the windows: ``answer`` (its text), ``answer_start`` (its character
