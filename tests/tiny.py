@@ -55,7 +55,17 @@ def _deberta_v2(path: Path, layers: int, hidden: int, positions: int):
     return tok, DebertaV2Model(cfg)
 
 
-BUILDERS = {"bert": _bert, "roberta": _roberta, "deberta-v2": _deberta_v2}
+def _mpnet(path: Path, layers: int, hidden: int, positions: int):
+    from transformers import MPNetConfig, MPNetModel, MPNetTokenizer
+
+    vocab = ["<s>", "<pad>", "</s>", "[UNK]", "<mask>"] + fixture_words() + ["##s", "##ing"]
+    tok = MPNetTokenizer(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True)
+    cfg = MPNetConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers, intermediate_size=2 * hidden,
+                      max_position_embeddings=positions + 2, pad_token_id=1, **SHAPE)
+    return tok, MPNetModel(cfg)
+
+
+BUILDERS = {"bert": _bert, "roberta": _roberta, "deberta-v2": _deberta_v2, "mpnet": _mpnet}
 
 
 def save_tiny(family: str, path: Path, num_layers: int = 2, hidden: int = 32, max_positions: int = 64,

@@ -100,7 +100,7 @@ def test_prompt_longer_than_positions_is_refused(tiny_model, tmp_path):
     assert "prompt.length: 40 prompt tokens + task.max_seq_length 32 = 72 exceeds the backbone's 64 positions" in proc.stderr
 
 
-@pytest.mark.parametrize("family", ["roberta", "deberta-v2"])
+@pytest.mark.parametrize("family", ["roberta", "deberta-v2", "mpnet"])
 def test_prefix_trains_on_other_backbone_families(tmp_path, family):
     model = save_tiny(family, tmp_path / family)
     out = tmp_path / "run"

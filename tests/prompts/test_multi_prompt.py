@@ -40,7 +40,7 @@ def build(family, tmp_path):
     return backbone, adapter, prompts, heads, multi
 
 
-@pytest.mark.parametrize("family", ["bert", "deberta-v2"])
+@pytest.mark.parametrize("family", ["bert", "deberta-v2", "mpnet"])
 def test_mixed_batch_equals_each_task_alone(family, tmp_path):
     backbone, adapter, prompts, heads, multi = build(family, tmp_path)
     mixed = PromptedModel(backbone, adapter, multi, heads).eval()

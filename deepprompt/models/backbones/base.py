@@ -82,6 +82,42 @@ class BackboneAdapter:
         return self.model(**inputs).last_hidden_state
 
 
+def extend_mask_for_prefix(mask: torch.Tensor | None, p: int, prefix_mask: torch.Tensor | None = None,
+                           lengths: tuple[int, int] | None = None) -> torch.Tensor | None:
+    """Add ``p`` leading key columns for the prefix (bool or additive masks).
+
+    Every valid query may see every prefix column, except where ``prefix_mask`` [B, P] (True =
+    visible) hides one for that example. ``mask`` None means "all visible"; with a ``prefix_mask``
+    a bool mask is then built, which needs ``lengths`` = (query length, key length without prefix).
+    """
+    if mask is None:
+        if prefix_mask is None:
+            return None
+        q_len, k_len = lengths
+        b = prefix_mask.shape[0]
+        cols = prefix_mask[:, None, None, :].expand(b, 1, q_len, p)
+        return torch.cat([cols, cols.new_ones(b, 1, q_len, k_len)], dim=-1)
+    if prefix_mask is not None and mask.shape[0] != prefix_mask.shape[0]:
+        mask = mask.expand(prefix_mask.shape[0], *mask.shape[1:])
+    shape = (*mask.shape[:-1], p)
+    if mask.dtype == torch.bool:
+        visible = mask.any(dim=-1, keepdim=True).expand(shape)  # a fully masked query row stays so
+        if prefix_mask is not None:
+            visible = visible & prefix_mask[:, None, None, :]
+        return torch.cat([visible, mask], dim=-1)
+    cols = mask.new_zeros(shape)
+    if prefix_mask is not None:
+        hidden = torch.finfo(mask.dtype).min
+        cols = cols.masked_fill(~prefix_mask[:, None, None, :], hidden)
+    return torch.cat([cols, mask], dim=-1)
+
+
+def positions_after_padding(config) -> int:
+    """Tokens a RoBERTa-style position table holds: positions start after ``padding_idx``, so 514
+    embeddings with pad id 1 hold 512 tokens."""
+    return config.max_position_embeddings - (config.pad_token_id or 0) - 1
+
+
 def family_for_model_type(model_type: str, family: str = "auto") -> type[BackboneAdapter]:
     """The adapter class for ``model.family`` (``auto``: the one that lists this ``model_type``)."""
     if family != "auto":

@@ -7,6 +7,8 @@ The prefixed attention of one layer is recomputed here from that layer's own wei
 * DeBERTa-v2: token->token scores are the full disentangled c2c + c2p + p2c terms over the relative
   distances of transformers' ``build_relative_position``; token->prefix scores are content-only
   q.pk; everything is divided by sqrt(d * 3).
+* MPNet: softmax(q [pk; k]^T / sqrt(d) + [0; relative-position bias] + mask) [pv; v], then its
+  output projection ``o``; the bias of query i and key j is the learned bucket of distance j - i.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import pytest
 import torch
 from transformers import AutoModel
 from transformers.models.deberta_v2.modeling_deberta_v2 import build_relative_position
+from transformers.models.mpnet.modeling_mpnet import MPNetEncoder
 
 from tests.conftest import make_batch, tiny_backbone, tiny_config
 
@@ -31,6 +34,7 @@ CASES = [
     # no buckets and a short span: distances beyond +-4 are clamped
     pytest.param("deberta-v2", {"share_att_key": False, "position_buckets": -1, "max_relative_positions": 4},
                  id="deberta-v2-clamped"),
+    pytest.param("mpnet", {}, id="mpnet"),
 ]
 LENGTHS = (7, 5)  # the second sequence has two padding positions
 P = 3
@@ -140,6 +144,31 @@ def reference_deberta(attn, x, mask, pk, pv, rel_embeddings, config):
     return ctx.transpose(1, 2).flatten(2)
 
 
+def reference_mpnet(attn, x, mask, pk, pv, rel_bias):
+    """Hand-written prefixed MPNet self-attention; ``rel_bias`` is the encoder's [buckets, H] table."""
+    nh = attn.num_attention_heads
+    q, k, v = (heads(linear(m, x), nh) for m in (attn.q, attn.k, attn.v))
+    n, d = q.shape[2], q.shape[3]
+    distance = torch.tensor([[j - i for j in range(n)] for i in range(n)])  # key position - query position
+    bias = rel_bias.weight[MPNetEncoder.relative_position_bucket(distance, num_buckets=32)]  # [L, L, H]
+    token_scores = torch.einsum("bhid,bhjd->bhij", q, k) / math.sqrt(d) + bias.permute(2, 0, 1)
+    prefix_scores = torch.einsum("bhid,bhpd->bhip", q, pk) / math.sqrt(d)  # no position for a prefix key
+    scores = torch.cat([prefix_scores, token_scores], dim=-1)
+    visible = torch.cat([torch.ones_like(mask[:, :pk.shape[2]]), mask], dim=1).bool()
+    scores = scores.masked_fill(~visible[:, None, None, :], float("-inf"))
+    ctx = torch.einsum("bhij,bhjd->bhid", scores.softmax(-1), torch.cat([pv, v], dim=2))
+    return linear(attn.o, ctx.transpose(1, 2).flatten(2))
+
+
+def reference(family, model, attn, x, mask, pk, pv):
+    """The hand-written prefixed attention of ``family`` for one layer."""
+    if family == "deberta-v2":
+        return reference_deberta(attn, x, mask, pk, pv, model.encoder.get_rel_embedding(), model.config)
+    if family == "mpnet":
+        return reference_mpnet(attn, x, mask, pk, pv, model.encoder.relative_attention_bias)
+    return reference_bert(attn, x, mask, pk, pv)
+
+
 def tiny(family, overrides, tmp_path, **kw):
     model, adapter = tiny_backbone(family, tmp_path, **overrides, **kw)
     return model.double(), adapter
@@ -153,12 +182,8 @@ def test_prefixed_attention_matches_hand_written_reference(family, overrides, la
     pk, pv = random_prefix(model, len(LENGTHS))
     with torch.no_grad():
         inputs, outputs, _ = run(model, adapter, batch, {layer: (pk, pv)})
-        attn = adapter.attention_modules()[layer]
-        x, mask = inputs[layer], batch["attention_mask"]
-        if family == "deberta-v2":
-            ref = reference_deberta(attn, x, mask, pk, pv, model.encoder.get_rel_embedding(), model.config)
-        else:
-            ref = reference_bert(attn, x, mask, pk, pv)
+        ref = reference(family, model, adapter.attention_modules()[layer], inputs[layer], batch["attention_mask"],
+                        pk, pv)
     got = outputs[layer]
     assert got.shape == ref.shape == (len(LENGTHS), max(LENGTHS), model.config.hidden_size)
     for b, n in enumerate(LENGTHS):  # compare real (non-padded) query positions only
@@ -178,11 +203,7 @@ def test_reference_without_prefix_matches_the_unpatched_model(family, overrides,
     with torch.no_grad():
         inputs, outputs, _ = run(model, adapter, batch, {})
         for layer, attn in enumerate(adapter.attention_modules()):
-            x, mask = inputs[layer], batch["attention_mask"]
-            if family == "deberta-v2":
-                ref = reference_deberta(attn, x, mask, pk, pv, model.encoder.get_rel_embedding(), model.config)
-            else:
-                ref = reference_bert(attn, x, mask, pk, pv)
+            ref = reference(family, model, attn, inputs[layer], batch["attention_mask"], pk, pv)
             for b, n in enumerate(LENGTHS):
                 torch.testing.assert_close(outputs[layer][b, :n], ref[b, :n], rtol=0, atol=1e-10)
 
@@ -270,7 +291,7 @@ def test_no_prefix_matches_stock_transformers(family, overrides, tmp_path):
         torch.testing.assert_close(last[b, :n], ref[b, :n], rtol=0, atol=1e-10)
 
 
-@pytest.mark.parametrize("family", ["bert", "roberta", "deberta-v2"])
+@pytest.mark.parametrize("family", ["bert", "roberta", "deberta-v2", "mpnet"])
 def test_adapter_for_a_model_built_in_process(family, tmp_path):
     """adapter_for() on a freshly constructed model installs the prefix path too (no from_pretrained)."""
     from deepprompt.models.backbones import adapter_for
@@ -281,7 +302,7 @@ def test_adapter_for_a_model_built_in_process(family, tmp_path):
     model.load_state_dict(loaded.state_dict())
     adapter = adapter_for(model)
     assert adapter.family == family
-    if family != "deberta-v2":
+    if family in ("bert", "roberta"):
         assert model.config._attn_implementation == "deepprompt"
     batch = make_batch(family, LENGTHS)
     prefix = {1: random_prefix(model, len(LENGTHS))}
