@@ -63,6 +63,11 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def fmt_mean_std(ms: tuple[float, float], n: int) -> str:
+    """``mean ± std`` over ``n`` seeds; just the value for one seed (its 0 std means nothing)."""
+    return f"{ms[0]:.2f} ± {ms[1]:.2f}" if n > 1 else f"{ms[0]:.2f}"
+
+
 def save_plot(name: str, draw) -> Path:
     """``draw(ax)`` on a fresh matplotlib figure, saved as docs/benchmarks/<name> (PNG)."""
     import matplotlib

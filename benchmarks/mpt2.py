@@ -14,7 +14,7 @@ Prints a table (mean ± std over the seeds, LAST and BEST-DEV) and writes docs/b
 import argparse
 import sys
 
-from _bench import REPO, launch, mean_std, print_table, write_json
+from _bench import REPO, fmt_mean_std, launch, mean_std, print_table, write_json
 
 
 KEYS = (("last", "dev_f1"), ("last", "test_f1"), ("best_dev", "dev_f1"), ("best_dev", "test_f1"))
@@ -63,7 +63,7 @@ def main() -> None:
         rows.append({"run": label, "steps": steps,
                      **{f"{w}_{k}": mean_std([s[side][f"{w}_{k}"] for s in per_seed]) for w, k in KEYS}})
     print_table(("run", "steps", "LAST dev F1", "LAST test F1", "BEST-DEV dev F1", "BEST-DEV test F1"),
-                [(x["run"], x["steps"], *(f"{x[f'{w}_{k}'][0]:.2f} ± {x[f'{w}_{k}'][1]:.2f}" for w, k in KEYS))
+                [(x["run"], x["steps"], *(fmt_mean_std(x[f"{w}_{k}"], len(seeds)) for w, k in KEYS))
                  for x in rows])
     print(f"mean ± sample std over seeds {seeds}; stage 1 ({half} steps) per seed: " + " | ".join(
         f"s{s['seed']} " + "; ".join(f"{k} " + ", ".join(f"{m} {v:.2f}" for m, v in d.items()

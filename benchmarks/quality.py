@@ -18,7 +18,7 @@ writes docs/benchmarks/quality_<name>.json and quality_<name>.png.
 import argparse
 import sys
 
-from _bench import LR, REPO, launch, mean_std, method_run, print_table, save_plot, write_json
+from _bench import LR, REPO, fmt_mean_std, launch, mean_std, method_run, print_table, save_plot, write_json
 
 WHICH = {"last": "LAST", "best_dev": "BEST-DEV"}
 
@@ -59,7 +59,7 @@ def main() -> None:
         rows.append(row)
 
     def fmt(ms):
-        return f"{ms[0]:.2f} ± {ms[1]:.2f}"
+        return fmt_mean_std(ms, len(seeds))
     print_table(("method", "trainable %", *(f"{WHICH[w]} {split} {m}" for w, split, m in columns)),
                 [(x["method"], f"{x['trainable_percent']:.3f}", *(fmt(x[f"{w}_{s}_{m}"]) for w, s, m in columns))
                  for x in rows])
