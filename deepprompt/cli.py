@@ -15,12 +15,17 @@ from deepprompt.errors import DeepPromptError
 EXIT_USER_ERROR = 2
 EXIT_FAILURE = 1
 
+# what gloo's RuntimeErrors say: most carry their source path, a pair closed on timeout does not
+GLOO_PEER_ERRORS = ("gloo/", "Application timeout caused pair closure", "Connection closed by peer",
+                    "Connection reset by peer", "Timed out waiting")
+
+
 def is_peer_loss(e: BaseException) -> bool:
     """A collective failed because another rank went away or stopped answering: torch's Dist*Error
     types, or the RuntimeError gloo raises (connection reset/closed by peer, timed out waiting)."""
     names = {c.__name__ for c in type(e).__mro__}
     return bool(names & {"DistError", "DistBackendError", "DistNetworkError", "DistStoreError"}) or (
-        isinstance(e, RuntimeError) and "gloo/" in str(e))
+        isinstance(e, RuntimeError) and any(m in str(e) for m in GLOO_PEER_ERRORS))
 
 
 def run_user_errors(main) -> None:

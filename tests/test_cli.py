@@ -19,6 +19,8 @@ def gloo_reset():
 
 def test_peer_loss_is_recognised():
     assert cli.is_peer_loss(gloo_reset())
+    # a stopped (hung) peer: ZeRO-3's all-gather handle.wait() after train.dist_timeout_s, no source path
+    assert cli.is_peer_loss(RuntimeError("Application timeout caused pair closure"))
     assert not cli.is_peer_loss(RuntimeError("shape mismatch"))
     assert not cli.is_peer_loss(ValueError("gloo/ in a value error is not a collective"))
 
