@@ -45,6 +45,7 @@ bench: venv assets
 	$(RANKS_ENV) $(PY) benchmarks/quality.py --name wnut16
 	$(RANKS_ENV) $(PY) benchmarks/ablation.py --name wnut16
 	$(RANKS_ENV) $(PY) benchmarks/mpt2.py
+	$(RANKS_ENV) $(PY) benchmarks/mpt2.py --target squad
 
 clean:
 	rm -rf runs .pytest_cache
