@@ -26,7 +26,7 @@ class Target:
     stage2: str                 # the stage-2 config (same batch as single)
     keys: tuple                 # (which checkpoint, metric) columns
     periodic_eval: bool         # evaluate during training (BEST-DEV picks a step) or once at the end
-    runs: str                   # run-folder names under runs/mpt2/s<seed>-<steps>/: (single, stage 2)
+    runs: tuple[str, str]       # run-folder names under runs/mpt2/s<seed>-<steps>/: (single, stage 2)
 
 
 TARGETS = {
@@ -45,15 +45,15 @@ def one_seed(args, target: Target, seed: int) -> dict:
     root = REPO / args.runs / f"s{seed}-{args.steps}"
     half = args.steps // 2
     common = [f"train.seed={seed}"]
-    evals = lambda steps: [f"train.eval_every={steps // 3 or 1}"] if target.periodic_eval else []  # noqa: E731
-    single = launch(root / target.runs[0], [*common, f"train.max_steps={args.steps}", *evals(half)],
+    evals = [f"train.eval_every={half // 3 or 1}"] if target.periodic_eval else []
+    single = launch(root / target.runs[0], [*common, f"train.max_steps={args.steps}", *evals],
                     config=target.single)
     mix = []
     if args.weights:
         pairs = ", ".join(f"{k}: {v}" for k, v in (kv.split("=") for kv in args.weights.split(",")))
         mix = ["mixer.policy=weights", f"mixer.weights={{{pairs}}}"]
     stage1 = launch(root / "stage1", [*common, f"train.max_steps={half}", *mix], config=STAGE1)
-    stage2 = launch(root / target.runs[1], [*common, f"train.max_steps={args.steps - half}", *evals(half),
+    stage2 = launch(root / target.runs[1], [*common, f"train.max_steps={args.steps - half}", *evals,
                                             f"prompt.init_from={root / 'stage1' / 'artifact'}"],
                     config=target.stage2)
     scores = {}
