@@ -20,21 +20,10 @@ from speed import IGNORE, REPO, build_task, load_config, load_tokenizer_and_conf
 from _bench import print_table, write_json
 
 
-def batches(task, pad_id: int, batch: int, n: int) -> list[dict]:
-    """``n`` batches of ``batch`` training sentences in file order, padded to the longest, masked."""
+def batches(task, batch: int, n: int) -> list[dict]:
+    """``n`` batches of ``batch`` training sentences in file order, as the trainer collates them."""
     feats = task.features("train")
-    out = []
-    for b in range(n):
-        rows = [feats[(b * batch + i) % len(feats)] for i in range(batch)]
-        width = max(len(r["input_ids"]) for r in rows)
-        ids = torch.full((batch, width), pad_id, dtype=torch.long)
-        labels = torch.full((batch, width), IGNORE, dtype=torch.long)
-        mask = torch.zeros((batch, width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            k = len(r["input_ids"])
-            ids[i, :k], labels[i, :k], mask[i, :k] = torch.tensor(r["input_ids"]), torch.tensor(r["labels"]), 1
-        out.append({"input_ids": ids, "attention_mask": mask, "labels": labels})
-    return out
+    return [task.collate([feats[(b * batch + i) % len(feats)] for i in range(batch)]) for b in range(n)]
 
 
 def stock(path: str, num_labels: int):
@@ -77,7 +66,7 @@ def main() -> None:
     path = resolve_model_path(args.model)
     tokenizer, _ = load_tokenizer_and_config(path, run.model.family)
     task = build_task(run.task, tokenizer)
-    data = batches(task, tokenizer.pad_token_id, args.batch, args.steps)
+    data = batches(task, args.batch, args.steps)
     curves = {}
     for name, build, forward in (
             ("deepprompt finetune", lambda: ours("finetune", run, path, len(task.labels))[0], lambda m, b: m(b, "t")),
