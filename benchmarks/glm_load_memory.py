@@ -42,12 +42,12 @@ def proc_status() -> dict[str, int]:
 def worker(model_dir: str, out_dir: str, zero3: bool) -> None:
     """One rank: load the model, report its memory."""
     torch.set_num_threads(1)
-    from deepprompt.engine import ds_setup
+    from deepprompt.engine import comm, ds_setup
     from deepprompt.models.backbones.glm import GLMAdapter
 
     ds = None
     if zero3:
-        ds_setup.init_distributed()
+        comm.init_distributed()
         ds = {"train_batch_size": torch.distributed.get_world_size(), "train_micro_batch_size_per_gpu": 1,
               "zero_optimization": {"stage": 3}}
     rank = torch.distributed.get_rank() if zero3 else 0

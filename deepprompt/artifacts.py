@@ -22,10 +22,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from deepprompt.config import RunConfig
+from deepprompt.engine import comm
 from deepprompt.errors import ConfigError
 
 log = logging.getLogger("deepprompt")
@@ -125,10 +125,6 @@ def gather_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
 
 # ------------------------------------------------------------------------------ save
 
-def _rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
 def _atomic_write(path: Path, write) -> None:
     """``write(tmp_path)`` then rename over ``path``: a reader never sees half a file."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -159,7 +155,7 @@ def save_artifact(model, run: RunConfig, tasks: list, model_path: str, out_dir: 
     if finetune:  # the trained backbone is not ours to export: heads only
         tensors = {k: v for k, v in tensors.items() if k.startswith("heads.")}
     out_dir = Path(out_dir)
-    if _rank() == 0:
+    if comm.rank() == 0:
         spec = module.adapter.spec()
         desc = {
             "format": FORMAT,
@@ -183,8 +179,7 @@ def save_artifact(model, run: RunConfig, tasks: list, model_path: str, out_dir: 
         out_dir.mkdir(parents=True, exist_ok=True)
         _atomic_write(out_dir / TENSORS_FILE, lambda p: save_file(tensors, str(p), metadata={"format": FORMAT}))
         _atomic_write(out_dir / DESCRIPTION_FILE, lambda p: p.write_text(json.dumps(desc, indent=2) + "\n"))
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()  # every rank returns once the files exist
+    comm.barrier()  # every rank returns once the files exist
     return out_dir
 
 

@@ -189,6 +189,12 @@ class TrainConfig:
     disk_margin: float = 2.0
     """Start-up check: output_dir must have at least this many times the estimated bytes of the
     checkpoints kept (train.keep_checkpoints, plus one being written) and the artifact; 0 skips it."""
+    activation_checkpointing: bool = False
+    """Recompute each transformer layer's activations in the backward instead of keeping them
+    (non-reentrant, per layer): much less activation memory for about one extra forward of compute."""
+    peak_tflops: float | None = None
+    """The accelerator's peak TFLOP/s that MFU in results.json is measured against; None = the bf16
+    datasheet figure of a known GPU (A100, H100, H200), or no MFU (CPU, unknown device, fp32)."""
 
     def check(self) -> None:
         for k in ("max_steps", "batch_size", "micro_batch_size", "eval_batch_size", "log_every"):
@@ -203,6 +209,8 @@ class TrainConfig:
         for k in ("eval_every", "save_every", "save_every_minutes", "keep_checkpoints", "disk_margin"):
             if getattr(self, k) < 0:
                 raise ConfigError(f"train.{k}: must be >= 0, got {getattr(self, k)}")
+        if self.peak_tflops is not None and self.peak_tflops <= 0:
+            raise ConfigError(f"train.peak_tflops: must be > 0 (or null), got {self.peak_tflops}")
         if self.resume not in ("auto", "never"):
             raise ConfigError(f"train.resume: must be 'auto' or 'never', got {self.resume!r}")
 

@@ -21,10 +21,10 @@ import json
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
-from deepprompt.artifacts import Artifact, _atomic_write, _rank, copy_tensors, gather_tensors, load_artifact
+from deepprompt.artifacts import Artifact, _atomic_write, copy_tensors, gather_tensors, load_artifact
 from deepprompt.config import PromptConfig, from_dict
+from deepprompt.engine import comm
 from deepprompt.errors import ConfigError
 from deepprompt.prompts.prefix import DeepPrefix, resolve_layers
 from deepprompt.spec import BackboneSpec
@@ -101,11 +101,10 @@ def export_peft(source, out_dir) -> Path:
         "revision": None,
     }
     out = Path(out_dir)
-    if _rank() == 0:
+    if comm.rank() == 0:
         out.mkdir(parents=True, exist_ok=True)
         _atomic_write(out / WEIGHTS_FILE, lambda p: save_file({"prompt_embeddings": table}, str(p),
                                                               metadata={"format": "pt"}))
         _atomic_write(out / CONFIG_FILE, lambda p: p.write_text(json.dumps(config, indent=2) + "\n"))
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+    comm.barrier()
     return out

@@ -258,14 +258,11 @@ def _gb(n: float) -> str:
 def run(run_cfg: RunConfig, ds_config_path: str) -> dict:
     """Collective: every check above; returns the raw DeepSpeed JSON (read once, here). Raises the
     same ConfigError on every rank."""
-    import torch.distributed as dist
+    from deepprompt.engine import comm, ds_setup
 
-    from deepprompt.engine import ds_setup
-
-    world = dist.get_world_size()
+    world = comm.world_size()
     mine, ds_raw = local_report(run_cfg, ds_config_path, world)
-    reports: list = [None] * world
-    dist.all_gather_object(reports, mine)
+    reports = comm.all_gather_object(mine)
     error = disagreement(reports) or first_problem(reports)
     if error is None:  # every rank has the same config now: the same answer everywhere
         try:
@@ -273,14 +270,13 @@ def run(run_cfg: RunConfig, ds_config_path: str) -> dict:
         except ConfigError as e:
             error = str(e)
     if error is None:
-        verdict = [None]
-        if dist.get_rank() == 0:
+        verdict = None
+        if comm.rank() == 0:
             try:
                 check_disk(run_cfg)
             except DeepPromptError as e:
-                verdict = [f"{e} (on {mine.where})"]
-        dist.broadcast_object_list(verdict, src=0)
-        error = verdict[0]
+                verdict = f"{e} (on {mine.where})"
+        error = comm.broadcast_object(verdict)
     if error is not None:
         raise ConfigError(error)
     fp = mine.fingerprint

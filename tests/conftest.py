@@ -104,7 +104,7 @@ def _no_leaked_shared_memory():
     """Runs killed with SIGKILL (the preemption tests do that on purpose) cannot release DeepSpeed's
     /dev/shm all-reduce segments; remove the ones this session created that no live process maps
     (another test session's run may be using its own right now), so repeated test runs never fill
-    /dev/shm (runs that exit normally release their own: ds_setup.release_shm_buffers)."""
+    /dev/shm (runs that exit normally release their own: comm.release_shm_buffers)."""
     import os
     import time
 

@@ -12,7 +12,7 @@ import torch
 from deepprompt.artifacts import (DESCRIPTION_FILE, FORMAT, TENSORS_FILE, apply_artifact, load_artifact,
                                   save_artifact, weights_fingerprint)
 from deepprompt.config import load_config
-from deepprompt.engine import ds_setup
+from deepprompt.engine import comm, ds_setup
 from deepprompt.errors import ConfigError
 from deepprompt.models.loading import load_tokenizer_and_config
 from deepprompt.tasks import build_task
@@ -35,7 +35,7 @@ def _build_zero3(path, seed: int):
 def saved(tmp_path_factory):
     """A prefix trained 4 steps under ZeRO-3 (in this process, one rank), saved, and its dev logits."""
     path = save_tiny_bert(tmp_path_factory.mktemp("bert"))
-    ds_setup.init_distributed()
+    comm.init_distributed()
     cfg, task, built = _build_zero3(path, seed=42)
     feats = task.features("train")
     for step in range(4):

@@ -89,11 +89,11 @@ def build_zero3(model_dir: Path, *overrides: str, ds_config: str = "ds_configs/z
     """(run config, ds_setup.Built, task): the tiny model on the fixture NER data under ZeRO-3, in
     this process (one rank), through the same ``ds_setup.build`` the trainer uses."""
     from deepprompt.config import load_config
-    from deepprompt.engine import ds_setup
+    from deepprompt.engine import comm, ds_setup
     from deepprompt.models.loading import load_tokenizer_and_config
     from deepprompt.tasks import build_task
 
-    ds_setup.init_distributed()
+    comm.init_distributed()
     run = load_config(None, [f"model.path={model_dir}", f"task.data_dir={FIXTURES / 'wnut16'}", "prompt.length=4",
                              "task.max_seq_length=32", "train.batch_size=4", "train.micro_batch_size=4", *overrides])
     tokenizer, model_config = load_tokenizer_and_config(str(model_dir))

@@ -31,10 +31,10 @@ import time
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
 from deepprompt.config import RunConfig, flatten
+from deepprompt.engine import comm
 from deepprompt.engine.ds_setup import inner_optimizer, master_partitions
 from deepprompt.errors import ConfigError
 
@@ -47,7 +47,8 @@ MOMENTS = ("exp_avg", "exp_avg_sq")
 RESUMABLE_CHANGES = {
     "output_dir", "model.path", "task.data_dir", "train.micro_batch_size", "train.eval_batch_size",
     "train.eval_every", "train.log_every", "train.save_every", "train.save_every_minutes", "train.resume",
-    "train.keep_checkpoints", "train.verify_frozen", "prompt.init_from",
+    "train.keep_checkpoints", "train.verify_frozen", "prompt.init_from", "train.activation_checkpointing",
+    "train.peak_tflops", "train.dist_timeout_s", "train.disk_margin",
 }
 _ENTRY = re.compile(r"^tasks\[\d+\]\.")  # tasks[i].key may change where task.key may
 
@@ -90,19 +91,18 @@ def read_state(path: Path) -> dict:
 def resume_point(run: RunConfig) -> Path | None:
     """Collective: the checkpoint this run continues from (rank 0 looks, checks compatibility, and
     tells everyone, so only rank 0's node needs ``output_dir``), or None for a fresh start."""
-    decision: list = [None]
-    if dist.get_rank() == 0:
+    decision = None
+    if comm.rank() == 0:
         try:
             found = find_latest(run.output_dir) if run.train.resume == "auto" else None
             if found is not None:
                 check_compatible(read_state(found)["signature"], run, found)
             elif run.train.resume == "never":
                 clear(run.output_dir)
-            decision = [("ok", found)]
+            decision = ("ok", found)
         except ConfigError as e:
-            decision = [("error", str(e))]
-    dist.broadcast_object_list(decision, src=0)
-    kind, value = decision[0]
+            decision = ("error", str(e))
+    kind, value = comm.broadcast_object(decision)
     if kind == "error":
         raise ConfigError(value)
     return value
@@ -186,7 +186,7 @@ def save(engine, model, run: RunConfig, step: int, state: dict, keep: int) -> Pa
         for key in MOMENTS:
             tensors[f"{key}/{name}"] = _get_full(engine, p, key)
     path = None
-    if dist.get_rank() == 0:
+    if comm.rank() == 0:
         root = checkpoint_root(run.output_dir)
         root.mkdir(parents=True, exist_ok=True)
         tag = f"step_{step:08d}"
@@ -196,7 +196,7 @@ def save(engine, model, run: RunConfig, step: int, state: dict, keep: int) -> Pa
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / TENSORS))
         full_state = {**state, "step": step, "optimizer_steps": _optimizer_step_count(engine),
                       "lr_scheduler": engine.lr_scheduler.state_dict() if engine.lr_scheduler else None,
-                      "world_size": dist.get_world_size(), "signature": signature(run)}
+                      "world_size": comm.world_size(), "signature": signature(run)}
         (tmp / STATE).write_text(json.dumps(full_state, indent=1, default=_json_default))
         _fsync_dir(tmp)
         shutil.rmtree(path, ignore_errors=True)
@@ -208,17 +208,16 @@ def save(engine, model, run: RunConfig, step: int, state: dict, keep: int) -> Pa
         _prune(root, keep)
         size = sum(f.stat().st_size for f in path.iterdir())
         log.info("checkpoint %s: %.2f MB in %.2f s", path, size / 2**20, time.time() - started)
-    dist.barrier()
+    comm.barrier()
     return path
 
 
 def load(engine, model, path: Path) -> dict:
     """Collective: restore params, Adam moments, step counts and the LR scheduler; return state."""
-    payload = [None]
-    if dist.get_rank() == 0:
-        payload = [(load_file(str(path / TENSORS)), read_state(path))]
-    dist.broadcast_object_list(payload, src=0)
-    tensors, state = payload[0]
+    payload = None
+    if comm.rank() == 0:
+        payload = (load_file(str(path / TENSORS)), read_state(path))
+    tensors, state = comm.broadcast_object(payload)
     import deepspeed
 
     _ensure_optimizer_state(engine)
@@ -242,7 +241,7 @@ def load(engine, model, path: Path) -> dict:
         # load_state_dict restores the schedule's position, not the rate the optimizer will use next
         for group, lr in zip(sched.optimizer.param_groups, sched.get_last_lr()):
             group["lr"] = lr
-    dist.barrier()
+    comm.barrier()
     return state
 
 

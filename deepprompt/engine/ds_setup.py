@@ -1,4 +1,4 @@
-"""Everything DeepSpeed: distributed init, the DeepSpeed JSON ("auto" filling and checks), building
+"""Everything DeepSpeed: the DeepSpeed JSON ("auto" filling and checks), building
 the backbone partitioned under ZeRO-3, and handing DeepSpeed ONLY the trainable parameters.
 
 The DeepSpeed JSON owns ZeRO, precision and micro-batching; the run config owns the rest. "auto"
@@ -6,20 +6,18 @@ in the JSON is filled from the run config, and every batch number is checked aga
 """
 from __future__ import annotations
 
-import atexit
 import copy
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from deepprompt.config import RunConfig
+from deepprompt.engine import comm
 from deepprompt.errors import ConfigError
 from deepprompt.models.backbones import BackboneAdapter
 from deepprompt.models.backbones.base import family_for_model_type
@@ -28,58 +26,6 @@ from deepprompt.registry import HEADS, PROMPTS
 from deepprompt.tasks import Task
 
 log = logging.getLogger("deepprompt")
-
-
-# ------------------------------------------------------------------------------ distributed
-
-DEFAULT_DIST_TIMEOUT_S = 300.0
-
-
-def init_distributed(timeout_s: float = DEFAULT_DIST_TIMEOUT_S) -> None:
-    """Join the process group of whatever launched this process (DeepSpeed's runners, torchrun,
-    mpirun, srun, or plain ``python`` for one rank; see ``rank_env``), then learn every rank's host.
-
-    ``timeout_s`` bounds every collective: a rank that stops answering (a dead node) ends the job
-    after this long instead of torch's 30 minutes."""
-    import deepspeed
-    from deepspeed.accelerator import get_accelerator
-
-    from deepprompt.engine import rank_env, world
-
-    if torch.distributed.is_initialized():
-        return
-    rank_env.export(rank_env.discover())
-    _own_extension_cache(deepspeed.__file__)
-    deepspeed.init_distributed(dist_backend=get_accelerator().communication_backend_name(),
-                               auto_mpi_discovery=False, timeout=timedelta(seconds=timeout_s), verbose=False)
-    atexit.register(release_shm_buffers)
-    world.gather()
-
-
-def _own_extension_cache(deepspeed_file: str) -> None:
-    """DeepSpeed JIT-builds its CPU comm op (~90 s on 2 cores) into ~/.cache/torch_extensions, and
-    the build file records the install path: two checkouts or virtualenvs sharing that cache rebuild
-    it for each other on every launch and wait on each other's lock. One directory per DeepSpeed
-    install (unless TORCH_EXTENSIONS_DIR is set) builds it once per install."""
-    if "TORCH_EXTENSIONS_DIR" in os.environ:
-        return
-    key = hashlib.sha256(os.path.dirname(os.path.abspath(deepspeed_file)).encode()).hexdigest()[:10]
-    os.environ["TORCH_EXTENSIONS_DIR"] = os.path.join(os.path.expanduser("~"), ".cache", "torch_extensions",
-                                                      f"deepspeed-{key}")
-
-
-def release_shm_buffers() -> None:
-    """DeepSpeed's CPU shared-memory all-reduce creates one ~64 MB /dev/shm segment per rank and
-    never unlinks it (deepspeed 0.19, csrc/cpu/comm/shm.cpp): every run would leak them until
-    /dev/shm is full and new runs hang. Each rank removes its own at exit (the name is gone, live
-    mappings stay valid)."""
-    name = (f"deepspeed_allreduce_buffer_{os.getuid()}_{os.environ.get('MASTER_ADDR', '')}_"
-            f"{os.environ.get('MASTER_PORT', '')}")
-    for rank in {os.environ.get("LOCAL_RANK"), os.environ.get("RANK")} - {None}:
-        try:
-            os.unlink(f"/dev/shm/{name}_{rank}")
-        except OSError:
-            pass
 
 
 # ------------------------------------------------------------------------------ DeepSpeed JSON
@@ -209,7 +155,7 @@ def build(run: RunConfig, ds_raw: dict, tasks: list[Task], model_path: str, mode
     DeepSpeed partitions them or makes its master copy), e.g. from an artifact (prompt.init_from)."""
     import deepspeed
 
-    world = torch.distributed.get_world_size()
+    world = comm.world_size()
     ds = resolve_ds_config(ds_raw, run, world, model_config.hidden_size, src)
     precision = ds["_precision"]
     family = family_for_model_type(model_config.model_type, run.model.family)
@@ -254,9 +200,7 @@ def build(run: RunConfig, ds_raw: dict, tasks: list[Task], model_path: str, mode
 def local_frozen_numel_per_rank(model: nn.Module) -> list[int]:
     """Elements of frozen weights each rank actually stores (its ZeRO-3 shard), gathered."""
     local = sum(getattr(p, "ds_tensor", p).numel() for p in model.parameters() if not p.requires_grad)
-    counts = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(counts, local)
-    return counts
+    return comm.all_gather_object(local)
 
 
 def inner_optimizer(engine):
@@ -279,9 +223,8 @@ def optimizer_state_numel(engine) -> dict[str, int]:
     the trainable shard itself (no extra copy in memory); with bf16/fp16 it is a separate fp32 copy."""
     moments = sum(t.numel() for st in inner_optimizer(engine).state.values() for t in st.values()
                   if torch.is_tensor(t) and t.dim() > 0)
-    n = torch.tensor([sum(m.numel() for m in master_partitions(engine)), moments], dtype=torch.long)
-    torch.distributed.all_reduce(n)
-    return {"master": int(n[0]), "moments": int(n[1]), "total": int(n.sum())}
+    master, moments = comm.all_reduce_ints([sum(m.numel() for m in master_partitions(engine)), moments])
+    return {"master": master, "moments": moments, "total": master + moments}
 
 
 def frozen_fingerprint(model: nn.Module) -> dict:
@@ -296,6 +239,4 @@ def frozen_fingerprint(model: nn.Module) -> dict:
         h.update(name.encode())
         h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
         numel += getattr(p, "ds_numel", p.numel())
-    digests = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(digests, h.hexdigest())
-    return {"numel": numel, "rank_sha256": digests}
+    return {"numel": numel, "rank_sha256": comm.all_gather_object(h.hexdigest())}

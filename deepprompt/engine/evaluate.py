@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 
 from deepprompt.data.sampler import eval_shard
+from deepprompt.engine import comm
 from deepprompt.tasks import Task
 
 
@@ -12,7 +12,7 @@ from deepprompt.tasks import Task
 def evaluate(engine, task: Task, split: str, batch_size: int) -> dict[str, float]:
     """Metrics of ``task`` on ``split``, identical on every rank."""
     features = task.features(split)
-    world, rank = dist.get_world_size(), dist.get_rank()
+    world, rank = comm.world_size(), comm.rank()
     was_training = engine.module.training
     engine.eval()
     mine = []
@@ -23,14 +23,13 @@ def evaluate(engine, task: Task, split: str, batch_size: int) -> dict[str, float
         logits = engine(batch, task.name).logits
         if real:
             mine += task.predict(logits.float().cpu(), feats)
-    gathered = [None] * world
-    dist.all_gather_object(gathered, mine)
-    result = [None]
+    gathered = comm.all_gather_object(mine)
+    result = None
     if rank == 0:
         predictions = [p for part in gathered for p in part]
         assert len(predictions) == len(features), (len(predictions), len(features))
-        result = [task.metrics(predictions, split)]
-    dist.broadcast_object_list(result, src=0)
+        result = task.metrics(predictions, split)
+    result = comm.broadcast_object(result)
     if was_training:
         engine.train()
-    return result[0]
+    return result

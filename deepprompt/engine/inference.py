@@ -9,11 +9,9 @@ import os
 import time
 from pathlib import Path
 
-import torch.distributed as dist
-
 from deepprompt.artifacts import Artifact, _atomic_write, apply_artifact, check_backbone, load_artifact
 from deepprompt.config import RunConfig, config_from_dict
-from deepprompt.engine import ds_setup
+from deepprompt.engine import comm, ds_setup
 from deepprompt.engine.evaluate import evaluate
 from deepprompt.errors import ConfigError
 from deepprompt.models.backbones.base import family_for_model_type
@@ -47,14 +45,14 @@ def evaluate_artifact(artifact_path: str, ds_config_path: str, overrides: list[s
     from deepprompt.cli import setup_logging
 
     setup_logging(int(os.environ.get("RANK", "0")))
-    ds_setup.init_distributed()
+    comm.init_distributed()
     started = time.time()
     artifact = load_artifact(artifact_path)
     if artifact.method == "finetune":
         raise ConfigError(f"--artifact: {artifact.path} is a finetune run: it holds only the heads, not the trained "
                           f"backbone, so it cannot be evaluated on its own")
     run = run_config_from_artifact(artifact, overrides)
-    world, rank = dist.get_world_size(), dist.get_rank()
+    world, rank = comm.world_size(), comm.rank()
     # no optimizer step is taken: make the batch arithmetic fit any world size
     run.train.batch_size = run.train.micro_batch_size * world
 
@@ -89,5 +87,5 @@ def evaluate_artifact(artifact_path: str, ds_config_path: str, overrides: list[s
         for split, m in metrics.items():
             log.info("%s %s | %s", task.name, split, " ".join(f"{k} {v:.2f}" for k, v in m.items()))
         log.info("done in %.0f s | %s", results["wall_time_s"], path)
-    dist.barrier()
+    comm.barrier()
     return results

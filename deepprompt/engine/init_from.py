@@ -11,10 +11,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-import torch.distributed as dist
-
 from deepprompt.artifacts import check_backbone, copy_tensors, exported_parameters, load_artifact
 from deepprompt.config import RunConfig
+from deepprompt.engine import comm
 from deepprompt.errors import ConfigError
 
 log = logging.getLogger("deepprompt")
@@ -24,15 +23,13 @@ SHAPE_KEYS = ("method", "length", "reparam", "reparam_hidden", "layers", "encode
 
 
 def _load_on_rank0(path: str):
-    payload: list = [None]
-    if not dist.is_initialized() or dist.get_rank() == 0:
+    payload = None
+    if comm.rank() == 0:
         try:
-            payload = [("ok", load_artifact(path))]
+            payload = ("ok", load_artifact(path))
         except ConfigError as e:
-            payload = [("error", f"prompt.init_from: {e}")]
-    if dist.is_initialized():
-        dist.broadcast_object_list(payload, src=0)
-    kind, value = payload[0]
+            payload = ("error", f"prompt.init_from: {e}")
+    kind, value = comm.broadcast_object(payload)
     if kind == "error":
         raise ConfigError(value)
     return value

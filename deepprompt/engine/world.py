@@ -22,19 +22,18 @@ class Peer:
 
 
 def me() -> Peer:
-    return Peer(int(os.environ.get("RANK", 0)), socket.gethostname(), os.getpid(),
-                int(os.environ.get("LOCAL_RANK", 0)))
+    # the node-local rank (LOCAL_RANK may have become a device index: comm.select_device)
+    local = os.environ.get("DEEPPROMPT_NODE_LOCAL_RANK", os.environ.get("LOCAL_RANK", 0))
+    return Peer(int(os.environ.get("RANK", 0)), socket.gethostname(), os.getpid(), int(local))
 
 
 def gather() -> list[Peer]:
     """Collective: every rank's ``Peer``, indexed by rank (kept for ``peers()``)."""
-    import torch.distributed as dist
+    from deepprompt.engine import comm
 
     global _PEERS
-    out: list = [None] * dist.get_world_size()
-    dist.all_gather_object(out, me())
-    _PEERS = out
-    return out
+    _PEERS = comm.all_gather_object(me())
+    return _PEERS
 
 
 def peers() -> list[Peer] | None:

@@ -10,7 +10,7 @@ from deepspeed.utils import safe_get_full_fp32_param
 
 from deepprompt.artifacts import exported_parameters, gathered, save_artifact
 from deepprompt.config import load_config
-from deepprompt.engine import ds_setup, init_from
+from deepprompt.engine import comm, ds_setup, init_from
 from deepprompt.errors import ConfigError
 from deepprompt.models.loading import load_tokenizer_and_config
 from deepprompt.tasks import build_task
@@ -51,7 +51,7 @@ def _prepare(run, model):
 def stage1(tmp_path_factory):
     """Two tasks trained under ZeRO-3 with one shared prompt (alternating steps), saved."""
     model = save_tiny_bert(tmp_path_factory.mktemp("bert"))
-    ds_setup.init_distributed()
+    comm.init_distributed()
     other = _register("ner-copy")
     run = _config(model, f"tasks=[{{name: wnut16}}, {{name: {other}}}]")
     tasks, built = _build(run, model)

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from deepprompt.config import load_config
-from deepprompt.engine import ds_setup
+from deepprompt.engine import comm, ds_setup
 from deepprompt.models.backbones.glm import GLMAdapter
 from deepprompt.models.heads import ClozeHead
 from deepprompt.models.prompted_model import PromptedModel
@@ -39,7 +39,7 @@ def prompted(backbone) -> PromptedModel:
 def run(model_dir: str, out_dir: str, ds_config: str = "ds_configs/zero3.json") -> dict:
     import deepspeed
 
-    ds_setup.init_distributed()
+    comm.init_distributed()
     world, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
     run_cfg = load_config(None, [f"train.batch_size={4 * world}", "train.micro_batch_size=4"])
     ds = ds_setup.resolve_ds_config(ds_setup.read_ds_config(str(REPO / ds_config)), run_cfg, world, 32)
