@@ -97,6 +97,10 @@ def resolve_ds_config(ds: dict, run: RunConfig, world_size: int, hidden: int, sr
         ds["gradient_clipping"] = tr.max_grad_norm
     ds.setdefault("steps_per_print", 1 << 30)  # our own logging says what matters
     ds["_precision"] = _resolve_precision(ds, src)
+    # Unset, DeepSpeed reduces gradients in the training dtype (bf16: 8 mantissa bits, summed over
+    # every rank). The trainable gradients are a few MB: reduce them in fp32 unless told otherwise.
+    if _auto(ds.get("communication_data_type", "auto")):
+        ds["communication_data_type"] = "fp32"
     zero = ds.setdefault("zero_optimization", {"stage": 0})
     for key, value in (("reduce_bucket_size", hidden * hidden),
                        ("stage3_prefetch_bucket_size", int(0.9 * hidden * hidden))):
