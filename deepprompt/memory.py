@@ -43,6 +43,9 @@ class Workload:
     mask_bytes: int = 1
     zero3_linear: bool = True
     offload_params: bool = False
+    checkpointing: bool = False
+    """train.activation_checkpointing: each layer keeps only its input; one layer's activations
+    exist at a time, while its backward recomputes them."""
     overhead: float = 1.5 * GIB
 
 
@@ -61,6 +64,22 @@ def activation_bytes_per_layer(cfg, w: Workload) -> float:
     return tokens + scores + masks + 16 * b * s
 
 
+def activations(cfg, w: Workload) -> float:
+    """Bytes kept for the backward over all layers (see the module docstring)."""
+    per_layer = activation_bytes_per_layer(cfg, w)
+    if not w.checkpointing:
+        return cfg.num_hidden_layers * per_layer
+    return cfg.num_hidden_layers * w.weight_bytes * w.micro_batch * w.seq * cfg.hidden_size + per_layer
+
+
+def largest_micro_batch(cfg, budget_bytes: float, limit: int = 1024, **workload) -> int:
+    """The largest power-of-two micro batch whose estimate fits ``budget_bytes`` per rank (0: none)."""
+    best, b = 0, 1
+    while b <= limit and estimate(cfg, Workload(micro_batch=b, **workload))["total"] <= budget_bytes:
+        best, b = b, 2 * b
+    return best
+
+
 def estimate(cfg, w: Workload) -> dict[str, float]:
     """Bytes per rank, by component (``total`` included)."""
     n = cfg.num_params()
@@ -72,7 +91,7 @@ def estimate(cfg, w: Workload) -> dict[str, float]:
         "gathered_working_set": max(2 * layer, cfg.vocab_size * h) * w.weight_bytes,
         "prompts_heads_and_grads": 2 * t * w.weight_bytes,
         "optimizer_state": t * (8 + (4 if w.weight_bytes != 4 else 0)) / w.world,
-        "activations": cfg.num_hidden_layers * activation_bytes_per_layer(cfg, w),
+        "activations": activations(cfg, w),
         "overhead": w.overhead,
     }
     out["total"] = sum(out.values())
@@ -105,8 +124,10 @@ def main(argv=None) -> None:
     ap.add_argument("--labels", type=int, default=2)
     ap.add_argument("--no-dropout", action="store_true")
     ap.add_argument("--offload", action="store_true", help="ds_configs/zero3_offload.json: weights' shards in CPU memory")
+    ap.add_argument("--checkpointing", action="store_true", help="train.activation_checkpointing=true")
     args = ap.parse_args(argv)
     cfg = PRESETS[args.model] if args.model in PRESETS else read_config(Path(args.model))
     print(table(cfg, args.model, args.gpus, micro_batch=args.micro_batch, seq=args.seq,
                 prompt_length=args.prompt_length, weight_bytes=2 if args.dtype == "bf16" else 4,
-                dropout=not args.no_dropout, labels=args.labels, head=args.head, offload_params=args.offload))
+                dropout=not args.no_dropout, labels=args.labels, head=args.head, offload_params=args.offload,
+                checkpointing=args.checkpointing))
