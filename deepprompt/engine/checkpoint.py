@@ -48,7 +48,7 @@ RESUMABLE_CHANGES = {
     "output_dir", "model.path", "task.data_dir", "train.micro_batch_size", "train.eval_batch_size",
     "train.eval_every", "train.log_every", "train.save_every", "train.save_every_minutes", "train.resume",
     "train.keep_checkpoints", "train.verify_frozen", "prompt.init_from", "train.activation_checkpointing",
-    "train.peak_tflops", "train.dist_timeout_s", "train.disk_margin",
+    "train.peak_tflops", "train.dist_timeout_s", "train.disk_margin", "train.early_stopping_patience",
 }
 _ENTRY = re.compile(r"^tasks\[\d+\]\.")  # tasks[i].key may change where task.key may
 
