@@ -189,7 +189,7 @@ class TrainConfig:
     save_every_minutes: float = 0.0
     """Also save when this many minutes passed since the last save (0 = off)."""
     keep_checkpoints: int = 2
-    """Keep the newest N checkpoints in output_dir/checkpoints (0 = keep all)."""
+    """Keep the newest N checkpoints in output_dir/checkpoints, and the best dev step's (0 = keep all)."""
     resume: str = "auto"
     """auto: continue from the newest complete checkpoint in output_dir if there is one;
     never: start fresh (earlier checkpoints in output_dir are removed)."""
