@@ -122,3 +122,28 @@ def test_patience_off_trains_to_max_steps(model_dir, tmp_path):
     r = run_to_end(trainer(model_dir, tmp_path / "run", "train.early_stopping_patience=0"))
     assert r["stopped_early"] is None and r["steps"] == 16
     assert r["tasks"]["wnut16"]["best_dev"]["step"] == 16
+
+
+@pytest.mark.multirank
+def test_two_ranks_stop_at_the_same_evaluation(model_dir, tmp_path):
+    """Through the DeepSpeed launcher: an lr too small to move any fp32 value leaves every dev score
+    equal to the first, so patience 2 ends the run at step 6 — on both ranks alike, or ZeRO-3 would hang."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.tiny import free_port, launch_env
+
+    out = tmp_path / "run"
+    cmd = [os.path.join(os.path.dirname(sys.executable), "deepspeed"), "--num_gpus", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(free_port()), "launcher/train.py", "--ds_config", "ds_configs/zero3.json",
+           f"model.path={model_dir}", f"task.data_dir={FIXTURES / 'wnut16'}", "prompt.length=4", "task.max_seq_length=32",
+           "train.max_steps=20", "train.batch_size=8", "train.micro_batch_size=4", "train.lr=1e-12",
+           "train.eval_every=2", "train.eval_batch_size=8", "train.early_stopping_patience=2", f"output_dir={out}"]
+    proc = subprocess.run(cmd, cwd=REPO, env=launch_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    r = json.loads((out / "results.json").read_text())
+    assert r["stopped_early"]["step"] == 6 and r["steps"] == 6 and r["world_size"] == 2
+    for rank in (0, 1):
+        assert "early stopping at step 6 of 20" in (out / "logs" / f"rank{rank}.log").read_text()
+    assert (out / BEST_ARTIFACT / "prompts.safetensors").is_file()
