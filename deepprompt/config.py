@@ -182,6 +182,9 @@ class TrainConfig:
     """Gradient clipping; fills the DeepSpeed gradient_clipping "auto"."""
     eval_every: int = 100
     """Evaluate on dev every N steps (and at the end); 0 = only at the end."""
+    early_stopping_patience: int | None = None
+    """Stop when this many evaluations in a row (every train.eval_every steps) did not improve the
+    best dev score; the run then ends like a normal one at that step. null or 0 = off."""
     log_every: int = 10
     """Log/TensorBoard the training loss every N steps."""
     save_every: int = 100
@@ -208,10 +211,6 @@ class TrainConfig:
     peak_tflops: float | None = None
     """The accelerator's peak TFLOP/s that MFU in results.json is measured against; None = the bf16
     datasheet figure of a known GPU (A100, H100, H200), or no MFU (CPU, unknown device, fp32)."""
-
-    early_stopping_patience: int | None = None
-    """Stop when this many evaluations in a row (every train.eval_every steps) did not improve the
-    best dev score; the run then ends like a normal one at that step. null or 0 = off."""
 
     def check(self) -> None:
         self._check_length()
