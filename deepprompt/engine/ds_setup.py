@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from deepprompt import schedules
 from deepprompt.config import RunConfig
 from deepprompt.engine import comm
 from deepprompt.errors import ConfigError
@@ -68,8 +69,8 @@ def resolve_ds_config(ds: dict, run: RunConfig, world_size: int, hidden: int, sr
     ds = copy.deepcopy(ds)
     for owned in ("optimizer", "scheduler"):
         if owned in ds:
-            raise ConfigError(f"{src}: remove {owned!r}; the run config owns it (train.lr, train.warmup_ratio, "
-                              f"train.weight_decay)")
+            raise ConfigError(f"{src}: remove {owned!r}; the run config owns it (train.lr, train.lr_scheduler, "
+                              f"train.warmup_ratio, train.weight_decay)")
     tr = run.train
     tb = ds.get("train_batch_size", "auto")
     mb = ds.get("train_micro_batch_size_per_gpu", "auto")
@@ -145,14 +146,6 @@ def count_params(module: nn.Module) -> tuple[int, int]:
     return total, trainable
 
 
-def lr_lambda(warmup: int, total: int):
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total - step) / max(1, total - warmup))
-    return f
-
-
 def build(run: RunConfig, ds_raw: dict, tasks: list[Task], model_path: str, model_config,
           src: str = "ds_config", init=None) -> Built:
     """``init(model)``, if given, sets the prompt/head values (fp32, before the cast and before
@@ -192,8 +185,8 @@ def build(run: RunConfig, ds_raw: dict, tasks: list[Task], model_path: str, mode
 
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=run.train.lr, weight_decay=run.train.weight_decay)
-    warmup = int(run.train.warmup_ratio * run.train.max_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(warmup, run.train.max_steps))
+    tr = run.train  # max_steps resolved (train.epochs: by the trainer, from the data)
+    scheduler = schedules.build(optimizer, tr.lr_scheduler, tr.lr, tr.warmup_ratio, tr.max_steps, tr.lr_scheduler_kwargs)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
                                            config=public(ds))
     total, n_trainable = count_params(model)

@@ -1,7 +1,7 @@
 import pytest
 
 from deepprompt.config import load_config
-from deepprompt.engine.ds_setup import lr_lambda, public, resolve_ds_config
+from deepprompt.engine.ds_setup import public, resolve_ds_config
 from deepprompt.errors import ConfigError
 from tests.tiny import REPO
 
@@ -39,11 +39,6 @@ def test_optimizer_block_is_refused():
 def test_precision_auto_is_fp32_on_cpu():
     ds = resolve({"bf16": {"enabled": "auto"}}, batch_size=8, micro_batch_size=4)
     assert ds["_precision"] == "fp32" and ds["bf16"]["enabled"] is False
-
-
-def test_warmup_then_linear_decay():
-    f = lr_lambda(warmup=4, total=20)
-    assert [round(f(s), 3) for s in (0, 3, 4, 12, 20)] == [0.25, 1.0, 1.0, 0.5, 0.0]
 
 
 @pytest.mark.parametrize("shipped", sorted(p.name for p in (REPO / "ds_configs").glob("*.json")))
