@@ -151,11 +151,11 @@ class Trainer:
         self.loop_start, last_save = time.time(), time.time()
         self._maybe_start_meter(self.start_step)
         for step in range(self.start_step + 1, self.final_step + 1):
+            lr = self.engine.get_lr()[0]  # the rate this step trains at (the step advances the schedule)
             task, values = self._optimizer_step(step)
             due = bool(tr.save_every_minutes) and time.time() - last_save >= 60 * tr.save_every_minutes
             values[3:] = torch.tensor([float(self.stop.raised), float(due)], dtype=values.dtype)
-            stop, due = self._settle(_StepRecord(step, task.name, self.engine.get_lr()[0],
-                                                 comm.all_reduce_to_host(values)))
+            stop, due = self._settle(_StepRecord(step, task.name, lr, comm.all_reduce_to_host(values)))
             self._maybe_start_meter(step)
             save_now = step != tr.max_steps and ((tr.save_every and step % tr.save_every == 0) or due)
             if stop or save_now:  # a checkpoint holds this step's record too

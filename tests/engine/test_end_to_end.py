@@ -142,9 +142,9 @@ def test_installed_command_trains_by_epochs_on_a_cosine_schedule(tiny_model, tmp
     assert r["steps"] == r["max_steps"] == steps and r["train_loss"]["last"] < r["train_loss"]["first"]
     lrs = [json.loads(line)["lr"] for line in (out / "train_log.jsonl").read_text().splitlines()]
     warmup = int(0.2 * steps)
-    # step s+1 runs at factor(s); train_log's lr is read after the step: the rate of the next one
+    # step s+1 runs at factor(s), and train_log records the rate each step trained at
     factor = [(s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / (steps - warmup)))
-              for s in range(steps + 1)]
-    assert lrs == pytest.approx([3e-2 * f for f in factor[1:]])
+              for s in range(steps)]
+    assert lrs == pytest.approx([3e-2 * f for f in factor])
     saved = json.loads((out / "run_config.json").read_text())["train"]
     assert (saved["max_steps"], saved["epochs"], saved["lr_scheduler"]) == (None, 2.0, "cosine")
