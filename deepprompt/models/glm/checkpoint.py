@@ -213,7 +213,12 @@ def build_glm(cfg: GLMConfig, directory: str | Path | None = None, dtype: torch.
     if ds_config is not None:
         import deepspeed
 
-        with deepspeed.zero.Init(config_dict_or_path=ds_config, dtype=dtype):
+        # deepspeed 0.19.8's zero.Init ignores an explicit dtype when the accelerator lacks fp16
+        # (Init._set_dtype: `dtype or float16 if is_fp16_supported() else bfloat16 ...`; the CPU
+        # accelerator answers None) and builds bf16 weights; with dtype=None it follows the
+        # config's bf16/fp16 switches, so the wanted dtype is stated there
+        precision = {"bf16": {"enabled": dtype == torch.bfloat16}, "fp16": {"enabled": dtype == torch.float16}}
+        with deepspeed.zero.Init(config_dict_or_path={**ds_config, **precision}, dtype=None):
             model = GLMModel(cfg)
     else:
         model = GLMModel(cfg).to(dtype)
