@@ -11,8 +11,9 @@ prefix length ``P``, model width ``h``, ``a`` heads, ``L`` layers, weight bytes 
 - activations kept for backward (nothing recomputed; a prefix in layer i needs the backward of every
   layer above it), per layer, as saved by ``deepprompt/models/glm/model.py`` with frozen weights:
   ``w * b * (7 s h + 2 (s + P) h)``  (2 LayerNorm inputs, Q, K and V incl. the prefix, GeLU input 4h)
-  ``+ b * s * (s + P) * (w + a * (4 + d))``  (the 0/1 mask, the fp32 softmax output, and with dropout
-  its mask + output ``d = m + w``, without it the softmax cast to ``w``: ``d = w`` if w != 4 else 0)
+  ``+ w * b * s * (s + P) + w * b * s * h + 4 * b * a * s``  (fused attention through
+  ``scaled_dot_product_attention``: the mask as the kernel's bias, shared by all heads, its output
+  and the fp32 log-sum-exp; attention dropout keeps only a seed; no per-head ``s x (s + P)`` scores)
   ``+ 2 m b s h`` with dropout (the two residual-branch dropout masks) ``+ 16 b s`` (LayerNorm
   statistics); ``m`` = bytes of a dropout mask (1 on GPU: bool; CPU kernels keep it in ``w``).
   ``+ w * b * 7 s h`` under ZeRO-3: DeepSpeed's ``zero.Init`` replaces ``F.linear`` with its own
@@ -58,10 +59,11 @@ def trainable_params(cfg, w: Workload) -> int:
 def activation_bytes_per_layer(cfg, w: Workload) -> float:
     b, s, p, h, a, wb = w.micro_batch, w.seq, w.prompt_length, cfg.hidden_size, cfg.num_attention_heads, w.weight_bytes
     tokens = wb * b * ((14 if w.zero3_linear else 7) * s * h + 2 * (s + p) * h)
-    after_softmax = (w.mask_bytes + wb) if w.dropout else (wb if wb != 4 else 0)
-    scores = b * s * (s + p) * (wb + a * (4 + after_softmax))
+    # fused attention (scaled_dot_product_attention): the mask as the kernel's additive bias, shared
+    # by the heads, its output and the fp32 log-sum-exp per head and query; no per-head scores
+    attention = wb * b * s * (s + p) + wb * b * s * h + 4 * b * a * s
     masks = 2 * w.mask_bytes * b * s * h if w.dropout else 0
-    return tokens + scores + masks + 16 * b * s
+    return tokens + attention + masks + 16 * b * s
 
 
 def activations(cfg, w: Workload) -> float:

@@ -175,6 +175,10 @@ def build(run: RunConfig, ds_raw: dict, tasks: list[Task], model_path: str, mode
                 f"(method {run.prompt.method!r} puts the prompt at the input)")
     heads = {t.name: HEADS.get(t.head)(spec.hidden, len(t.labels), dropout=t.cfg.head_dropout) for t in tasks}
     model = PromptedModel(backbone, adapter, prompt, heads)
+    if run.train.activation_checkpointing:
+        if zero3 and prompt.freezes_backbone:
+            check_zero3_recompute_of_frozen_params()
+        adapter.enable_checkpointing()
     if init is not None:
         init(model)
     # created in fp32 (from the seed or init), then cast like the backbone: ZeRO-3 keeps the fp32 master copy
@@ -192,6 +196,25 @@ def build(run: RunConfig, ds_raw: dict, tasks: list[Task], model_path: str, mode
     total, n_trainable = count_params(model)
     return Built(engine=engine, model=model, adapter=adapter, ds_config=ds, precision=precision,
                  total_params=total, trainable_params=n_trainable)
+
+
+def check_zero3_recompute_of_frozen_params() -> None:
+    """Non-reentrant checkpointing + frozen weights under ZeRO-3 crashed in the backward before
+    DeepSpeed PR #8148 (transformers#47254): the recompute re-fires ZeRO-3's forward hooks, whose
+    release re-partitions a frozen weight in place (``param.data = empty(0)``) while torch's
+    checkpoint still holds it, undetached because it needs no grad -> ``CheckpointError: ...
+    saved {'shape': [n]} vs recomputed {'shape': [0]}``. The fix attributes a frozen weight
+    gathered during a recompute to the module being back-propagated
+    (``partitioned_param_coordinator.update_recompute_parameters``), so it stays gathered until
+    that module's backward ends. Refuse, in one line, a DeepSpeed without it."""
+    import deepspeed
+    from deepspeed.runtime.zero import partitioned_param_coordinator as coordinator
+
+    if not hasattr(coordinator, "update_recompute_parameters"):
+        raise ConfigError(
+            f"train.activation_checkpointing: deepspeed {deepspeed.__version__} crashes in the backward when "
+            f"checkpointed layers hold frozen ZeRO-3 weights (DeepSpeed PR #8148 fixes it; 0.19.8 has it); "
+            f"upgrade deepspeed or set train.activation_checkpointing=false")
 
 
 def local_frozen_numel_per_rank(model: nn.Module) -> list[int]:
