@@ -78,7 +78,7 @@ class Trainer:
     def __init__(self, run: RunConfig, ds_config_path: str):
         self.run, self.tr, self.started = run, run.train, time.time()
         self.out_dir = Path(run.output_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        preflight.check_output_dir(run.output_dir)  # one line (on every rank) if it cannot be a directory
         comm.init_distributed(self.tr.dist_timeout_s)  # the device first, then the group
         self.rank, self.world = comm.rank(), comm.world_size()
         setup_logging(self.rank, self.out_dir / "logs")

@@ -9,6 +9,7 @@ runs exactly the code it runs without deepprompt.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import SimpleNamespace
 from typing import ClassVar
 
 import torch
@@ -55,6 +56,12 @@ class BackboneAdapter:
 
     def max_positions(self) -> int:
         return self.model.config.max_position_embeddings
+
+    @classmethod
+    def positions_of(cls, config) -> int:
+        """``max_positions`` from the model's config alone, before any weights load (the start-up
+        check of ``task.max_seq_length``); every ``max_positions`` reads only ``self.model.config``."""
+        return cls.max_positions(SimpleNamespace(model=SimpleNamespace(config=config)))
 
     # ---- structure
     def attention_modules(self) -> list[nn.Module]:
