@@ -192,3 +192,12 @@ def test_resume_on_a_different_number_of_ranks(model_dir, tmp_path):
     assert losses(out) == pytest.approx(losses(ref), rel=1e-4)
     a, b = final_state(ref), final_state(out)
     assert all(torch.allclose(a[k], b[k], rtol=1e-3, atol=1e-5) for k in a)
+
+
+def test_a_train_log_line_torn_by_a_kill_does_not_stop_the_resume(tmp_path):
+    from deepprompt.engine.trainer import _TrainLog
+
+    log = tmp_path / "train_log.jsonl"
+    log.write_text('{"step": 1, "loss": 2.0, "lr": 0.1}\n{"step": 2, "loss": 1.5, "lr": 0.1}\n\n{"step": 3, "lo')
+    _TrainLog(log, start_step=2, enabled=True)
+    assert [json.loads(l)["step"] for l in log.read_text().splitlines()] == [1, 2]
