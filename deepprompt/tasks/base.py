@@ -128,7 +128,7 @@ class Task:
         path = Path(value)
         if not self.source_exists(path):
             if path.is_dir():
-                raise ConfigError(f"task.{split}_file: {value} is a directory; task {self.name} reads a file there")
+                raise ConfigError(f"task.{split}_file: {value} is a directory; task {self.name} reads a file")
             if path.exists():
                 raise ConfigError(f"task.{split}_file: {value} is not something task {self.name} reads")
             raise ConfigError(f"task.{split}_file: {value} does not exist")

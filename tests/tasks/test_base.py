@@ -91,7 +91,8 @@ def _cfg(name, **kw):
 def test_every_registered_task_has_fixture_data_here():
     from deepprompt.registry import TASKS
 
-    assert sorted(TASKS.names()) == sorted(_data_dirs()), "a new task: add its fixture directory to _data_dirs"
+    shipped = sorted(n for n, cls in TASKS.items() if cls.__module__.startswith("deepprompt."))  # not test-made ones
+    assert shipped == sorted(_data_dirs()), "a new task: add its fixture directory to _data_dirs"
 
 
 @pytest.mark.parametrize("name", sorted(_data_dirs()))
@@ -125,7 +126,7 @@ def test_a_split_file_that_is_missing_or_a_directory_is_one_line(tokenizer, tmp_
 
     with pytest.raises(ConfigError, match=r"^task.train_file: .*nope.jsonl does not exist$"):
         build_task(_cfg("rte", train_file=str(tmp_path / "nope.jsonl")), tokenizer).read_examples("train")
-    with pytest.raises(ConfigError, match=r"^task.dev_file: .* is a directory; task sst2 reads a file there$"):
+    with pytest.raises(ConfigError, match=r"^task.dev_file: .* is a directory; task sst2 reads a file$"):
         build_task(_cfg("sst2", dev_file=str(tmp_path)), tokenizer).read_examples("dev")
 
 
