@@ -27,6 +27,7 @@ from torch import nn
 from deepprompt.config import RunConfig
 from deepprompt.engine import comm
 from deepprompt.errors import ConfigError
+from deepprompt.fileio import load_safetensors, read_text
 
 log = logging.getLogger("deepprompt")
 
@@ -217,12 +218,9 @@ def _description_path(path) -> Path:
 
 def load_artifact(path) -> Artifact:
     """Read an artifact directory (or its prompts.json): safetensors + JSON only, never pickle."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     desc_path = _description_path(path)
     try:
-        desc = json.loads(desc_path.read_text())
+        desc = json.loads(read_text(desc_path, ConfigError))
     except json.JSONDecodeError as e:
         raise ConfigError(f"{desc_path}:{e.lineno}: not valid JSON: {e.msg}") from None
     found = desc.get("format") if isinstance(desc, dict) else None
@@ -234,10 +232,7 @@ def load_artifact(path) -> Artifact:
     tensor_path = desc_path.with_name(TENSORS_FILE)
     if not tensor_path.is_file():
         raise ConfigError(f"{tensor_path}: missing (the tensors of {desc_path})")
-    try:
-        tensors = load_file(str(tensor_path), device="cpu")
-    except (SafetensorError, OSError) as e:
-        raise ConfigError(f"{tensor_path}: not a readable safetensors file: {e}") from None
+    tensors = load_safetensors(tensor_path, ConfigError)
     declared = {k: tuple(v["shape"]) for k, v in desc.get("tensors", {}).items()}
     stored = {k: tuple(v.shape) for k, v in tensors.items()}
     if declared != stored:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import logging
 import os
 import typing
 from dataclasses import dataclass, field
@@ -17,6 +18,9 @@ from pathlib import Path
 import yaml
 
 from deepprompt.errors import ConfigError
+from deepprompt.fileio import read_text
+
+log = logging.getLogger("deepprompt")
 
 
 @dataclass
@@ -349,7 +353,7 @@ class RunConfig:
 def _build(cls, data: dict, prefix: str):
     """Build dataclass ``cls`` from a dict, rejecting unknown keys and wrong types."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {type(data).__name__}")
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r:.60}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
@@ -427,6 +431,9 @@ def parse_overrides(items: list[str]) -> dict:
 def _merge(base: dict, over: dict, prefix: str = "") -> dict:
     out = dict(base)
     for k, v in over.items():
+        if isinstance(v, dict) and out.get(k) is not None and not isinstance(out[k], (dict, list)):
+            # ``train: 5`` then ``train.lr=...``: the override must not quietly replace the bad section
+            raise ConfigError(f"{prefix}{k}: expected a mapping, got {out[k]!r:.60}")
         if isinstance(v, dict) and isinstance(out.get(k), dict):
             out[k] = _merge(out[k], v, f"{prefix}{k}.")
         elif isinstance(v, dict) and isinstance(out.get(k), list):  # tasks.<index or name>.key=value
@@ -462,10 +469,13 @@ def _with_task_defaults(data: dict) -> dict:
 
 
 def read_config_file(path: str | os.PathLike) -> dict:
+    """The run-config file as a dict of sections; anything wrong with the file itself (not UTF-8, not
+    YAML/JSON, not a mapping, a section that is not a mapping) is one line naming it. An empty file
+    is allowed (the run is the embedded default) but said in a warning."""
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise ConfigError(f"--config: file not found: {p}")
-    text = p.read_text()
+    text = read_text(p, ConfigError)
     try:
         data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as e:
@@ -473,7 +483,20 @@ def read_config_file(path: str | os.PathLike) -> dict:
         line = f":{mark.line + 1}" if mark is not None else (f":{e.lineno}" if hasattr(e, "lineno") else "")
         raise ConfigError(f"{p}{line}: not valid {'JSON' if p.suffix == '.json' else 'YAML'}: "
                           f"{getattr(e, 'problem', None) or getattr(e, 'msg', e)}") from None
-    return data or {}
+    if data is None or data == {}:
+        log.warning("%s: the config file is empty: running the embedded default job (plus any key=value "
+                    "overrides)", p)
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping of sections (model:, prompt:, task:, train: ...), got "
+                          f"{type(data).__name__} {data!r:.60}")
+    sections = [f.name for f in dataclasses.fields(RunConfig) if f.name not in ("tasks", "output_dir")]
+    for name in sections:
+        if name in data and not isinstance(data[name], dict):
+            raise ConfigError(f"{p}: {name}: expected a mapping, got {data[name]!r:.60}")
+    if data.get("tasks") is not None and not isinstance(data["tasks"], list):
+        raise ConfigError(f"{p}: tasks: expected a list of task sections, got {data['tasks']!r:.60}")
+    return data
 
 
 def from_dict(cls, data: dict, prefix: str = ""):

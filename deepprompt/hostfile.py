@@ -13,6 +13,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 from deepprompt.errors import ConfigError
+from deepprompt.fileio import decode
 
 _LINE = re.compile(r"^(?P<host>\S+)\s+slots=(?P<slots>\d+)(?P<rest>(?:\s+max_slots=\d+)?)\s*(?:#.*)?$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -24,7 +25,7 @@ def parse_hostfile(path: str | os.PathLike) -> "OrderedDict[str, int]":
     """``host -> slots`` in file order; ConfigError naming file:line for anything wrong."""
     p = Path(path)
     try:
-        lines = p.read_text().splitlines()
+        lines = _text(p.read_bytes(), p).splitlines()
     except OSError as e:
         raise ConfigError(f"hostfile {p}: cannot read it ({e.strerror})") from None
     hosts: OrderedDict[str, int] = OrderedDict()
@@ -57,9 +58,10 @@ def parse_env_file(path: str | os.PathLike) -> dict[str, str]:
     no comments, no blank lines)."""
     p = Path(path)
     try:
-        text = p.read_text()
+        data = p.read_bytes()
     except OSError as e:
         raise ConfigError(f"{p}: cannot read it ({e.strerror})") from None
+    text = _text(data, p)
     lines = text.split("\n")
     if text.endswith("\n"):
         lines.pop()  # the newline that ends the last line
@@ -72,6 +74,15 @@ def parse_env_file(path: str | os.PathLike) -> dict[str, str]:
                               f"comments in this file)")
         out[key.strip()] = value.strip()
     return out
+
+
+def _text(data: bytes, path: Path) -> str:
+    """UTF-8 without a byte-order mark: DeepSpeed's runner reads these files itself and would take a
+    BOM as part of the first host name or key."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        raise ConfigError(f"{path}:1: starts with a byte-order mark, which DeepSpeed's runner would read as part of "
+                          f"the first line; save it as UTF-8 without a BOM")
+    return decode(data, path, ConfigError)
 
 
 def deepspeed_env_files(cwd: str | os.PathLike = ".") -> list[Path]:

@@ -8,9 +8,11 @@ the job ends with exit 2 everywhere instead of some ranks hanging in a collectiv
    commit, the library versions, the resolved run config and the DeepSpeed JSON; a difference names
    the ranks and hosts (and the first config key) that differ from rank 0;
 2. each rank's own problems: the launcher's hostfile (when this node can see it), the DeepSpeed
-   JSON and the model path readable on every node (the message names the host);
+   JSON and the model path readable on every node (config and weight files whole), and every
+   task's ``max_seq_length`` within the backbone's positions (the message names the host);
 3. the batch arithmetic for this world size (``ds_setup.resolve_ds_config``, the same check the
-   build uses);
+   build uses); a batch number taken from the DeepSpeed JSON is written into the run config, so
+   run_config.json and the checkpoints record what runs;
 4. free disk in output_dir on rank 0 (the only rank that writes) for the checkpoints kept
    (``train.disk_margin``; 0 skips it).
 """
@@ -28,6 +30,7 @@ from pathlib import Path
 
 from deepprompt.config import RunConfig, flatten
 from deepprompt.errors import ConfigError, DeepPromptError
+from deepprompt.fileio import first_broken_safetensors
 
 log = logging.getLogger("deepprompt")
 
@@ -158,6 +161,50 @@ def check_model_path(path: str) -> None:
             unreadable.append(f"{f.name} ({e.strerror})")
     if unreadable:
         raise ConfigError(f"model.path: {resolved}: cannot read {', '.join(unreadable[:3])}")
+    broken = first_broken_safetensors(resolved)  # a truncated copy or download: only its header tells
+    if broken:
+        raise ConfigError(f"model.path: {broken}")
+
+
+def check_positions(run: RunConfig) -> None:
+    """Every task's ``max_seq_length`` (plus ``prompt.length`` for a method that puts the prompt at
+    the input) fits the backbone's positions, read from its config before any weights load. Left to
+    the model, a too-long example is an index error deep inside transformers at the first long
+    example, or nothing at all on short data."""
+    import deepprompt.prompts  # noqa: F401  (registers the methods)
+    from deepprompt.models.backbones.base import family_for_model_type
+    from deepprompt.models.loading import load_model_config, resolve_model_path
+    from deepprompt.registry import PROMPTS
+
+    path = resolve_model_path(run.model.path)
+    config = load_model_config(path)
+    positions = family_for_model_type(config.model_type, run.model.family).positions_of(config)
+    method = run.prompt.method
+    prompt = run.prompt.length if PROMPTS.get(method, "prompt.method").puts_prompt_at_input else 0
+    for i, task in enumerate(run.task_configs()):
+        key = "task.max_seq_length" if run.tasks is None else f"tasks[{i}].max_seq_length"
+        if task.max_seq_length + prompt <= positions:
+            continue
+        if prompt:  # (the words of ds_setup.build's own check, which this one runs ahead of)
+            raise ConfigError(f"prompt.length: {prompt} prompt tokens + {key} {task.max_seq_length} = "
+                              f"{task.max_seq_length + prompt} exceeds the backbone's {positions} positions (method "
+                              f"{method!r} puts the prompt at the input)")
+        raise ConfigError(f"{key}: {task.max_seq_length} exceeds the backbone's {positions} positions "
+                          f"({run.model.path}); set it to at most {positions}")
+
+
+def check_output_dir(path: str) -> None:
+    """``output_dir`` is a directory here, or is made one (every rank writes its log there); a path
+    under a regular file is one line, not a pathlib traceback."""
+    out = Path(path)
+    blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        where = "is a regular file" if blocker == out else f"is under {blocker}, a regular file"
+        raise ConfigError(f"output_dir: {out} {where}; output_dir must be a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"output_dir: cannot create {out} ({e.strerror or e})") from None
 
 
 def check_hostfile(world_size: int) -> None:
@@ -178,7 +225,7 @@ def local_report(run: RunConfig, ds_config_path: str, world_size: int) -> tuple[
     problems, ds_raw = [], None
     checks = (("hostfile", lambda: check_hostfile(world_size)),
               ("ds config", lambda: ds_setup.read_ds_config(ds_config_path)),
-              ("model", lambda: check_model_path(run.model.path)))
+              ("model", lambda: (check_model_path(run.model.path), check_positions(run))))
     for name, check in checks:
         try:
             value = check()
@@ -270,7 +317,8 @@ def run(run_cfg: RunConfig, ds_config_path: str) -> dict:
     error = disagreement(reports) or first_problem(reports)
     if error is None:  # every rank has the same config now: the same answer everywhere
         try:
-            ds_setup.resolve_ds_config(ds_raw, run_cfg, world, hidden=1, src=ds_config_path)
+            ds_setup.record_batch(run_cfg, ds_setup.resolve_ds_config(ds_raw, run_cfg, world, hidden=1,
+                                                                       src=ds_config_path))
         except ConfigError as e:
             error = str(e)
     if error is None:

@@ -169,3 +169,18 @@ def test_plain_round_trip_after_training(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(fresh(dev_batch(task), task.name).logits, model(dev_batch(task), task.name).logits,
                                    rtol=0, atol=0)
+
+
+def test_a_truncated_or_not_utf8_artifact_is_one_line_naming_the_file(saved, tmp_path):
+    _, out, _, _ = saved
+    for f in out.iterdir():
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    tensors = tmp_path / TENSORS_FILE
+    tensors.write_bytes(tensors.read_bytes()[:-10])
+    with pytest.raises(ConfigError) as e:
+        load_artifact(tmp_path)
+    assert str(e.value).startswith(f"{tensors}: not a readable safetensors file (incomplete metadata")
+    desc = tmp_path / DESCRIPTION_FILE
+    desc.write_bytes(desc.read_bytes().replace(b'"format"', b'"f\xf6rmat"', 1))
+    with pytest.raises(ConfigError, match=rf"{DESCRIPTION_FILE}:\d+: not UTF-8 text \(byte 0xf6 .*save it as UTF-8$"):
+        load_artifact(tmp_path)

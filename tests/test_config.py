@@ -151,3 +151,46 @@ def test_an_override_of_a_missing_entry_names_the_entries(tmp_path):
     with pytest.raises(ConfigError, match=r"tasks\.3: no such entry \(use an index 0\.\.0 or a name: wnut16\)"):
         load_config(str(f), ["tasks.3.data_dir=x"])
     assert load_config(str(f), ["tasks.wnut16.data_dir=x"]).tasks[0].data_dir == "x"
+
+
+# ------------------------------------------------------------------------------ the file itself
+
+def test_a_config_file_that_is_not_utf8_names_file_and_line(tmp_path):
+    f = tmp_path / "run.yaml"
+    f.write_bytes(b"train:\n  max_steps: 5\n# caf\xe9\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(str(f))
+    assert str(e.value) == f"{f}:3: not UTF-8 text (byte 0xe9 at byte offset 27); save it as UTF-8"
+
+
+@pytest.mark.parametrize("text, got", [("- train\n- task\n", "list ['train', 'task']"), ("5\n", "int 5"),
+                                       ('"prefix"\n', "str 'prefix'")])
+def test_a_config_file_whose_top_level_is_not_a_mapping_is_one_line(tmp_path, text, got):
+    f = tmp_path / "run.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(str(f))
+    assert str(e.value) == f"{f}: expected a mapping of sections (model:, prompt:, task:, train: ...), got {got}"
+
+
+@pytest.mark.parametrize("overrides", [[], ["train.lr=0.1"]])
+def test_a_section_given_as_a_scalar_is_refused_even_with_an_override_of_that_section(tmp_path, overrides):
+    f = tmp_path / "run.yaml"
+    f.write_text("train: 5\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(str(f), overrides)
+    assert str(e.value) == f"{f}: train: expected a mapping, got 5"
+    from deepprompt.config import config_from_dict
+    with pytest.raises(ConfigError, match=r"^train: expected a mapping, got 5$"):  # no file (an artifact's run)
+        config_from_dict({"train": 5}, ["train.lr=0.1"])
+
+
+def test_an_empty_config_file_runs_the_default_job_and_says_so(tmp_path, caplog):
+    f = tmp_path / "run.yaml"
+    for text in ("", "# nothing set yet\n", "{}\n"):
+        f.write_text(text)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="deepprompt"):
+            assert load_config(str(f)) == load_config()
+        assert [r.getMessage() for r in caplog.records] == [
+            f"{f}: the config file is empty: running the embedded default job (plus any key=value overrides)"]

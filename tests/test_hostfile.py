@@ -96,3 +96,15 @@ def test_launcher_hostfile_of_this_process_tree(tmp_path):
 def test_describe_lists_env_files(tmp_path):
     hf = write(tmp_path, "n1 slots=1\n")
     assert describe(hf, []) == f"{hf}: 1 node(s), 1 rank(s): n1 slots=1"
+
+
+def test_hostfile_and_env_file_that_are_not_utf8_or_carry_a_bom_are_one_line(tmp_path):
+    from deepprompt.hostfile import parse_env_file, parse_hostfile
+
+    hf, env = tmp_path / "hostfile", tmp_path / ".deepspeed_env"
+    hf.write_bytes(b"node-a slots=2\nn\xf6de-b slots=2\n")
+    with pytest.raises(ConfigError, match=r"hostfile:2: not UTF-8 text \(byte 0xf6 at byte offset 16\); save it as UTF-8$"):
+        parse_hostfile(hf)
+    env.write_bytes(b"\xef\xbb\xbfNCCL_DEBUG=INFO\n")  # DeepSpeed's runner would read the key as '\ufeffNCCL_DEBUG'
+    with pytest.raises(ConfigError, match=r"\.deepspeed_env:1: starts with a byte-order mark"):
+        parse_env_file(env)

@@ -127,7 +127,7 @@ def test_preflight_stops_the_run_before_any_weights_load(tiny_model, tmp_path, o
     out = tmp_path / "run"
     ds = "ds_configs/zero3.json"
     args = [f"model.path={tiny_model}", f"task.data_dir={FIXTURES / 'wnut16'}", "train.max_steps=2",
-            "train.batch_size=8", "train.micro_batch_size=4", f"output_dir={out}"]
+            "train.batch_size=8", "train.micro_batch_size=4", "task.max_seq_length=32", f"output_dir={out}"]
     if override.startswith("ds_config="):
         ds = override.split("=", 1)[1]
     else:
@@ -155,3 +155,98 @@ def test_launcher_hostfile_is_checked_against_the_world(tmp_path, monkeypatch):
         preflight.check_hostfile(1)
     monkeypatch.setattr(hostfile, "launcher_hostfile", lambda: None)
     preflight.check_hostfile(64)  # no launcher hostfile visible on this node: nothing to check
+
+
+# ------------------------------------------------------------------ bad input found before any weights load
+
+def test_a_truncated_weight_file_is_named(tiny_model, tmp_path):
+    broken = tmp_path / "model"
+    broken.mkdir()
+    for f in tiny_model.iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    (broken / "model.safetensors").write_bytes((broken / "model.safetensors").read_bytes()[:-64])
+    with pytest.raises(ConfigError) as e:
+        preflight.check_model_path(str(broken))
+    assert str(e.value).startswith(f"model.path: {broken / 'model.safetensors'}: not a readable safetensors file "
+                                   f"(incomplete metadata")
+
+
+def test_a_model_path_that_is_a_file_says_so(tiny_model):
+    with pytest.raises(ConfigError) as e:
+        preflight.check_model_path(str(tiny_model / "config.json"))
+    assert str(e.value).startswith(f"model.path: {tiny_model / 'config.json'} is a file; it must be a checkpoint "
+                                   f"directory")
+
+
+@pytest.mark.parametrize("method", ["finetune", "prefix", "prompt", "ptuning"])
+def test_max_seq_length_beyond_the_positions_is_refused_for_every_method(tiny_model, method):
+    # the tiny BERT has 64 positions
+    fits = load_config(None, [f"model.path={tiny_model}", f"prompt.method={method}", "prompt.length=4",
+                              "task.max_seq_length=60"])
+    preflight.check_positions(fits)
+    too_long = load_config(None, [f"model.path={tiny_model}", f"prompt.method={method}", "prompt.length=4",
+                                  "task.max_seq_length=65"])
+    with pytest.raises(ConfigError) as e:
+        preflight.check_positions(too_long)
+    if method in ("prompt", "ptuning"):  # the prompt takes positions too
+        assert str(e.value) == (f"prompt.length: 4 prompt tokens + task.max_seq_length 65 = 69 exceeds the backbone's "
+                                f"64 positions (method {method!r} puts the prompt at the input)")
+    else:
+        assert str(e.value) == (f"task.max_seq_length: 65 exceeds the backbone's 64 positions ({tiny_model}); "
+                                f"set it to at most 64")
+
+
+def test_max_seq_length_is_checked_per_task_and_not_for_relative_positions(tiny_model, tmp_path):
+    from tests.tiny import save_tiny
+
+    multi = load_config(None, [f"model.path={tiny_model}", "task.max_seq_length=32",
+                               "tasks=[{name: wnut16}, {name: rte, max_seq_length: 100}]"])
+    with pytest.raises(ConfigError, match=r"^tasks\[1\].max_seq_length: 100 exceeds the backbone's 64 positions"):
+        preflight.check_positions(multi)
+    deberta = save_tiny("deberta-v2", tmp_path / "deberta")  # relative positions: no table to overflow
+    preflight.check_positions(load_config(None, [f"model.path={deberta}", "task.max_seq_length=1000"]))
+
+
+def test_output_dir_under_a_regular_file_is_one_line(tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ConfigError) as e:
+        preflight.check_output_dir(str(tmp_path / "notes.txt" / "run"))
+    assert str(e.value) == (f"output_dir: {tmp_path / 'notes.txt' / 'run'} is under {tmp_path / 'notes.txt'}, a "
+                            f"regular file; output_dir must be a directory")
+    with pytest.raises(ConfigError, match=r"notes.txt is a regular file; output_dir must be a directory$"):
+        preflight.check_output_dir(str(tmp_path / "notes.txt"))
+    preflight.check_output_dir(str(tmp_path / "a" / "b"))
+    assert (tmp_path / "a" / "b").is_dir()
+
+
+def test_a_ds_batch_number_taken_over_a_run_config_default_is_recorded(tiny_model, tmp_path):
+    from deepprompt.engine import comm
+
+    comm.init_distributed()
+    ds = tmp_path / "ds.json"
+    ds.write_text('{"train_batch_size": 8, "train_micro_batch_size_per_gpu": 4, "zero_optimization": {"stage": 3}}')
+    run = load_config(None, [f"model.path={tiny_model}", f"output_dir={tmp_path / 'out'}", "task.max_seq_length=32"])
+    preflight.run(run, str(ds))
+    assert (run.train.batch_size, run.train.micro_batch_size) == (8, 4)  # what run_config.json will say
+    clash = load_config(None, [f"model.path={tiny_model}", f"output_dir={tmp_path / 'out'}", "task.max_seq_length=32",
+                               "train.batch_size=16"])
+    with pytest.raises(ConfigError, match=r"train_batch_size 8 disagrees with train.batch_size 16 of the run config"):
+        preflight.run(clash, str(ds))
+
+
+@pytest.mark.parametrize("case", ["output_dir under a file", "max_seq_length", "model.path is a file"])
+def test_bad_input_stops_the_launched_run_in_one_line(tiny_model, tmp_path, case):
+    (tmp_path / "notes.txt").write_text("x")
+    out = tmp_path / "notes.txt" / "run" if case == "output_dir under a file" else tmp_path / "run"
+    model = tiny_model / "config.json" if case == "model.path is a file" else tiny_model
+    args = [f"model.path={model}", f"task.data_dir={FIXTURES / 'wnut16'}", "train.max_steps=2", "train.batch_size=8",
+            "train.micro_batch_size=4", f"output_dir={out}", "prompt.method=finetune",
+            f"task.max_seq_length={100 if case == 'max_seq_length' else 32}"]
+    proc = subprocess.run([sys.executable, "launcher/train.py", "--ds_config", "ds_configs/zero3.json", *args],
+                          cwd=REPO, env=launch_env(), capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [l for l in proc.stderr.splitlines() if l.startswith("deepprompt: error:")]
+    want = {"output_dir under a file": "output_dir: ", "max_seq_length": "task.max_seq_length: 100 exceeds the backbone's 64",
+            "model.path is a file": "model.path: "}[case]
+    assert len(lines) == 1 and lines[0].startswith(f"deepprompt: error: {want}"), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr

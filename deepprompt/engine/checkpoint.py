@@ -20,6 +20,13 @@ Atomicity: a checkpoint is written under ``.tmp-step_...`` and renamed when comp
 is replaced (write + rename) only after that. A kill at any moment leaves either the previous
 checkpoint or the new one as ``latest``, never a partial one. Loading uses safetensors and JSON only
 (no pickle).
+
+Bad files never lose work: a ``latest`` that cannot be read (not UTF-8, a directory, no permission),
+is empty or names no checkpoint, and a ``step_*`` whose state.json or tensors do not read, are
+warned about and the run resumes from the newest checkpoint that reads (older ones after it). A
+checkpoint that does not read is never deleted or overwritten: it is renamed ``step_....unreadable``
+(outside what finding and pruning look at); with none that reads, the run is refused rather than
+started over. Pruning removes only checkpoints older than the one just written.
 """
 from __future__ import annotations
 
@@ -29,19 +36,23 @@ import os
 import re
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from deepprompt.config import RunConfig, flatten
 from deepprompt.engine import comm
 from deepprompt.engine.ds_setup import inner_optimizer, master_partitions
-from deepprompt.errors import ConfigError
+from deepprompt.errors import ConfigError, DeepPromptError
+from deepprompt.fileio import load_safetensors, open_safetensors, read_text
 
 log = logging.getLogger("deepprompt")
 CKPT_DIR, LATEST, TENSORS, STATE = "checkpoints", "latest", "trainable.safetensors", "state.json"
 MOMENTS = ("exp_avg", "exp_avg_sq")
+STEP_DIR = re.compile(r"^step_(\d+)$")  # a complete checkpoint's name (not .tmp-, not .unreadable)
+UNREADABLE = ".unreadable"
 
 # Keys that may differ between the run that saved and the run that resumes. Everything else in the
 # run config changes the optimisation and is refused.
@@ -76,17 +87,126 @@ def checkpoint_root(output_dir: str | Path) -> Path:
     return Path(output_dir) / CKPT_DIR
 
 
-def find_latest(output_dir: str | Path) -> Path | None:
-    root = checkpoint_root(output_dir)
-    pointer = root / LATEST
-    if not pointer.is_file():
-        return None
-    path = root / pointer.read_text().strip()
-    return path if (path / STATE).is_file() and (path / TENSORS).is_file() else None
+def step_dirs(root: Path) -> list[Path]:
+    """The complete checkpoints under ``root``, oldest first (by step number)."""
+    found = [p for p in root.iterdir() if STEP_DIR.match(p.name) and p.is_dir()] if root.is_dir() else []
+    return sorted(found, key=_step_of)
+
+
+def _step_of(path: Path) -> int:
+    return int(STEP_DIR.match(path.name).group(1))
 
 
 def read_state(path: Path) -> dict:
-    return json.loads((path / STATE).read_text())
+    """A checkpoint's state.json; a file that does not read is one ConfigError line naming it."""
+    where = path / STATE
+    try:
+        state = json.loads(read_text(where, ConfigError))
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{where}:{e.lineno}: not valid JSON ({e.msg})") from None
+    missing = [k for k in ("step", "signature") if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise ConfigError(f"{where}: not a checkpoint's state (no {' or '.join(map(repr, missing))})")
+    return state
+
+
+def unreadable(path: Path) -> str | None:
+    """Why the checkpoint at ``path`` cannot be resumed from (one line), or None when it reads: its
+    state.json parses and its tensors' header covers the file (a truncated copy fails here)."""
+    try:
+        read_state(path)
+        open_safetensors(path / TENSORS, ConfigError)
+    except DeepPromptError as e:
+        return str(e)
+    return None
+
+
+def _read_pointer(root: Path) -> tuple[Path | None, str | None]:
+    """(the checkpoint ``latest`` names, or None; what is wrong with ``latest``, or None)."""
+    pointer = root / LATEST
+    if not pointer.exists() and not pointer.is_symlink():
+        return None, f"{pointer}: missing"
+    try:
+        name = read_text(pointer, ConfigError).strip()
+    except DeepPromptError as e:
+        return None, str(e)
+    if not name:
+        return None, f"{pointer}: empty"
+    if not STEP_DIR.match(name) or not (root / name).is_dir():
+        return None, f"{pointer}: names {name[:80]!r}, which is no checkpoint in {root}"
+    return root / name, None
+
+
+@dataclass
+class Found:
+    """What ``find_resumable`` saw: the checkpoint to resume from, what was wrong on the way, and the
+    checkpoints that do not read (set aside, never deleted)."""
+
+    path: Path | None = None
+    problems: list[str] = field(default_factory=list)
+    unusable: dict[Path, str] = field(default_factory=dict)  # checkpoint -> why it does not read
+
+
+def find_resumable(output_dir: str | Path) -> Found:
+    """The checkpoint ``latest`` names when it reads, else the newest one older than that (or than
+    anything, when ``latest`` itself is bad) that does. Checkpoints newer than the one chosen (a save
+    killed before ``latest`` moved) are checked too, so that none that fails to read is ever
+    overwritten by a later save."""
+    root = checkpoint_root(output_dir)
+    steps = step_dirs(root)
+    found = Found()
+    if not steps and not (root / LATEST).exists():
+        return found  # a fresh output_dir
+    pointed, problem = _read_pointer(root)
+    if problem:
+        found.problems.append(problem)
+    limit = _step_of(pointed) if pointed is not None else None
+    for path in reversed(steps):  # newest first: everything newer than the one chosen gets checked
+        why = unreadable(path)
+        if why is not None:
+            found.problems.append(why)
+            found.unusable[path] = why
+        elif limit is None or _step_of(path) <= limit:
+            found.path = path
+            break
+    return found
+
+
+def find_latest(output_dir: str | Path) -> Path | None:
+    """The checkpoint a run in ``output_dir`` resumes from (``find_resumable``), or None."""
+    return find_resumable(output_dir).path
+
+
+def _set_aside(path: Path, why: str) -> None:
+    """Rename an unreadable checkpoint (or ``latest`` that is a directory) out of the way of finding,
+    saving and pruning, keeping every byte of it."""
+    n, aside = 1, path.with_name(path.name + UNREADABLE)
+    while aside.exists():
+        n, aside = n + 1, path.with_name(f"{path.name}{UNREADABLE}-{n}")
+    try:
+        os.replace(path, aside)
+    except OSError as e:
+        raise ConfigError(f"{path}: does not read ({why}) and cannot be moved aside ({e.strerror}); move it away "
+                          f"yourself, or start fresh with train.resume=never") from None
+    log.warning("%s: does not read, kept as %s (never resumed from, pruned or overwritten; delete it yourself once "
+                "you have looked)", path, aside.name)
+
+
+def _choose(run: RunConfig) -> Path | None:
+    """Rank 0: the checkpoint to resume from (warning about, and setting aside, what does not read)."""
+    found = find_resumable(run.output_dir)
+    root = checkpoint_root(run.output_dir)
+    if found.path is None and found.unusable:
+        raise ConfigError(f"cannot resume: no checkpoint in {root} reads ({'; '.join(found.problems[:3])}); fix or "
+                          f"move them, or start fresh with train.resume=never (which deletes them)")
+    if found.problems:
+        then = f"resuming from {found.path}" if found.path else "no checkpoint to resume from: starting at step 0"
+        log.warning("resume: %s; %s", "; ".join(found.problems), then)
+    for path, why in found.unusable.items():
+        _set_aside(path, why)
+    if (root / LATEST).is_dir():  # the next save replaces ``latest``, which it cannot do over a directory
+        _set_aside(root / LATEST, "a directory")
+    return found.path
 
 
 def resume_point(run: RunConfig) -> Path | None:
@@ -95,7 +215,7 @@ def resume_point(run: RunConfig) -> Path | None:
     decision = None
     if comm.rank() == 0:
         try:
-            found = find_latest(run.output_dir) if run.train.resume == "auto" else None
+            found = _choose(run) if run.train.resume == "auto" else None
             if found is not None:
                 check_compatible(read_state(found)["signature"], run, found)
             elif run.train.resume == "never":
@@ -207,7 +327,7 @@ def save(engine, model, run: RunConfig, step: int, state: dict, keep: int, prote
         pointer_tmp.write_text(tag + "\n")
         os.replace(pointer_tmp, root / LATEST)
         _fsync_dir(root)
-        _prune(root, keep, protect)
+        _prune(root, keep, path, protect)
         size = sum(f.stat().st_size for f in path.iterdir())
         log.info("checkpoint %s: %.2f MB in %.2f s", path, size / 2**20, time.time() - started)
     comm.barrier()
@@ -218,7 +338,7 @@ def load(engine, model, path: Path) -> dict:
     """Collective: restore params, Adam moments, step counts and the LR scheduler; return state."""
     payload = None
     if comm.rank() == 0:
-        payload = (load_file(str(path / TENSORS)), read_state(path))
+        payload = (load_safetensors(path / TENSORS, ConfigError), read_state(path))
     tensors, state = comm.broadcast_object(payload)
     import deepspeed
 
@@ -247,12 +367,13 @@ def load(engine, model, path: Path) -> dict:
     return state
 
 
-def _prune(root: Path, keep: int, protect: int | None = None) -> None:
-    """Remove all but the ``keep`` newest checkpoints (0: keep all) and the one of step ``protect``."""
-    done = sorted(p for p in root.glob("step_*") if p.is_dir())
-    for old in done[:-keep] if keep > 0 else []:
-        if protect is None or old.name != f"step_{protect:08d}":
-            shutil.rmtree(old, ignore_errors=True)
+def _prune(root: Path, keep: int, newest: Path, protect: int | None = None) -> None:
+    """Keep ``keep`` checkpoints up to ``newest`` (the one just written; 0: keep all) and the one of
+    step ``protect`` (the best dev step): only checkpoints OLDER than ``newest`` are ever removed,
+    never a newer one nor one set aside as unreadable."""
+    older = [p for p in step_dirs(root) if _step_of(p) < _step_of(newest) and _step_of(p) != protect]
+    for old in older[:max(0, len(older) - (keep - 1))] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
     for stale in root.glob(".tmp-step_*"):  # left by a run killed mid-save
         shutil.rmtree(stale, ignore_errors=True)
 

@@ -17,9 +17,10 @@ import torch
 from torch import nn
 
 from deepprompt import schedules
-from deepprompt.config import RunConfig
+from deepprompt.config import RunConfig, TrainConfig
 from deepprompt.engine import comm
 from deepprompt.errors import ConfigError
+from deepprompt.fileio import read_text
 from deepprompt.models.backbones import BackboneAdapter
 from deepprompt.models.backbones.base import family_for_model_type
 from deepprompt.models.prompted_model import PromptedModel
@@ -33,10 +34,10 @@ log = logging.getLogger("deepprompt")
 
 def read_ds_config(path: str) -> dict:
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise ConfigError(f"--ds_config: file not found: {p}")
     try:
-        data = json.loads(p.read_text())
+        data = json.loads(read_text(p, ConfigError))
     except json.JSONDecodeError as e:
         raise ConfigError(f"{p}:{e.lineno}: not valid JSON: {e.msg}") from None
     if not isinstance(data, dict):
@@ -72,14 +73,11 @@ def resolve_ds_config(ds: dict, run: RunConfig, world_size: int, hidden: int, sr
             raise ConfigError(f"{src}: remove {owned!r}; the run config owns it (train.lr, train.lr_scheduler, "
                               f"train.warmup_ratio, train.weight_decay)")
     tr = run.train
-    tb = ds.get("train_batch_size", "auto")
-    mb = ds.get("train_micro_batch_size_per_gpu", "auto")
+    tb, tb_given = _batch_value(ds, "train_batch_size", tr, "batch_size", src)
+    mb, _ = _batch_value(ds, "train_micro_batch_size_per_gpu", tr, "micro_batch_size", src)
     ga = ds.get("gradient_accumulation_steps", "auto")
-    tb = tr.batch_size if _auto(tb) else tb
-    mb = tr.micro_batch_size if _auto(mb) else mb
-    for key, v in (("train_batch_size", tb), ("train_micro_batch_size_per_gpu", mb)):
-        if not isinstance(v, int) or v <= 0:
-            raise ConfigError(f"{src}: {key} must be a positive integer or \"auto\", got {v!r}")
+    if not _auto(ga) and not tb_given and isinstance(ga, int) and ga > 0:
+        tb = mb * ga * world_size  # the JSON's accumulation with nobody's global batch: DeepSpeed's own rule
     if _auto(ga):
         if tb % (mb * world_size):
             raise ConfigError(
@@ -92,10 +90,12 @@ def resolve_ds_config(ds: dict, run: RunConfig, world_size: int, hidden: int, sr
     if tb != mb * ga * world_size:
         raise ConfigError(
             f"{src}: batch sizes do not multiply out: train_batch_size {tb} != micro batch {mb} x "
-            f"gradient_accumulation_steps {ga} x world size {world_size} = {mb * ga * world_size}")
+            f"gradient_accumulation_steps {ga} x world size {world_size} = {mb * ga * world_size}"
+            + (" (train_batch_size is train.batch_size of the run config)"
+               if _auto(ds.get("train_batch_size", "auto")) else ""))
     ds.update(train_batch_size=tb, train_micro_batch_size_per_gpu=mb, gradient_accumulation_steps=ga)
     if _auto(ds.get("gradient_clipping", "auto")):
-        ds["gradient_clipping"] = tr.max_grad_norm
+        ds["gradient_clipping"] = run.train.max_grad_norm
     ds.setdefault("steps_per_print", 1 << 30)  # our own logging says what matters
     ds["_precision"] = _resolve_precision(ds, src)
     # Unset, DeepSpeed reduces gradients in the training dtype (bf16: 8 mantissa bits, summed over
@@ -108,6 +108,32 @@ def resolve_ds_config(ds: dict, run: RunConfig, world_size: int, hidden: int, sr
         if _auto(zero.get(key)):
             zero[key] = value
     return ds
+
+
+def _batch_value(ds: dict, key: str, train: TrainConfig, field: str, src: str) -> tuple[int, bool]:
+    """The value of a batch key of the DeepSpeed JSON and whether anyone set it. "auto" (or absent)
+    is the run config's ``train.<field>``. A number in the JSON wins over the run config's DEFAULT
+    (the JSON owns micro-batching), must equal a value the run config sets, and is refused otherwise."""
+    raw, ours = ds.get(key, "auto"), getattr(train, field)
+    ours_set = ours != getattr(TrainConfig(), field)
+    if _auto(raw):
+        return ours, ours_set
+    if not isinstance(raw, int) or isinstance(raw, bool) or raw <= 0:
+        raise ConfigError(f"{src}: {key} must be a positive integer or \"auto\", got {raw!r}")
+    if ours_set and raw != ours:
+        raise ConfigError(f"{src}: {key} {raw} disagrees with train.{field} {ours} of the run config; set it in "
+                          f"one place (\"auto\" in the JSON takes the run config's)")
+    return raw, True
+
+
+def record_batch(run: RunConfig, ds: dict) -> None:
+    """Make ``run`` say the batch sizes that run (a JSON number over a run-config default), so
+    run_config.json and the checkpoint signature record them."""
+    for field, key in (("batch_size", "train_batch_size"), ("micro_batch_size", "train_micro_batch_size_per_gpu")):
+        if getattr(run.train, field) != ds[key]:
+            log.info("train.%s: %d, from the DeepSpeed JSON's %s (the run config left it at its default %d)",
+                     field, ds[key], key, getattr(run.train, field))
+            setattr(run.train, field, ds[key])
 
 
 def fill_persistence_threshold(ds: dict, prompt_and_heads: nn.Module, hidden: int) -> None:

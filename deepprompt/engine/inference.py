@@ -9,6 +9,7 @@ import os
 import time
 from pathlib import Path
 
+from deepprompt import preflight
 from deepprompt.artifacts import Artifact, _atomic_write, apply_artifact, check_backbone, load_artifact
 from deepprompt.config import RunConfig, config_from_dict
 from deepprompt.engine import comm, ds_setup
@@ -82,7 +83,7 @@ def evaluate_artifact(artifact_path: str, ds_config_path: str, overrides: list[s
                "wall_time_s": time.time() - started}
     if rank == 0:
         out_dir = Path(run.output_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        preflight.check_output_dir(run.output_dir)  # under a regular file: one line, not a traceback
         path = out_dir / "eval_results.json"
         _atomic_write(path, lambda p: p.write_text(json.dumps(results, indent=2) + "\n"))
         for split, m in metrics.items():

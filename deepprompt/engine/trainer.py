@@ -84,7 +84,7 @@ class Trainer:
     def __init__(self, run: RunConfig, ds_config_path: str):
         self.run, self.tr, self.started = run, run.train, time.time()
         self.out_dir = Path(run.output_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        preflight.check_output_dir(run.output_dir)  # one line (on every rank) if it cannot be a directory
         comm.init_distributed(self.tr.dist_timeout_s)  # the device first, then the group
         self.rank, self.world = comm.rank(), comm.world_size()
         setup_logging(self.rank, self.out_dir / "logs")
@@ -560,13 +560,22 @@ class _TrainLog:
         if enabled:
             kept = []
             if start_step and path.is_file():
-                kept = [l for l in path.read_text().splitlines() if l and json.loads(l)["step"] <= start_step]
+                kept = [l for l in path.read_text(errors="replace").splitlines() if _logged_step(l) <= start_step]
             path.write_text("".join(l + "\n" for l in kept))
 
     def write(self, step: int, loss: float, lr: float, task: str | None = None) -> None:
         if self.enabled:
             with self.path.open("a") as fh:
                 fh.write(json.dumps({"step": step, "loss": loss, "lr": lr, **({"task": task} if task else {})}) + "\n")
+
+
+def _logged_step(line: str) -> float:
+    """The step of a train_log.jsonl line; infinity (dropped on resume) for a blank line or one torn
+    by a kill in mid-write, which would otherwise stop the resume with a JSON traceback."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
 
 
 def _progress(total: int, enabled: bool, initial: int = 0):

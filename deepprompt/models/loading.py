@@ -9,6 +9,7 @@ import torch
 
 from deepprompt import assets
 from deepprompt.errors import ConfigError
+from deepprompt.fileio import first_broken_safetensors, read_text
 from deepprompt.models.backbones.base import family_for_model_type
 from deepprompt.models.glm.config import PRESETS as GLM_PRESETS
 from deepprompt.models.glm.config import is_glm_dir
@@ -25,6 +26,9 @@ def resolve_model_path(path: str) -> str:
             raise ConfigError(f"model.path: {p} has no config.json (not a transformers checkpoint directory) "
                               f"and no glm_config.json (not a GLM checkpoint directory)")
         return str(p)
+    if p.is_file():
+        raise ConfigError(f"model.path: {p} is a file; it must be a checkpoint directory (config.json, tokenizer and "
+                          f"weights, as save_pretrained writes them), a preset or a hub name")
     if p.exists() or path.startswith((".", "/", "~")) or path.count("/") != 1:
         presets = [n for n, a in assets.ASSETS.items() if a.kind == "backbone"] + list(GLM_PRESETS)
         raise ConfigError(f"model.path: {path} does not exist (a local checkpoint directory, a preset "
@@ -44,6 +48,8 @@ def load_model_config(path: str):
         return read_config(path)
     from transformers import AutoConfig
 
+    if (Path(path) / "config.json").is_file():  # transformers would only say "not a valid JSON file"
+        read_text(Path(path) / "config.json", ConfigError)
     try:
         return AutoConfig.from_pretrained(path)
     except OSError as e:
@@ -68,6 +74,10 @@ def load_tokenizer_and_config(path: str, family: str = "auto"):
         tokenizer = AutoTokenizer.from_pretrained(path, **adapter.tokenizer_kwargs)
     except OSError as e:
         raise ConfigError(f"model.path: cannot load {path!r}: {str(e).splitlines()[0]}") from None
+    except UnicodeDecodeError:  # transformers names no file: find it
+        for f in sorted(Path(path).glob("*.json")) + sorted(Path(path).glob("*.txt")) if Path(path).is_dir() else []:
+            read_text(f, ConfigError)
+        raise
     return tokenizer, config
 
 
@@ -77,11 +87,16 @@ def load_hf_backbone(path: str, dtype: torch.dtype, zero3_config: dict | None, l
     from transformers.integrations import HfDeepSpeedConfig
     from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
+    from safetensors import SafetensorError
+
     hf_ds = HfDeepSpeedConfig(zero3_config) if zero3_config is not None else None
     try:
         return AutoModel.from_pretrained(path, dtype=dtype, **load_kwargs)
     except OSError as e:
         raise ConfigError(f"model.path: cannot load {path!r}: {str(e).splitlines()[0]}") from None
+    except SafetensorError as e:  # a truncated or corrupt weight file; transformers does not say which
+        broken = first_broken_safetensors(path)
+        raise ConfigError(f"model.path: {broken or f'{path}: a weight file is not readable ({e})'}") from None
     finally:
         if hf_ds is not None:  # transformers keeps it in a global: later models are not ours to partition
             unset_hf_deepspeed_config()

@@ -90,6 +90,7 @@ class Task:
         self.cfg = cfg
         self.tokenizer = tokenizer
         self._features: dict[str, FeatureSet] = {}
+        self._located: set[str] = set()  # splits whose source was asked for through ``split_source``
 
     @property
     def name(self) -> str:
@@ -99,15 +100,39 @@ class Task:
     def labels(self) -> list[str]:
         raise NotImplementedError
 
-    def explicit_file(self, split: str, exists=Path.exists) -> Path | None:
-        """``task.<split>_file`` when set (checked with ``exists``), else None: every task reads its
-        split files through here, so the setting is never silently ignored."""
+    # ---- where a split's data lives: ONE resolver for every task
+    def split_source(self, split: str) -> Path:
+        """The file (or directory) the split is read from: ``task.<split>_file`` when set, else the
+        task's ``default_source`` under ``task.data_dir``. Every task's reader asks here, so every
+        task honours the override alike; ``build_features`` refuses an override the task's reader
+        never asked for, so a task that forgets it fails in one line instead of ignoring it."""
+        explicit = self.explicit_file(split)
+        return explicit if explicit is not None else self.default_source(split)
+
+    def default_source(self, split: str) -> Path:
+        """The split's file (or directory) under ``task.data_dir`` when ``task.<split>_file`` is not
+        set; a ``ConfigError`` naming ``task.data_dir`` when it has none."""
+        raise NotImplementedError
+
+    def source_exists(self, path: Path) -> bool:
+        """Whether ``task.<split>_file`` names something this task reads (default: anything that
+        exists; tasks that read only files say so)."""
+        return path.exists()
+
+    def explicit_file(self, split: str) -> Path | None:
+        """``task.<split>_file`` when set (checked with ``source_exists``), else None."""
+        self._located.add(split)
         value = getattr(self.cfg, f"{split}_file", None)
         if not value:
             return None
-        if not exists(Path(value)):
+        path = Path(value)
+        if not self.source_exists(path):
+            if path.is_dir():
+                raise ConfigError(f"task.{split}_file: {value} is a directory; task {self.name} reads a file")
+            if path.exists():
+                raise ConfigError(f"task.{split}_file: {value} is not something task {self.name} reads")
             raise ConfigError(f"task.{split}_file: {value} does not exist")
-        return Path(value)
+        return path
 
     def read_examples(self, split: str) -> list[dict]:
         """The split's records as plain JSON-able dicts (same keys and value types in every record),
@@ -133,6 +158,9 @@ class Task:
         import datasets
 
         examples = self.read_examples(split)
+        if getattr(self.cfg, f"{split}_file", None) and split not in self._located:
+            raise ConfigError(f"task.{split}_file: task {self.name} cannot read its {split} split from a file "
+                              f"of its own; unset it (and use task.data_dir)")
         if not examples:
             raise DataError(f"task {self.name}: the {split} split has no examples")
         digest = hashlib.sha256((self.cache_key() + split).encode())

@@ -139,12 +139,12 @@ class FileTask(Task):
             root = root / self.folder
         return root
 
-    def split_path(self, split: str) -> Path:
+    def source_exists(self, path: Path) -> bool:
+        return path.is_file()
+
+    def default_source(self, split: str) -> Path:
         if split not in self.split_files:
             raise ConfigError(f"task {self.name}: unknown split {split!r} (splits: {', '.join(self.splits)})")
-        explicit = self.explicit_file(split, exists=Path.is_file)
-        if explicit:
-            return explicit
         path = self.data_dir() / self.split_files[split]
         if not path.is_file():
             raise ConfigError(f"task.data_dir: {path.parent} has no {path.name} (the {split} split of {self.name})")
@@ -152,22 +152,30 @@ class FileTask(Task):
 
     @property
     def splits(self) -> tuple[str, ...]:
-        """train and dev; test too when the test file exists and its first row carries a label."""
+        """train and dev; test too when the test file exists and its first row carries a label. A
+        ``task.test_file`` without labels is refused: it was asked for, and the test split is scored."""
         if "test" not in self.split_files:
             return ("train", "dev")
-        path = self.explicit_file("test", exists=Path.is_file) or (
-            self.data_dir() / self.split_files["test"] if self.cfg.data_dir else None)
+        explicit = self.explicit_file("test")
+        path = explicit or (self.data_dir() / self.split_files["test"] if self.cfg.data_dir else None)
         if path is not None and path.is_file():
             try:
-                _, first = next(iter(self.read_rows(path)))
-            except (DataError, StopIteration):
+                _, first = next(iter(self.read_rows(path)), (None, None))
+            except DataError:
+                if explicit:
+                    raise
                 return ("train", "dev")
-            if self.is_labelled(first):
+            if first is None and explicit:
+                raise DataError(f"{explicit}: no examples (empty file)")
+            if first is not None and self.is_labelled(first):
                 return ("train", "dev", "test")
+            if explicit:
+                raise ConfigError(f"task.test_file: {explicit}: its first row has no label; the test split is "
+                                  f"scored, so it needs labels (unset task.test_file to use train and dev only)")
         return ("train", "dev")
 
     def read_examples(self, split: str) -> list[dict]:
-        path = self.split_path(split)
+        path = self.split_source(split)
         records = []
         for where, row in self.read_rows(path):
             for rec in self.parse(row, where, labelled=True):

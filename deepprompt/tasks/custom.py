@@ -20,21 +20,20 @@ from pathlib import Path
 
 from deepprompt.data.files import iter_jsonl
 from deepprompt.errors import ConfigError, DataError
+from deepprompt.fileio import read_text, text_lines
 from deepprompt.metrics.classification import accuracy, macro_f1
 from deepprompt.registry import TASKS
 from deepprompt.tasks.base import Task, log
 from deepprompt.tasks.ner import TaggingTask, read_conll
 
 
-def _find(task: Task, split: str, extensions: tuple[str, ...]) -> Path:
-    explicit = task.explicit_file(split, exists=Path.is_file)
-    if explicit:
-        return explicit
+def _default_file(task: Task, split: str, extensions: tuple[str, ...]) -> Path:
+    """``<split><ext>`` under data_dir, the first extension that exists."""
     if not task.cfg.data_dir:
         raise ConfigError(f"task.{split}_file: task {task.name} needs task.{split}_file or task.data_dir")
     root = Path(task.cfg.data_dir)
     if not root.is_dir():
-        raise ConfigError(f"task.data_dir: {root} does not exist")
+        raise ConfigError(f"task.data_dir: {root} {'is not a directory' if root.exists() else 'does not exist'}")
     names = [f"{split}{ext}" for ext in extensions]
     for name in names:
         if (root / name).is_file():
@@ -50,10 +49,17 @@ class CustomTagging(TaggingTask):
     Truncation: words past ``task.max_seq_length`` sub-words are predicted ``O`` (counted in the log)."""
 
     labels_from_train = True
+    EXTENSIONS = (".txt", ".conll", ".tsv", "")
+
+    def source_exists(self, path):
+        return path.is_file()
+
+    def default_source(self, split):
+        return _default_file(self, split, self.EXTENSIONS)
 
     def read_split(self, split):
         w, t = self.cfg.word_column, self.cfg.tag_column
-        return read_conll(_find(self, split, (".txt", ".conll", ".tsv", "")), tag_col=t, word_col=w,
+        return read_conll(self.split_source(split), tag_col=t, word_col=w,
                           columns=f"a word in column {w} and a tag in column {t}")
 
 
@@ -68,6 +74,12 @@ class CustomClassification(Task):
     head = "classification"
     main_metric = "accuracy"
     EXTENSIONS = (".jsonl", ".json", ".csv", ".tsv")
+
+    def source_exists(self, path):
+        return path.is_file()
+
+    def default_source(self, split):
+        return _default_file(self, split, self.EXTENSIONS)
 
     @property
     def labels(self) -> list[str]:
@@ -89,7 +101,7 @@ class CustomClassification(Task):
         cached = getattr(self, "_cache", {})
         if split in cached:
             return cached[split]
-        path = _find(self, split, self.EXTENSIONS)
+        path = self.split_source(split)
         c = self.cfg
         rename = {c.text_column: "text", c.text_pair_column: "text_pair", c.label_column: "label"}
         rows = []
@@ -112,9 +124,10 @@ class CustomClassification(Task):
     @staticmethod
     def _read_jsonl(path: Path):
         """(object, "file:line") per line; a ``.json`` file holding one JSON list gives "file: example i"."""
-        if path.suffix == ".json" and path.read_text(encoding="utf-8").lstrip().startswith("["):
+        text = read_text(path) if path.suffix == ".json" else ""
+        if text.lstrip().startswith("["):
             try:
-                items = json.loads(path.read_text(encoding="utf-8"))
+                items = json.loads(text)
             except json.JSONDecodeError as e:
                 raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
             for i, obj in enumerate(items):
@@ -126,18 +139,28 @@ class CustomClassification(Task):
             yield obj, where
 
     def _read_csv(self, path: Path):
-        with path.open(encoding="utf-8", newline="") as fh:
-            reader = csv.DictReader(fh, delimiter="\t" if path.suffix == ".tsv" else ",")
+        # decoded first (UTF-8, a byte-order mark dropped: Excel writes one, and it would otherwise
+        # stick to the first column's name); csv wants the line ends untouched (newline="")
+        reader = csv.DictReader(text_lines(path, newline=""), delimiter="\t" if path.suffix == ".tsv" else ",")
+        try:
             header = reader.fieldnames or []
-            for field in self._fields():
-                if header and field not in header:
-                    raise DataError(f"{path}:1: missing field {field!r} (columns: {', '.join(header)})")
+        except csv.Error as e:
+            raise DataError(f"{path}:{reader.line_num}: not valid CSV ({e})") from None
+        for field in self._fields():
+            if header and field not in header:
+                raise DataError(f"{path}:1: missing field {field!r} (columns: {', '.join(header)})")
+        start = reader.line_num + 1
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as e:
+                raise DataError(f"{path}:{reader.line_num}: not valid CSV ({e})") from None
+            if None in row:
+                raise DataError(f"{path}:{start}: more cells than the {len(header)} header columns")
+            yield row, f"{path}:{start}"
             start = reader.line_num + 1
-            for row in reader:
-                if None in row:
-                    raise DataError(f"{path}:{start}: more cells than the {len(header)} header columns")
-                yield row, f"{path}:{start}"
-                start = reader.line_num + 1
 
     def read_examples(self, split):
         label_set = set(self.labels)

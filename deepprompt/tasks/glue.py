@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from deepprompt.errors import DataError
+from deepprompt.fileio import text_lines
 from deepprompt.metrics.classification import accuracy, f1
 from deepprompt.registry import TASKS
 from deepprompt.tasks.classification import MASK, PAIR, TEXT, ClassificationTask, label_index
@@ -32,19 +33,18 @@ from deepprompt.tasks.classification import MASK, PAIR, TEXT, ClassificationTask
 def read_tsv(path: Path):
     """(``file:line``, {column: value}) per data row; the header row names the columns."""
     header = None
-    with path.open(encoding="utf-8-sig") as fh:  # GLUE's MRPC files start with a byte-order mark
-        for lineno, line in enumerate(fh, 1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            fields = line.split("\t")
-            if header is None:
-                header = fields
-                continue
-            if len(fields) != len(header):
-                raise DataError(f"{path}:{lineno}: expected {len(header)} tab-separated fields "
-                                f"({', '.join(header)}), got {len(fields)}")
-            yield f"{path}:{lineno}", dict(zip(header, fields))
+    for lineno, line in enumerate(text_lines(path), 1):  # (GLUE's MRPC files start with a byte-order mark)
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if header is None:
+            header = fields
+            continue
+        if len(fields) != len(header):
+            raise DataError(f"{path}:{lineno}: expected {len(header)} tab-separated fields "
+                            f"({', '.join(header)}), got {len(fields)}")
+        yield f"{path}:{lineno}", dict(zip(header, fields))
     if header is None:
         raise DataError(f"{path}: no examples (empty file)")
 

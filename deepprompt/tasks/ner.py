@@ -13,6 +13,7 @@ from typing import ClassVar
 
 from deepprompt import assets
 from deepprompt.errors import ConfigError, DataError
+from deepprompt.fileio import read_text, text_lines
 from deepprompt.metrics.seqeval_f1 import entity_f1
 from deepprompt.registry import TASKS
 from deepprompt.tasks.base import PAD_LABEL, Task, log
@@ -30,24 +31,21 @@ def read_conll(path: Path, tag_col: int = -1, word_col: int = 0, min_cols: int =
     """Whitespace- (or tab-) separated columns, the word in ``word_col``, the tag in ``tag_col``;
     blank lines (also lines of only whitespace) end a sentence; ``-DOCSTART-`` lines are skipped.
     A line with fewer than ``min_cols`` columns (described by ``columns``) is a one-line error."""
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
     needed = max(min_cols, *(c + 1 if c >= 0 else -c for c in (tag_col, word_col)))
     sentences, words, tags, start = [], [], [], 0
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            cols = line.split()
-            if not cols or cols[0] == "-DOCSTART-":
-                if words:
-                    sentences.append(Sentence(words, tags, f"{path}:{start}"))
-                words, tags = [], []
-                continue
-            if len(cols) < needed:
-                raise DataError(f"{path}:{lineno}: expected {columns}, got {line.strip()!r}")
-            if not words:
-                start = lineno
-            words.append(cols[word_col])
-            tags.append(cols[tag_col])
+    for lineno, line in enumerate(text_lines(path), 1):
+        cols = line.split()
+        if not cols or cols[0] == "-DOCSTART-":
+            if words:
+                sentences.append(Sentence(words, tags, f"{path}:{start}"))
+            words, tags = [], []
+            continue
+        if len(cols) < needed:
+            raise DataError(f"{path}:{lineno}: expected {columns}, got {line.strip()!r}")
+        if not words:
+            start = lineno
+        words.append(cols[word_col])
+        tags.append(cols[tag_col])
     if words:
         sentences.append(Sentence(words, tags, f"{path}:{start}"))
     if not sentences:
@@ -117,44 +115,38 @@ def read_gold_conll(path: Path) -> list[GoldConllSentence]:
             sentences.append(GoldConllSentence([r[3] for r in rows], list(rows), path, start))
             rows.clear()
 
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if line.startswith("#"):
-                flush()
-                continue
-            cols = line.split()
-            if not cols:
-                flush()
-                continue
-            if len(cols) < 12:
-                raise DataError(f"{path}:{lineno}: expected at least 12 columns (doc_id part word_no word POS "
-                                f"parse lemma frameset sense speaker NE ... coref), got {len(cols)}")
-            if rows and len(cols) != len(rows[0]):
-                raise DataError(f"{path}:{lineno}: {len(cols)} columns, but the sentence started on line "
-                                f"{start} with {len(rows[0])}")
-            if not rows:
-                start = lineno
-            rows.append(cols)
+    for lineno, line in enumerate(text_lines(path), 1):
+        if line.startswith("#"):
+            flush()
+            continue
+        cols = line.split()
+        if not cols:
+            flush()
+            continue
+        if len(cols) < 12:
+            raise DataError(f"{path}:{lineno}: expected at least 12 columns (doc_id part word_no word POS "
+                            f"parse lemma frameset sense speaker NE ... coref), got {len(cols)}")
+        if rows and len(cols) != len(rows[0]):
+            raise DataError(f"{path}:{lineno}: {len(cols)} columns, but the sentence started on line "
+                            f"{start} with {len(rows[0])}")
+        if not rows:
+            start = lineno
+        rows.append(cols)
     flush()
     return sentences
 
 
-def gold_conll_files(root: Path, split_dirs: tuple[str, ...], key: str = "task.data_dir") -> list[Path]:
-    """Every ``*_gold_conll`` file under the first of ``root/<split_dir>`` that exists, sorted; files
-    under ``arabic``/``chinese`` folders are left out (counted in the log): the tasks are English."""
-    for name in split_dirs:
-        if (root / name).is_dir():
-            found = sorted(p for p in (root / name).rglob("*_gold_conll") if p.is_file())
-            other = [p for p in found if {"arabic", "chinese"} & set(p.relative_to(root).parts)]
-            if other:
-                log.info("%s: skipping %d Arabic/Chinese *_gold_conll files (the task is English)", root / name,
-                         len(other))
-            found = [p for p in found if p not in other]
-            if not found:
-                raise DataError(f"{root / name}: no *_gold_conll files")
-            return found
-    raise ConfigError(f"{key}: {root} has no {' or '.join(split_dirs)} directory "
-                      f"(the CoNLL-2012 layout: train/, development/, test/ with *_gold_conll files)")
+def gold_conll_files(directory: Path) -> list[Path]:
+    """Every ``*_gold_conll`` file under ``directory``, sorted; files under ``arabic``/``chinese``
+    folders are left out (counted in the log): the tasks are English."""
+    found = sorted(p for p in directory.rglob("*_gold_conll") if p.is_file())
+    other = [p for p in found if {"arabic", "chinese"} & set(p.relative_to(directory).parts)]
+    if other:
+        log.info("%s: skipping %d Arabic/Chinese *_gold_conll files (the task is English)", directory, len(other))
+    found = [p for p in found if p not in other]
+    if not found:
+        raise DataError(f"{directory}: no *_gold_conll files")
+    return found
 
 
 def iob1_to_iob2(tags: list[str]) -> list[str]:
@@ -213,11 +205,8 @@ class TaggingTask(Task):
             raise ConfigError(f"task.data_dir: task {self.name!r} needs a data directory")
         return assets.require_asset(self.default_asset, "task.data_dir")
 
-    def split_file(self, split: str) -> Path:
-        """``task.<split>_file`` if set, else the first of ``split_files[split]`` under data_dir."""
-        explicit = self.explicit_file(split)
-        if explicit:
-            return explicit
+    def default_source(self, split: str) -> Path:
+        """The first of ``split_files[split]`` under data_dir."""
         root = self.data_dir()
         names = self.split_files.get(split, (split,))
         for name in names:
@@ -349,16 +338,24 @@ class Wnut16(TaggingTask):
     default_asset = "wnut16"
     SPLIT_SEED = 16
 
-    def read_split(self, split):
+    SINGLE_FILE = "ner.txt"
+
+    def default_source(self, split):
         root = self.data_dir()
         if root.is_file():
-            return self._split_single(read_conll(root), split)
-        for name in (split, f"{split}.txt", f"{split}.conll", f"{split}.tsv"):
+            return root
+        for name in (split, f"{split}.txt", f"{split}.conll", f"{split}.tsv", self.SINGLE_FILE):
             if (root / name).is_file():
-                return read_conll(root / name)
-        if (root / "ner.txt").is_file():
-            return self._split_single(read_conll(root / "ner.txt"), split)
-        raise ConfigError(f"task.data_dir: {root} has neither {split}[.txt|.conll|.tsv] nor ner.txt")
+                return root / name
+        raise ConfigError(f"task.data_dir: {root} has neither {split}[.txt|.conll|.tsv] nor {self.SINGLE_FILE} "
+                          f"(or set task.{split}_file)")
+
+    def read_split(self, split):
+        path = self.split_source(split)
+        sentences = read_conll(path)
+        # one file for all three splits (the released ner.txt, or data_dir naming a file): split it
+        shared = not getattr(self.cfg, f"{split}_file") and (path.name == self.SINGLE_FILE or path == self.data_dir())
+        return self._split_single(sentences, split) if shared else sentences
 
     def _split_single(self, sentences, split):
         order = list(range(len(sentences)))
@@ -386,7 +383,7 @@ class Conll03(TaggingTask):
                    "test": ("eng.testb", "test.txt", "test")}
 
     def read_split(self, split):
-        return read_conll(self.split_file(split), tag_col=3, min_cols=4, columns="4 columns (word POS chunk NER)")
+        return read_conll(self.split_source(split), tag_col=3, min_cols=4, columns="4 columns (word POS chunk NER)")
 
 
 @TASKS.register("ontonotes")
@@ -403,6 +400,9 @@ class Ontonotes(TaggingTask):
                     "ORDINAL", "ORG", "PERCENT", "PERSON", "PRODUCT", "QUANTITY", "TIME", "WORK_OF_ART")
     SPLIT_DIRS = {"train": ("train",), "dev": ("development", "dev"), "test": ("test",)}
 
+    def default_source(self, split):
+        return gold_conll_split_dir(self, split)
+
     def read_split(self, split):
         out = []
         for sent in read_gold_conll_split(self, split):
@@ -411,13 +411,21 @@ class Ontonotes(TaggingTask):
         return out
 
 
+def gold_conll_split_dir(task: TaggingTask, split: str) -> Path:
+    """The split's directory in the CoNLL-2012 layout under data_dir (the first of ``SPLIT_DIRS``)."""
+    root = task.data_dir()
+    for name in task.SPLIT_DIRS[split]:
+        if (root / name).is_dir():
+            return root / name
+    raise ConfigError(f"task.data_dir: {root} has no {' or '.join(task.SPLIT_DIRS[split])} directory "
+                      f"(the CoNLL-2012 layout: train/, development/, test/ with *_gold_conll files)")
+
+
 def read_gold_conll_split(task: TaggingTask, split: str) -> list[GoldConllSentence]:
-    """Every sentence of a split in the CoNLL-2012 layout (see ``Ontonotes``)."""
-    path = task.explicit_file(split)
-    if path:
-        files = [path] if path.is_file() else gold_conll_files(path.parent, (path.name,), f"task.{split}_file")
-    else:
-        files = gold_conll_files(task.data_dir(), task.SPLIT_DIRS[split])
+    """Every sentence of a split in the CoNLL-2012 layout (see ``Ontonotes``): one ``*_gold_conll``
+    file, or every one under the split's directory."""
+    path = task.split_source(split)
+    files = [path] if path.is_file() else gold_conll_files(path)
     sentences = [s for f in files for s in read_gold_conll(f)]
     if not sentences:
         raise DataError(f"{files[0] if len(files) == 1 else files[0].parent}: no sentences (empty file?)")
@@ -439,9 +447,9 @@ class Conll04(TaggingTask):
     split_files = {s: (f"conll04_{s}.json", f"{s}.json") for s in ("train", "dev", "test")}
 
     def read_split(self, split):
-        path = self.split_file(split)
+        path = self.split_source(split)
         try:
-            docs = json.loads(path.read_text(encoding="utf-8") or "[]")
+            docs = json.loads(read_text(path) or "[]")
         except json.JSONDecodeError as e:
             raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
         if not isinstance(docs, list):

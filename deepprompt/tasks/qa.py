@@ -30,6 +30,7 @@ import torch
 
 from deepprompt import assets
 from deepprompt.errors import ConfigError, DataError
+from deepprompt.fileio import read_text
 from deepprompt.metrics.squad import merge_windows, squad_v1, squad_v2
 from deepprompt.registry import TASKS
 from deepprompt.tasks.base import Task, log
@@ -65,9 +66,7 @@ def _anchor(context: str, text: str, start: int) -> int | None:
 def read_squad_json(path: Path, version_2: bool) -> tuple[list[dict], int]:
     """(records, re-anchored answers) of one SQuAD JSON file. A record: id, question, context,
     answer_texts, answer_starts (char offsets, checked against the context), is_impossible."""
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     if not text.strip():
         raise DataError(f"{path}: empty file")
     try:
@@ -151,23 +150,35 @@ class QATask(Task):
         """train and dev (SQuAD's test set is not released); test when ``task.test_file`` names one."""
         return ("train", "dev", "test") if self.cfg.test_file else ("train", "dev")
 
+    def source_exists(self, path: Path) -> bool:
+        return path.is_file()
+
     def split_files(self, split: str) -> list[Path]:
-        explicit = self.explicit_file(split, exists=Path.is_file)
-        if explicit:
-            return [explicit]
-        root = self.data_dir()
-        if split == "train" and self.cfg.train_files:
-            return [self._resolve(root, name) for name in self.cfg.train_files]
+        """The split's JSON file(s): ``split_source``, or for train the several files of
+        ``task.train_files`` or the SQuADShifts sets (only when ``task.train_file`` is not set)."""
+        if split == "train" and self.explicit_file(split) is None:
+            root = self.data_dir()
+            if self.cfg.train_files:
+                return [self._resolve(root, name) for name in self.cfg.train_files]
+            if not any((root / n).is_file() for n in self._names("train")):
+                shifts = [root / f"{s}_v1.0.json" for s in SHIFT_SETS]
+                if any(p.is_file() for p in shifts):
+                    return [p for p in shifts if p.is_file()]
+        return [self.split_source(split)]
+
+    def _names(self, split: str) -> list[str]:
         names = [self.official_names.get(split), f"{split}.json"]
-        names += {"dev": ["squaddev_v1.1.json"], "train": []}.get(split, [])
-        for name in filter(None, names):
+        return [n for n in names + {"dev": ["squaddev_v1.1.json"]}.get(split, []) if n]
+
+    def default_source(self, split: str) -> Path:
+        root = self.data_dir()
+        names = self._names(split)
+        for name in names:
             if (root / name).is_file():
-                return [root / name]
-        shifts = [root / f"{s}_v1.0.json" for s in SHIFT_SETS]
-        if split == "train" and any(p.is_file() for p in shifts):
-            return [p for p in shifts if p.is_file()]
+                return root / name
         raise ConfigError(f"task.data_dir: {root} has no {split} file (looked for "
-                          f"{', '.join(filter(None, names))}{' or SQuADShifts sets' if split == 'train' else ''})")
+                          f"{', '.join(names)}{' or SQuADShifts sets' if split == 'train' else ''}; or set "
+                          f"task.{split}_file)")
 
     @staticmethod
     def _resolve(root: Path, name: str) -> Path:

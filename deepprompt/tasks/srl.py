@@ -15,15 +15,15 @@ past ``task.max_seq_length`` sub-words are predicted ``O`` (their roles count as
 counted in the log."""
 from __future__ import annotations
 
-import gzip
 from dataclasses import dataclass
 from pathlib import Path
 
 from deepprompt.errors import ConfigError, DataError
+from deepprompt.fileio import text_lines
 from deepprompt.metrics.seqeval_f1 import entity_f1
 from deepprompt.registry import TASKS
 from deepprompt.tasks.base import log
-from deepprompt.tasks.ner import (Sentence, TaggingTask, brackets_to_bio, read_gold_conll_split)
+from deepprompt.tasks.ner import Sentence, TaggingTask, brackets_to_bio, gold_conll_split_dir, read_gold_conll_split
 
 
 @dataclass
@@ -49,24 +49,19 @@ def frames_from_columns(words: list[str], arg_columns: list[list[str]], path: st
     return frames
 
 
-def _open(path: Path):
-    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8")
-
-
 def _blocks(path: Path):
-    """(first line, [columns per line]) per blank-line-separated block of a column file."""
+    """(first line, [columns per line]) per blank-line-separated block of a column file (``.gz`` or not)."""
     rows, start = [], 0
-    with _open(path) as fh:
-        for lineno, line in enumerate(fh, 1):
-            cols = line.split()
-            if not cols:
-                if rows:
-                    yield start, rows
-                rows = []
-                continue
-            if not rows:
-                start = lineno
-            rows.append(cols)
+    for lineno, line in enumerate(text_lines(path), 1):
+        cols = line.split()
+        if not cols:
+            if rows:
+                yield start, rows
+            rows = []
+            continue
+        if not rows:
+            start = lineno
+        rows.append(cols)
     if rows:
         yield start, rows
 
@@ -174,24 +169,21 @@ class Conll05(SrlTask):
                    "dev": ("devel", "dev", "dev.txt", "devel-set", "dev-set"),
                    "test": ("test.wsj", "test", "test.txt", "test.wsj-set", "test-set")}
 
-    def locate(self, split: str) -> Path:
-        """The split's file, release folder, or ``<name>`` of a ``<name>.words``/``<name>.props`` pair."""
-        def found(p: Path) -> bool:
-            return p.exists() or any((p.parent / f"{p.name}.props{gz}").is_file() for gz in ("", ".gz"))
+    def source_exists(self, path: Path) -> bool:
+        """A column file, a release folder, or ``<name>`` of a ``<name>.words``/``<name>.props`` pair."""
+        return path.exists() or any((path.parent / f"{path.name}.props{gz}").is_file() for gz in ("", ".gz"))
 
-        explicit = self.explicit_file(split, exists=found)
-        if explicit:
-            return explicit
+    def default_source(self, split: str) -> Path:
         root = self.data_dir()
         names = self.split_files[split]
         for name in names:
-            if found(root / name):
+            if self.source_exists(root / name):
                 return root / name
         raise ConfigError(f"task.data_dir: {root} has no {split} data (looked for {', '.join(names)}, as a "
                           f"column file, a release folder or a .words/.props pair; or set task.{split}_file)")
 
     def read_frames(self, split, skipped):
-        path = self.locate(split)
+        path = self.split_source(split)
         if path.is_file():
             return read_conll05_columns(path, skipped)
         if not path.is_dir():
@@ -226,6 +218,9 @@ class Conll12(SrlTask):
     Roles ARG0-ARG5, ARGM-*, C-*, R-*, V."""
 
     SPLIT_DIRS = {"train": ("train",), "dev": ("development", "dev"), "test": ("test",)}
+
+    def default_source(self, split):
+        return gold_conll_split_dir(self, split)
 
     def read_frames(self, split, skipped):
         frames = []

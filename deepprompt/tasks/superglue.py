@@ -346,7 +346,7 @@ class ReCoRD(SuperGlueMixin, ClassificationTask):
         records = super().read_examples(split)
         no_cands = [r for r in records if not r["candidates"]]
         if no_cands:
-            raise DataError(f"{self.split_path(split)}: {len(no_cands)} queries have no candidate entities "
+            raise DataError(f"{self.split_source(split)}: {len(no_cands)} queries have no candidate entities "
                             f"(the first is query {no_cands[0]['id']})")
         unreachable = sum(1 for r in records if "answers" in r and not set(r["answers"]) & set(r["candidates"]))
         if unreachable:

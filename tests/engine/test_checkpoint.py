@@ -1,5 +1,8 @@
 """Checkpoints in this process (one ZeRO-3 rank): a round trip restores every trainable value and
 Adam moment exactly; a save killed half-way never becomes ``latest``."""
+import json
+import re
+
 import pytest
 import torch
 
@@ -74,3 +77,125 @@ def test_a_checkpoint_from_before_a_config_key_existed_still_resumes(tmp_path):
     run = load_config(None, [])
     old = {k: v for k, v in checkpoint.signature(run).items() if not k.startswith(("mixer.", "tasks", "prompt.init"))}
     checkpoint.check_compatible(old, run, tmp_path)  # the new keys at their defaults: no change
+
+
+# ----------------------------------------------------------------------------- bad files never lose work
+
+def _fake(root, step):
+    """A checkpoint that reads (state.json + a whole safetensors file), as ``save`` lays it out."""
+    from safetensors.torch import save_file
+
+    path = root / f"step_{step:08d}"
+    path.mkdir(parents=True)
+    (path / checkpoint.STATE).write_text(json.dumps({"step": step, "signature": {}}))
+    save_file({"param/x": torch.full((4,), float(step))}, str(path / checkpoint.TENSORS))
+    return path
+
+
+def _three(tmp_path, latest=b"step_00000009\n"):
+    root = tmp_path / checkpoint.CKPT_DIR
+    paths = [_fake(root, s) for s in (3, 6, 9)]
+    if latest is not None:
+        (root / checkpoint.LATEST).write_bytes(latest)
+    return root, paths
+
+
+@pytest.mark.parametrize("latest, problem", [
+    (b"\xff\xfestep_00000009\n", r"latest:1: not UTF-8 text \(byte 0xff at byte offset 0\)"),
+    (b"", r"latest: empty"),
+    (b"step_00000042\n", r"latest: names 'step_00000042', which is no checkpoint in "),
+    (b"../../elsewhere\n", r"latest: names '../../elsewhere', which is no checkpoint in "),
+    ("dir", r"latest: is a directory, expected a file"),
+    (None, r"latest: missing"),
+])
+def test_a_bad_latest_resumes_from_the_newest_checkpoint_that_reads(tmp_path, latest, problem):
+    root, paths = _three(tmp_path, latest=None if latest == "dir" else latest)
+    if latest == "dir":
+        (root / checkpoint.LATEST).mkdir()
+    found = checkpoint.find_resumable(tmp_path)
+    assert found.path == paths[-1] and not found.unusable
+    assert len(found.problems) == 1 and re.search(problem, found.problems[0]), found.problems
+
+
+def test_an_unreadable_latest_names_the_reason(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    root, paths = _three(tmp_path)
+    real = Path.read_bytes
+
+    def denied(self):  # (the tests run as root: chmod would not stop them)
+        if self.name == checkpoint.LATEST:
+            raise PermissionError(13, "Permission denied")
+        return real(self)
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    found = checkpoint.find_resumable(tmp_path)
+    assert found.path == paths[-1] and found.problems == [f"{root / 'latest'}: cannot read it (Permission denied)"]
+
+
+@pytest.mark.parametrize("damage, problem", [
+    ("truncate tensors", r"trainable.safetensors: not a readable safetensors file \(incomplete metadata"),
+    ("corrupt state", r"state.json:1: not valid JSON"),
+    ("state not UTF-8", r"state.json:1: not UTF-8 text"),
+    ("no state", r"state.json: file not found"),
+])
+def test_a_checkpoint_that_does_not_read_falls_back_to_the_next_older(tmp_path, damage, problem):
+    root, paths = _three(tmp_path)
+    bad = paths[-1]
+    if damage == "truncate tensors":
+        f = bad / checkpoint.TENSORS
+        f.write_bytes(f.read_bytes()[:-8])
+    elif damage == "corrupt state":
+        (bad / checkpoint.STATE).write_text('{"step": 9, ')
+    elif damage == "state not UTF-8":
+        (bad / checkpoint.STATE).write_bytes(b"\xff")
+    else:
+        (bad / checkpoint.STATE).unlink()
+    found = checkpoint.find_resumable(tmp_path)
+    assert found.path == paths[1] and list(found.unusable) == [bad]
+    assert len(found.problems) == 1 and re.search(problem, found.problems[0]) and "\n" not in found.problems[0]
+
+
+def _resume_point(tmp_path, *overrides):
+    from deepprompt.config import load_config
+    from deepprompt.engine import comm
+
+    comm.init_distributed()
+    return checkpoint.resume_point(load_config(None, [f"output_dir={tmp_path}", *overrides]))
+
+
+def test_resume_sets_an_unreadable_checkpoint_aside_and_warns(tmp_path, caplog, monkeypatch):
+    root, paths = _three(tmp_path, latest=b"")
+    (paths[-1] / checkpoint.TENSORS).write_bytes(b"")  # step 9: an empty tensor file
+    monkeypatch.setattr(checkpoint, "check_compatible", lambda *a: None)  # (the fakes carry no signature)
+    with caplog.at_level("WARNING", logger="deepprompt"):
+        assert _resume_point(tmp_path) == paths[1]
+    warning = caplog.records[0].getMessage()
+    assert warning.startswith(f"resume: {root / 'latest'}: empty; {paths[-1] / checkpoint.TENSORS}: not a readable")
+    assert warning.endswith(f"; resuming from {paths[1]}")
+    # nothing deleted: step 9 is kept under a name that finding, saving and pruning never touch
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "step_00000003", "step_00000006",
+                                                      "step_00000009.unreadable"]
+
+
+def test_resume_refuses_when_no_checkpoint_reads_instead_of_starting_over(tmp_path):
+    from deepprompt.errors import ConfigError
+
+    root, paths = _three(tmp_path)
+    for p in paths:
+        (p / checkpoint.STATE).write_text("{")
+    with pytest.raises(ConfigError) as e:
+        _resume_point(tmp_path)
+    msg = str(e.value)
+    assert msg.startswith(f"cannot resume: no checkpoint in {root} reads ({paths[2] / checkpoint.STATE}:1: not valid")
+    assert msg.endswith("or start fresh with train.resume=never (which deletes them)") and "\n" not in msg
+    assert all(p.is_dir() for p in paths)  # untouched
+
+
+def test_pruning_removes_only_checkpoints_older_than_the_one_written(tmp_path):
+    root, paths = _three(tmp_path)
+    aside = _fake(root, 12).rename(root / "step_00000012.unreadable")
+    checkpoint._prune(root, 2, paths[1])  # just wrote step 6 (e.g. after falling back from a newer one)
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "step_00000003", "step_00000006", "step_00000009",
+                                                      aside.name]
+    checkpoint._prune(root, 1, paths[1])
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "step_00000006", "step_00000009", aside.name]

@@ -60,3 +60,49 @@ def test_gradients_are_reduced_in_fp32_under_bf16(shipped):
 def test_an_explicit_communication_dtype_is_kept():
     ds = resolve({"communication_data_type": "bf16"}, batch_size=8, micro_batch_size=4)
     assert ds["communication_data_type"] == "bf16"
+
+
+# ------------------------------------------------------------------ a number in the JSON vs the run config
+
+@pytest.mark.parametrize("json_key, value, run_key, ours", [
+    ("train_batch_size", 64, "batch_size", 16),
+    ("train_micro_batch_size_per_gpu", 2, "micro_batch_size", 4),
+])
+def test_a_json_batch_number_that_disagrees_with_the_run_config_is_refused(json_key, value, run_key, ours):
+    with pytest.raises(ConfigError) as e:
+        resolve({json_key: value}, world=2, batch_size=16, micro_batch_size=4)
+    assert str(e.value) == (f"ds.json: {json_key} {value} disagrees with train.{run_key} {ours} of the run config; "
+                            f"set it in one place (\"auto\" in the JSON takes the run config's)")
+
+
+def test_a_json_batch_number_wins_over_a_run_config_default_and_is_recorded():
+    from deepprompt.engine.ds_setup import record_batch
+
+    cfg = load_config(None, [])  # train.batch_size / micro_batch_size at their defaults (32 / 16)
+    ds = resolve_ds_config({"train_batch_size": 64, "train_micro_batch_size_per_gpu": 8}, cfg, world_size=2,
+                           hidden=64, src="ds.json")
+    assert (ds["train_batch_size"], ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"]) == (64, 8, 4)
+    record_batch(cfg, ds)  # what run_config.json and the checkpoint signature then say
+    assert (cfg.train.batch_size, cfg.train.micro_batch_size) == (64, 8)
+    # the same numbers on both sides agree
+    assert resolve({"train_batch_size": 16}, batch_size=16, micro_batch_size=4)["train_batch_size"] == 16
+
+
+def test_json_gradient_accumulation_sets_the_global_batch_only_when_nobody_else_does():
+    cfg = load_config(None, [])
+    ds = resolve_ds_config({"gradient_accumulation_steps": 2}, cfg, world_size=2, hidden=64, src="ds.json")
+    assert (ds["train_batch_size"], ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"]) == (64, 16, 2)
+    with pytest.raises(ConfigError) as e:  # train.batch_size set in the run config: both keys are named
+        resolve({"gradient_accumulation_steps": 4}, world=2, batch_size=16, micro_batch_size=4)
+    assert str(e.value) == ("ds.json: batch sizes do not multiply out: train_batch_size 16 != micro batch 4 x "
+                            "gradient_accumulation_steps 4 x world size 2 = 32 (train_batch_size is train.batch_size "
+                            "of the run config)")
+
+
+def test_a_ds_config_that_is_not_utf8_is_one_line(tmp_path):
+    from deepprompt.engine.ds_setup import read_ds_config
+
+    f = tmp_path / "ds.json"
+    f.write_bytes(b'{\n  "_comment": "r\xe9sum\xe9"\n}\n')
+    with pytest.raises(ConfigError, match=r"ds.json:2: not UTF-8 text \(byte 0xe9 at byte offset 18\); save it as UTF-8$"):
+        read_ds_config(str(f))

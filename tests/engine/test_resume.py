@@ -108,16 +108,45 @@ def test_kill_9_loses_only_work_since_the_last_save(model_dir, reference, tmp_pa
 
 
 def test_a_partial_checkpoint_is_never_picked_up(tmp_path):
+    from safetensors.torch import save_file
+
     root = tmp_path / checkpoint.CKPT_DIR
     (root / "step_00000003").mkdir(parents=True)
-    for f in (checkpoint.TENSORS, checkpoint.STATE):
-        (root / "step_00000003" / f).write_text("x")
+    save_file({"param/x": torch.zeros(2)}, str(root / "step_00000003" / checkpoint.TENSORS))
+    (root / "step_00000003" / checkpoint.STATE).write_text('{"step": 3, "signature": {}}')
     (root / checkpoint.LATEST).write_text("step_00000003\n")
     (root / ".tmp-step_00000006").mkdir()  # killed while writing step 6
     (root / ".tmp-step_00000006" / checkpoint.TENSORS).write_text("partial")
     assert checkpoint.find_latest(tmp_path).name == "step_00000003"
-    (root / checkpoint.LATEST).write_text("step_00000009\n")  # pointer to something incomplete
-    assert checkpoint.find_latest(tmp_path) is None
+    (root / checkpoint.LATEST).write_text("step_00000009\n")  # pointer to something incomplete: the newest whole one
+    assert checkpoint.find_latest(tmp_path).name == "step_00000003"
+
+
+def test_an_emptied_latest_and_a_truncated_checkpoint_resume_from_the_last_good_one(model_dir, reference, tmp_path):
+    """Before: an unreadable or empty ``latest`` restarted at step 0 silently and pruned the old checkpoints."""
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    root = out / checkpoint.CKPT_DIR
+    assert sorted(p.name for p in root.glob("step_*")) == ["step_00000015", "step_00000016"]
+    (root / checkpoint.LATEST).write_text("")  # e.g. written on a full disk
+    tensors = root / "step_00000016" / checkpoint.TENSORS
+    tensors.write_bytes(tensors.read_bytes()[:-100])  # e.g. a copy cut short
+    damaged = tensors.read_bytes()
+    proc = run(command(model_dir, out, 1))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    warning = next(l for l in proc.stderr.splitlines() if "resume: " in l)
+    assert f"{root / checkpoint.LATEST}: empty; {tensors}: not a readable safetensors file" in warning, warning
+    assert warning.endswith(f"resuming from {root / 'step_00000015'}"), warning
+    assert json.loads((out / "results.json").read_text())["resumed_from"] == 15
+    assert losses(out) == losses(reference)
+    ref, got = final_state(reference), final_state(out)
+    assert all(torch.equal(ref[k], got[k]) for k in ref)
+    # nothing lost: the checkpoint resumed from is kept, the damaged one is set aside byte for byte
+    assert sorted(p.name for p in root.glob("step_*")) == ["step_00000015", "step_00000016",
+                                                           "step_00000016.unreadable"]
+    assert (root / "step_00000016.unreadable" / checkpoint.TENSORS).read_bytes() == damaged
 
 
 def test_changed_config_is_refused_and_resume_never_starts_fresh(model_dir, reference, tmp_path):
@@ -163,3 +192,12 @@ def test_resume_on_a_different_number_of_ranks(model_dir, tmp_path):
     assert losses(out) == pytest.approx(losses(ref), rel=1e-4)
     a, b = final_state(ref), final_state(out)
     assert all(torch.allclose(a[k], b[k], rtol=1e-3, atol=1e-5) for k in a)
+
+
+def test_a_train_log_line_torn_by_a_kill_does_not_stop_the_resume(tmp_path):
+    from deepprompt.engine.trainer import _TrainLog
+
+    log = tmp_path / "train_log.jsonl"
+    log.write_text('{"step": 1, "loss": 2.0, "lr": 0.1}\n{"step": 2, "loss": 1.5, "lr": 0.1}\n\n{"step": 3, "lo')
+    _TrainLog(log, start_step=2, enabled=True)
+    assert [json.loads(l)["step"] for l in log.read_text().splitlines()] == [1, 2]

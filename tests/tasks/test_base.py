@@ -67,3 +67,122 @@ def test_cache_key_covers_the_code_of_base_task_classes(tokenizer, monkeypatch):
     real = inspect.getsource
     monkeypatch.setattr(inspect, "getsource", lambda obj: real(obj) + "# edited" if obj is ner else real(obj))
     assert task.cache_key() != before
+
+
+# ------------------------------------------------------------------ task.<split>_file: one resolver for every task
+
+def _data_dirs():
+    from tests.tiny import FIXTURES
+
+    glue, sg = FIXTURES / "glue", FIXTURES / "superglue"
+    dirs = {"wnut16": FIXTURES / "wnut16", "conll03": FIXTURES / "conll03", "ontonotes": FIXTURES / "conll2012",
+            "conll12": FIXTURES / "conll2012", "conll04": FIXTURES / "conll04", "conll05": FIXTURES / "conll05",
+            "custom_tagging": FIXTURES / "custom_tagging", "custom_classification": FIXTURES / "custom_classification",
+            "squad": FIXTURES / "squad", "squad_v2": FIXTURES / "squad", "sst2": glue, "mrpc": glue, "qnli": glue}
+    dirs.update({name: sg for name in ("boolq", "cb", "copa", "multirc", "rte", "wic", "wsc", "record")})
+    return dirs
+
+
+def _cfg(name, **kw):
+    extra = {"text_column": "sentence"} if name == "custom_classification" else {}
+    return TaskConfig(name=name, data_dir=str(_data_dirs()[name]), **extra, **kw)
+
+
+def test_every_registered_task_has_fixture_data_here():
+    from deepprompt.registry import TASKS
+
+    shipped = sorted(n for n, cls in TASKS.items() if cls.__module__.startswith("deepprompt."))  # not test-made ones
+    assert shipped == sorted(_data_dirs()), "a new task: add its fixture directory to _data_dirs"
+
+
+@pytest.mark.parametrize("name", sorted(_data_dirs()))
+def test_every_task_reads_a_split_from_task_split_file(tokenizer, name):
+    """dev_file = the task's own TRAIN file: its dev split must then be exactly its train records."""
+    default = build_task(_cfg(name), tokenizer)
+    train_source = default.split_source("train")
+    moved = build_task(_cfg(name, dev_file=str(train_source)), tokenizer)
+    assert moved.split_source("dev") == train_source
+    assert moved.read_examples("dev") == default.read_examples("train")
+
+
+def test_wnut16_reads_train_file_instead_of_the_data_dir(tokenizer, tmp_path):
+    """The reported case: task.train_file next to a data_dir was ignored, and the run trained on data_dir."""
+    from tests.tiny import FIXTURES
+
+    (tmp_path / "mine.conll").write_text("paris\tB-geo-loc\n\nlove\tO\n\n")
+    task = build_task(TaskConfig(name="wnut16", data_dir=str(FIXTURES / "wnut16"), train_file=str(tmp_path / "mine.conll")),
+                      tokenizer)
+    assert [r["words"] for r in task.read_examples("train")] == [["paris"], ["love"]]
+    # with only ner.txt in data_dir, an explicit file is read whole (never cut 80/10/10)
+    (tmp_path / "release").mkdir()
+    (tmp_path / "release" / "ner.txt").write_text("".join(f"w{i}\tO\n\n" for i in range(20)))
+    task = build_task(TaskConfig(name="wnut16", data_dir=str(tmp_path / "release"), dev_file=str(tmp_path / "mine.conll")),
+                      tokenizer)
+    assert len(task.read_examples("dev")) == 2 and len(task.read_examples("train")) == 16
+
+
+def test_a_split_file_that_is_missing_or_a_directory_is_one_line(tokenizer, tmp_path):
+    from deepprompt.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^task.train_file: .*nope.jsonl does not exist$"):
+        build_task(_cfg("rte", train_file=str(tmp_path / "nope.jsonl")), tokenizer).read_examples("train")
+    with pytest.raises(ConfigError, match=r"^task.dev_file: .* is a directory; task sst2 reads a file$"):
+        build_task(_cfg("sst2", dev_file=str(tmp_path)), tokenizer).read_examples("dev")
+
+
+def test_a_task_whose_reader_never_asks_for_the_split_file_is_refused(tokenizer, tmp_path):
+    """The guard: a (future) task that forgets Task.split_source fails in one line, never trains on data_dir."""
+    from deepprompt.errors import ConfigError
+    from deepprompt.tasks.ner import Wnut16, read_conll
+
+    class Forgetful(Wnut16):
+        def read_split(self, split):
+            return read_conll(self.data_dir() / split)
+
+    (tmp_path / "mine").write_text("love\tO\n\n")
+    from tests.tiny import FIXTURES
+    cfg = TaskConfig(name="wnut16", data_dir=str(FIXTURES / "wnut16"), train_file=str(tmp_path / "mine"))
+    with pytest.raises(ConfigError, match=r"^task.train_file: task wnut16 cannot read its train split from a file"):
+        Forgetful(cfg, tokenizer).build_features("train")
+    assert len(Wnut16(cfg, tokenizer).build_features("train")) == 1
+
+
+# ------------------------------------------------------------------ text encoding, for every task's reader
+
+def _copy_with_train_file(tokenizer, name, tmp_path):
+    """(config, the train file) of ``name`` on a copy of its fixture data (a directory source: its first file)."""
+    import shutil
+
+    src = _data_dirs()[name]
+    shutil.copytree(src, tmp_path / "data")
+    cfg = _cfg(name)
+    cfg.data_dir = str(tmp_path / "data")
+    path = build_task(cfg, tokenizer).split_source("train")
+    if path.is_dir():
+        path = sorted(p for p in path.rglob("*") if p.is_file())[0]
+    return cfg, path
+
+
+@pytest.mark.parametrize("name", sorted(_data_dirs()))
+def test_every_reader_names_file_and_line_of_a_byte_that_is_not_utf8(tokenizer, name, tmp_path):
+    from deepprompt.errors import DataError
+
+    cfg, path = _copy_with_train_file(tokenizer, name, tmp_path)
+    lines = path.read_bytes().split(b"\n")
+    bad = 1 if len(lines) > 2 else 0  # the second line (a one-line JSON file: the first)
+    lines[bad] = b"caf\xe9" + lines[bad]  # Latin-1, as a spreadsheet might save it
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(DataError) as e:
+        build_task(cfg, tokenizer).read_examples("train")
+    msg = str(e.value)
+    assert msg.startswith(f"{path}:{bad + 1}: not UTF-8 text (byte 0xe9 at byte offset ") and \
+        msg.endswith("save it as UTF-8")
+
+
+@pytest.mark.parametrize("name", sorted(_data_dirs()))
+def test_every_reader_accepts_a_byte_order_mark(tokenizer, name, tmp_path):
+    cfg, path = _copy_with_train_file(tokenizer, name, tmp_path)
+    before = build_task(cfg, tokenizer).read_examples("train")
+    data = path.read_bytes()
+    path.write_bytes(data if data.startswith(b"\xef\xbb\xbf") else b"\xef\xbb\xbf" + data)
+    assert build_task(cfg, tokenizer).read_examples("train") == before

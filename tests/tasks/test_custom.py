@@ -154,3 +154,11 @@ def test_json_list_file(tok, tmp_path):
     (tmp_path / "train.json").write_text('[{"text": "great", "label": 1}, {"text": "boring", "label": 0}]')
     task = build_task(TaskConfig(name="custom_classification", data_dir=str(tmp_path)), tok)
     assert task.labels == ["0", "1"] and [f["labels"] for f in task.features("train")] == [1, 0]
+
+
+@pytest.mark.parametrize("name, sep", [("train.csv", ","), ("train.tsv", "\t")])
+def test_a_csv_with_a_byte_order_mark_finds_its_first_column(tok, tmp_path, name, sep):
+    """Excel's "CSV UTF-8" starts with a BOM; it used to stick to the first column's name ('\\ufefftext')."""
+    (tmp_path / name).write_bytes(f"\ufefftext{sep}label\ngreat movie{sep}positive\nboring{sep}negative\n".encode())
+    task = build_task(TaskConfig(name="custom_classification", train_file=str(tmp_path / name)), tok)
+    assert [r["text"] for r in task.read_examples("train")] == ["great movie", "boring"]

@@ -10,6 +10,7 @@ per layer and alike for every family (``enable_checkpointing``).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from types import SimpleNamespace
 from typing import ClassVar
 
 import torch
@@ -57,6 +58,12 @@ class BackboneAdapter:
 
     def max_positions(self) -> int:
         return self.model.config.max_position_embeddings
+
+    @classmethod
+    def positions_of(cls, config) -> int:
+        """``max_positions`` from the model's config alone, before any weights load (the start-up
+        check of ``task.max_seq_length``); every ``max_positions`` reads only ``self.model.config``."""
+        return cls.max_positions(SimpleNamespace(model=SimpleNamespace(config=config)))
 
     # ---- structure
     def attention_modules(self) -> list[nn.Module]:

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from deepprompt.errors import ConfigError
+from deepprompt.fileio import open_safetensors, read_text
 from deepprompt.models.glm.config import GLMConfig
 from deepprompt.models.glm.model import GLMModel
 
@@ -66,14 +67,27 @@ def _torch_load(path: Path, trust_pickle: bool) -> dict:
         return torch.load(path, map_location="cpu", mmap=True, weights_only=not trust_pickle)
     except RuntimeError as e:
         if "mmap" not in str(e):
-            raise
+            raise _unreadable(path, e) from None
         log.warning("%s: legacy (non-zip) format, loaded whole into memory", path)
-        return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+        except Exception as e2:
+            raise _unreadable(path, e2) from None
     except Exception as e:
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
-            raise ConfigError(f"{path}: holds pickled objects besides tensors; set \"trust_pickle\": true in "
-                              f"glm_config.json if you trust this file") from None
-        raise
+        raise _unreadable(path, e) from None
+
+
+def _unreadable(path: Path, e: Exception) -> Exception:
+    """One line for a file torch cannot load: pickled objects we may not trust, or a truncated or
+    corrupt file (torch says "failed finding central directory", "unexpected EOF" ...)."""
+    if "weights_only" in str(e) or "Unsupported global" in str(e):
+        return ConfigError(f"{path}: holds pickled objects besides tensors; set \"trust_pickle\": true in "
+                           f"glm_config.json if you trust this file")
+    if isinstance(e, (RuntimeError, EOFError, OSError, ValueError)) or type(e).__name__ == "UnpicklingError":
+        reason = (str(e).strip().split(". ")[0].splitlines() or [type(e).__name__])[0][:160]
+        return ConfigError(f"{path}: not a readable torch checkpoint ({reason}); it is truncated or corrupt: copy "
+                           f"or download it again")
+    return e
 
 
 class Source:
@@ -106,7 +120,7 @@ def _original_source(files: list[Path], trust: bool) -> Source:
 
 def _hub_source(directory: Path) -> Source | None:
     index = sorted(directory.glob("*.index.json"))
-    shards = sorted({directory / f for f in json.loads(index[0].read_text())["weight_map"].values()}) if index else \
+    shards = sorted({directory / f for f in json.loads(read_text(index[0], ConfigError))["weight_map"].values()}) if index else \
         [p for p in (directory / "model.safetensors", directory / "pytorch_model.bin") if p.is_file()][:1]
     if not shards:
         return None
@@ -114,9 +128,8 @@ def _hub_source(directory: Path) -> Source | None:
 
     def handle(shard: Path):
         if shard not in handles:
-            if shard.suffix == ".safetensors":
-                from safetensors import safe_open
-                handles[shard] = safe_open(str(shard), framework="pt")
+            if shard.suffix == ".safetensors":  # a truncated shard: one line naming it
+                handles[shard] = open_safetensors(shard, ConfigError)
             else:
                 handles[shard] = _torch_load(shard, False)
         return handles[shard]
@@ -152,7 +165,7 @@ def find_weights(directory: Path) -> tuple[str, list[Path]] | None:
     """("original", mp files) / ("hub", []) / None when the directory holds no weights."""
     for pointer in ("latest_checkpointed_iteration.txt", "latest"):
         if (directory / pointer).is_file():
-            sub = directory / (directory / pointer).read_text().strip()
+            sub = directory / read_text(directory / pointer, ConfigError).strip()
             if sub.is_dir():
                 directory = sub
     mp = []

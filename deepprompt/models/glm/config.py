@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from deepprompt.errors import ConfigError
+from deepprompt.fileio import read_text
 
 CONFIG_FILE = "glm_config.json"
 
@@ -115,7 +116,7 @@ def read_config(directory: str | Path) -> GLMConfig:
         if not path.is_file():
             continue
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(read_text(path, ConfigError))
         except json.JSONDecodeError as e:
             raise ConfigError(f"{path}:{e.lineno}: not valid JSON: {e.msg}") from None
         if name == CONFIG_FILE:
@@ -133,7 +134,9 @@ def is_glm_dir(directory: str | Path) -> bool:
     d = Path(directory)
     if (d / CONFIG_FILE).is_file():
         return True
-    try:
-        return is_hub_glm_config(json.loads((d / "config.json").read_text()))
-    except (OSError, ValueError):
+    if not (d / "config.json").is_file():
+        return False
+    try:  # a config.json that is not UTF-8 is one line here, not "not a GLM directory"
+        return is_hub_glm_config(json.loads(read_text(d / "config.json", ConfigError)))
+    except ValueError:
         return False

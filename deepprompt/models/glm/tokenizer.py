@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 
 from deepprompt.errors import ConfigError
+from deepprompt.fileio import read_text
 
 COMMANDS = ("<|startofpiece|>", "<|endofpiece|>", "[CLS]", "[MASK]", "[SEP]", "[UNK]", "[gMASK]", "[sMASK]")
 EOT = "<|endoftext|>"
@@ -60,12 +61,15 @@ def _wrap(tok, ids: dict[str, int]):
 def gpt2_tokenizer(vocab_file: str | Path, merges_file: str | Path):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-    vocab = json.loads(Path(vocab_file).read_text(encoding="utf-8"))
+    try:
+        vocab = json.loads(read_text(vocab_file, ConfigError))
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{vocab_file}:{e.lineno}: not valid JSON: {e.msg}") from None
     if EOT not in vocab:
         raise ConfigError(f"{vocab_file}: no {EOT} token (not a GPT-2 vocabulary)")
     ids = gpt2_command_ids(len(vocab))
     vocab.update(ids)  # the command tokens at their original ids
-    merges = [tuple(line.split()) for line in Path(merges_file).read_text(encoding="utf-8").splitlines()
+    merges = [tuple(line.split()) for line in read_text(merges_file, ConfigError).splitlines()
               if line and not line.startswith("#version")]
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)

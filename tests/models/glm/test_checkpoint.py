@@ -91,6 +91,29 @@ def test_wrong_shape_is_one_line_naming_the_tensor(saved, tmp_path):
         load_tokenizer_and_config(str(tmp_path))
 
 
+@pytest.mark.parametrize("layout, name", [("hub", "model.safetensors"), ("original", MP_FILE.format(0))])
+def test_a_truncated_weight_file_is_one_line_naming_it(saved, tmp_path, layout, name):
+    _, dirs = saved
+    for f in dirs[layout].iterdir():
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    (tmp_path / name).write_bytes((tmp_path / name).read_bytes()[:-100])  # a copy cut short
+    with pytest.raises(ConfigError) as e:
+        GLMAdapter.load_model(str(tmp_path), torch.float32)
+    msg = str(e.value)
+    assert msg.startswith(f"{tmp_path / name}: not a readable ") and "truncated or corrupt" in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("layout, name", [("original", "glm_config.json"), ("hub", "config.json"),
+                                          ("hub", "vocab.json"), ("hub", "merges.txt")])
+def test_a_glm_text_file_that_is_not_utf8_is_one_line_naming_it(saved, tmp_path, layout, name):
+    _, dirs = saved
+    for f in dirs[layout].iterdir():
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    (tmp_path / name).write_bytes(b"\xff" + (tmp_path / name).read_bytes())
+    with pytest.raises(ConfigError, match=rf"{name}:1: not UTF-8 text \(byte 0xff at byte offset 0\); save it as UTF-8$"):
+        load_tokenizer_and_config(resolve_model_path(str(tmp_path)))
+
+
 def test_presets_have_the_published_sizes():
     assert 330e6 < PRESETS["glm-large"].num_params() < 340e6
     assert 1.8e9 < PRESETS["glm-xlarge"].num_params() < 2.1e9

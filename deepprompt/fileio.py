@@ -1,0 +1,109 @@
+"""Reading the files a user hands us (data, run and DeepSpeed configs, checkpoints, artifacts, model
+files) so that a bad file is ONE line naming it, never a library traceback.
+
+Every text reader of the package goes through ``read_text``/``text_lines``: the bytes must be UTF-8
+(a byte-order mark, as Excel and Notepad write it, is accepted and dropped), and a file that is not
+names the line and byte offset of the first bad byte. Tensors go through ``open_safetensors`` /
+``load_safetensors``, which name the file when its header is truncated or corrupt.
+"""
+from __future__ import annotations
+
+import codecs
+import gzip
+import io
+import os
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from deepprompt.errors import DataError, DeepPromptError
+
+ErrorType = type[DeepPromptError]
+
+
+def decode(data: bytes, where: str | os.PathLike, error: ErrorType = DataError) -> str:
+    """``data`` as UTF-8 text (a leading byte-order mark dropped); else ``error`` naming
+    ``where:line`` and the offset of the first byte that is not UTF-8."""
+    bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return str(memoryview(data)[bom:], "utf-8")
+    except UnicodeDecodeError as e:
+        at = bom + e.start  # an offset into the file as it is on disk
+        line = data.count(b"\n", 0, at) + 1
+        raise error(f"{where}:{line}: not UTF-8 text (byte 0x{data[at]:02x} at byte offset {at}); "
+                    f"save it as UTF-8") from None
+
+
+def read_bytes(path: str | os.PathLike, error: ErrorType = DataError) -> bytes:
+    """The file's bytes (a ``.gz`` file decompressed); a missing, unreadable or broken file is one
+    ``error`` line naming it."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except IsADirectoryError:
+        raise error(f"{p}: is a directory, expected a file") from None
+    except FileNotFoundError:
+        raise error(f"{p}: file not found") from None
+    except OSError as e:
+        raise error(f"{p}: cannot read it ({e.strerror or e})") from None
+    if p.suffix == ".gz":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as e:
+            raise error(f"{p}: not a readable gzip file ({e})") from None
+    return data
+
+
+def read_text(path: str | os.PathLike, error: ErrorType = DataError) -> str:
+    """The whole file as text: UTF-8, byte-order mark dropped, ``.gz`` decompressed."""
+    return decode(read_bytes(path, error), path, error)
+
+
+def text_lines(path: str | os.PathLike, error: ErrorType = DataError, newline: str | None = None) -> Iterator[str]:
+    """The file's lines as iterating over ``open(path)`` gives them (``newline=""`` keeps the line
+    ends as they are, which the csv module wants), decoded as ``read_text`` does. The file is read
+    and checked whole first, so a bad byte anywhere stops before any line is used."""
+    return iter(io.StringIO(read_text(path, error), newline=newline))
+
+
+def _safetensors_error(path: Path, e: Exception, error: ErrorType) -> DeepPromptError:
+    reason = str(e).split(": ", 1)[-1] if "deserializing header" in str(e) else str(e)
+    return error(f"{path}: not a readable safetensors file ({reason}); it is truncated or corrupt: copy or "
+                 f"download it again")
+
+
+def open_safetensors(path: str | os.PathLike, error: ErrorType = DataError):
+    """``safetensors.safe_open`` of the file (its header checked against the file's size), or one
+    ``error`` line naming it."""
+    from safetensors import SafetensorError, safe_open
+
+    p = Path(path)
+    try:
+        return safe_open(str(p), framework="pt")
+    except FileNotFoundError:
+        raise error(f"{p}: file not found") from None
+    except (SafetensorError, OSError) as e:
+        raise _safetensors_error(p, e, error) from None
+
+
+def load_safetensors(path: str | os.PathLike, error: ErrorType = DataError) -> dict:
+    """Every tensor of the file, on the CPU; a truncated or corrupt file is one ``error`` line."""
+    from safetensors import SafetensorError
+
+    handle = open_safetensors(path, error)
+    try:
+        return {k: handle.get_tensor(k) for k in handle.keys()}
+    except (SafetensorError, OSError) as e:
+        raise _safetensors_error(Path(path), e, error) from None
+
+
+def first_broken_safetensors(directory: str | os.PathLike) -> str | None:
+    """The one-line problem of the first ``*.safetensors`` file in ``directory`` whose header is
+    truncated or corrupt, or None when they all open."""
+    d = Path(directory)
+    for f in sorted(d.glob("*.safetensors")) if d.is_dir() else []:
+        try:
+            open_safetensors(f, DataError)
+        except DataError as e:
+            return str(e)
+    return None

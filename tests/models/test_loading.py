@@ -1,0 +1,44 @@
+"""Finding and reading a backbone: a bad model directory is one line naming the file at fault."""
+import pytest
+import torch
+
+from deepprompt.errors import ConfigError
+from deepprompt.models.loading import load_hf_backbone, load_tokenizer_and_config, resolve_model_path
+from tests.tiny import save_tiny_bert
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return save_tiny_bert(tmp_path_factory.mktemp("bert"))
+
+
+def _copy(src, dst):
+    dst.mkdir()
+    for f in src.iterdir():
+        (dst / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
+def test_a_model_path_that_is_a_file_is_not_reported_missing(tiny_model):
+    with pytest.raises(ConfigError) as e:
+        resolve_model_path(str(tiny_model / "model.safetensors"))
+    assert str(e.value).startswith(f"model.path: {tiny_model / 'model.safetensors'} is a file; it must be a "
+                                   f"checkpoint directory") and "does not exist" not in str(e.value)
+
+
+def test_truncated_weights_name_the_file(tiny_model, tmp_path):
+    broken = _copy(tiny_model, tmp_path / "m")
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(ConfigError) as e:
+        load_hf_backbone(str(broken), torch.float32, None, {})
+    assert str(e.value).startswith(f"model.path: {weights}: not a readable safetensors file (incomplete metadata")
+
+
+@pytest.mark.parametrize("name", ["config.json", "tokenizer.json", "tokenizer_config.json"])
+def test_config_and_tokenizer_files_that_are_not_utf8_name_the_file(tiny_model, tmp_path, name):
+    broken = _copy(tiny_model, tmp_path / "m")
+    data = (broken / name).read_bytes()
+    (broken / name).write_bytes(data[:40] + b"\xe9" + data[40:])
+    with pytest.raises(ConfigError, match=rf"{name}:\d+: not UTF-8 text \(byte 0xe9 at byte offset 40\); save it as UTF-8$"):
+        load_tokenizer_and_config(str(broken))
