@@ -1,6 +1,6 @@
 """The ``deepprompt`` command (``pip install`` puts it on the PATH; ``python -m deepprompt`` is the
 same): ``train``, ``evaluate``, ``predict`` (``commands.py``: the launchers' own parsers), ``list
-methods|tasks|heads|backbones``, ``memory``, ``fetch-assets``, ``export-peft`` and ``check-hostfile``."""
+methods|tasks|heads|backbones``, ``memory``, ``config-docs``, ``fetch-assets``, ``export-peft`` and ``check-hostfile``."""
 from __future__ import annotations
 
 import argparse
@@ -46,6 +46,7 @@ def run(argv=None) -> None:
     ch.add_argument("hostfile")
     ch.add_argument("--env-file", action="append", default=None,
                     help="a .deepspeed_env to check (default: the ones DeepSpeed reads: ~/ and ./)")
+    sub.add_parser("config-docs", help="print the configuration reference (docs/config.md) from the config's docstrings")
     sub.add_parser("memory", help="per-GPU memory of a GLM under ZeRO-3 (python -m deepprompt memory -h)",
                    add_help=False)
     if argv is None:
@@ -62,6 +63,9 @@ def run(argv=None) -> None:
 
         from deepprompt.hostfile import describe
         print(describe(args.hostfile, None if args.env_file is None else [Path(f) for f in args.env_file]))
+    elif args.cmd == "config-docs":
+        from deepprompt.config import reference_markdown
+        print(reference_markdown(), end="")
     elif args.cmd == "list":
         print("\n".join(_registries()[args.what]))
     elif args.cmd == "export-peft":

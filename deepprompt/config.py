@@ -26,8 +26,8 @@ log = logging.getLogger("deepprompt")
 @dataclass
 class ModelConfig:
     path: str = "all-minilm-l6-v2"
-    """A local directory with config.json (+ tokenizer), a preset name (``python -m deepprompt list
-    backbones``), or a hub name when online."""
+    """A local directory with config.json (+ tokenizer) or a GLM directory (glm_config.json,
+    docs/glm.md), a preset name (``python -m deepprompt list backbones``), or a hub name when online."""
     family: str = "auto"
     """Backbone adapter family; ``auto`` picks it from the checkpoint's ``model_type``."""
 
@@ -86,7 +86,9 @@ class TaskConfig:
     """Directory with the task's files in their official format; None = the task's default
     location (for wnut16: the fetched asset, ``make assets``)."""
     max_seq_length: int = 128
-    """Sub-word tokens per example, special tokens included (the prompt is not counted)."""
+    """Sub-word tokens per example, special tokens included (the prompt is not counted). Words cut off
+    are scored as predicted ``O`` and counted in the log. Checked at start-up against the
+    backbone's positions, for every method."""
     head_dropout: float = 0.1
     """Dropout on the backbone states before the task head."""
     formulation: str = "classification"
@@ -175,9 +177,11 @@ class TrainConfig:
     """Fraction of the run's steps spent warming the learning rate up (step k of the warm-up at
     k/warmup of the peak); then the lr_scheduler's shape."""
     lr_scheduler: str = "linear"
-    """A transformers get_scheduler schedule: linear (decay to 0, as always), cosine,
-    cosine_with_restarts, polynomial, constant (no warm-up), constant_with_warmup, inverse_sqrt,
-    cosine_with_min_lr, cosine_warmup_with_min_lr, warmup_stable_decay."""
+    """A transformers ``get_scheduler`` schedule: ``linear`` (decay to 0, the schedule this package
+    always had), ``cosine``, ``cosine_with_restarts``, ``polynomial``, ``constant`` (no warm-up),
+    ``constant_with_warmup``, ``inverse_sqrt``, ``cosine_with_min_lr``, ``cosine_warmup_with_min_lr``,
+    ``warmup_stable_decay``. transformers' own warm-up runs the first step at lr 0; ours runs step k
+    at k/warmup, one step ahead during the warm-up and identical after it."""
     lr_scheduler_kwargs: dict[str, float] | None = None
     """The schedule's own arguments (transformers' scheduler_specific_kwargs), e.g. {num_cycles: 3}
     for cosine_with_restarts, {lr_end: 1e-5, power: 2} for polynomial, {min_lr_rate: 0.1} for
@@ -188,7 +192,8 @@ class TrainConfig:
     """Evaluate on dev every N steps (and at the end); 0 = only at the end."""
     early_stopping_patience: int | None = None
     """Stop when this many evaluations in a row (every train.eval_every steps) did not improve the
-    best dev score; the run then ends like a normal one at that step. null or 0 = off."""
+    best dev score; the run then ends like a normal one at that step (final evaluation, checkpoint,
+    artifacts, results.json with ``stopped_early``). null or 0 = off."""
     log_every: int = 10
     """Log/TensorBoard the training loss every N steps."""
     save_every: int = 100
@@ -211,7 +216,9 @@ class TrainConfig:
     checkpoints kept (train.keep_checkpoints, plus one being written) and the artifact; 0 skips it."""
     activation_checkpointing: bool = False
     """Recompute each transformer layer's activations in the backward instead of keeping them
-    (non-reentrant, per layer): much less activation memory for about one extra forward of compute."""
+    (non-reentrant, per layer; BERT/RoBERTa, DeBERTa, MPNet, GLM; same losses and gradients, dropout
+    included): far less activation memory for about one extra forward. Under ZeRO-3 with a frozen
+    backbone it needs DeepSpeed PR #8148 (0.19.8 has it; older versions are refused). docs/gpu.md."""
     peak_tflops: float | None = None
     """The accelerator's peak TFLOP/s that MFU in results.json is measured against; None = the bf16
     datasheet figure of a known GPU (A100, H100, H200), or no MFU (CPU, unknown device, fp32)."""
@@ -535,6 +542,31 @@ def flatten(d: dict | None, prefix: str = "") -> dict:
         else:
             out[prefix + k] = v
     return out
+
+
+def reference_markdown() -> str:
+    """docs/config.md: every key with its default and doc, one table per section, generated from
+    the field docstrings (``python -m deepprompt config-docs > docs/config.md``; a test keeps the file
+    equal to this)."""
+    import re
+
+    def literal(default: str) -> str:
+        return {"None": "null", "True": "true", "False": "false"}.get(default, default.strip("'"))
+
+    sections: dict[str, list[str]] = {}
+    for key, default, doc in field_docs():
+        section = key.split(".")[0] if "." in key else "run"
+        doc = re.sub(r"``([^`]+)``", r"`\1`", doc).replace("|", "\\|")
+        sections.setdefault(section, []).append(f"| `{key}` | `{literal(default)}` | {doc} |")
+    out = ["# Configuration reference", "",
+           "Generated from the field docstrings of `deepprompt/config.py` by "
+           "`python -m deepprompt config-docs > docs/config.md`; a test fails when this page and the code differ.",
+           "How a run is configured (defaults, a YAML/JSON file, `key=value` overrides) and how the DeepSpeed JSON's "
+           '`"auto"` values are filled: [README, Configuration](../README.md#configuration).', ""]
+    for section, rows in sections.items():
+        out += [f"## `{section}`" if section != "run" else "## Top level", "", "| key | default | meaning |",
+                "|---|---|---|", *rows, ""]
+    return "\n".join(out)
 
 
 def field_docs(cls=RunConfig, prefix: str = "") -> list[tuple[str, str, str]]:

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from deepprompt.config import RunConfig, field_docs, load_config
+from deepprompt.config import RunConfig, field_docs, load_config, reference_markdown
 from deepprompt.engine.ds_setup import read_ds_config, resolve_ds_config
 from deepprompt.errors import ConfigError
 
@@ -70,12 +70,25 @@ def test_every_shipped_ds_config_resolves():
         assert "auto" not in json.dumps(ds).replace("stage3_param_persistence_threshold\": \"auto", ""), path
 
 
-def test_every_key_is_documented():
+def test_every_key_is_documented_and_docs_config_md_is_current():
     missing = [key for key, _, doc in field_docs() if not doc]
     assert not missing, f"config keys without a docstring: {missing}"
-    readme = (REPO / "README.md").read_text()
-    undocumented = [key for key, _, _ in field_docs() if f"`{key}`" not in readme]
-    assert not undocumented, f"config keys missing from the README's table: {undocumented}"
+    page = (REPO / "docs" / "config.md").read_text()
+    undocumented = [key for key, _, _ in field_docs() if f"| `{key}` |" not in page]
+    assert not undocumented, f"config keys missing from docs/config.md: {undocumented}"
+    assert page == reference_markdown(), \
+        "docs/config.md is out of date: python -m deepprompt config-docs > docs/config.md"
+
+
+def test_config_docs_command_prints_the_reference():
+    import subprocess
+    import sys
+
+    from tests.tiny import launch_env
+
+    out = subprocess.run([sys.executable, "-m", "deepprompt", "config-docs"], cwd=REPO, env=launch_env(),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout == reference_markdown()
 
 
 # ------------------------------------------------------------------------------ multi-task runs
