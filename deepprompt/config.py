@@ -151,8 +151,12 @@ class TaskConfig:
 class TrainConfig:
     seed: int = 42
     """Seed for prompt/head init (identical on every rank), data order, and dropout (seed + rank)."""
-    max_steps: int = 600
-    """Optimizer steps."""
+    max_steps: int | None = 600
+    """Optimizer steps; null when train.epochs sets the length instead (exactly one of the two is set)."""
+    epochs: float | None = None
+    """Train for this many passes over the training data instead of max_steps (set
+    train.max_steps=null with it): steps = ceil(epochs x training examples / global batch), the
+    examples of every task added up in a multi-task run; the count is logged at start-up."""
     batch_size: int = 32
     """Global batch (examples per optimizer step over all ranks); fills train_batch_size "auto"."""
     micro_batch_size: int = 16
@@ -164,11 +168,23 @@ class TrainConfig:
     weight_decay: float = 0.0
     """AdamW weight decay on the trainable parameters."""
     warmup_ratio: float = 0.06
-    """Fraction of max_steps with linear warm-up; then linear decay to 0."""
+    """Fraction of the run's steps spent warming the learning rate up (step k of the warm-up at
+    k/warmup of the peak); then the lr_scheduler's shape."""
+    lr_scheduler: str = "linear"
+    """A transformers get_scheduler schedule: linear (decay to 0, as always), cosine,
+    cosine_with_restarts, polynomial, constant (no warm-up), constant_with_warmup, inverse_sqrt,
+    cosine_with_min_lr, cosine_warmup_with_min_lr, warmup_stable_decay."""
+    lr_scheduler_kwargs: dict[str, float] | None = None
+    """The schedule's own arguments (transformers' scheduler_specific_kwargs), e.g. {num_cycles: 3}
+    for cosine_with_restarts, {lr_end: 1e-5, power: 2} for polynomial, {min_lr_rate: 0.1} for
+    cosine_with_min_lr."""
     max_grad_norm: float = 1.0
     """Gradient clipping; fills the DeepSpeed gradient_clipping "auto"."""
     eval_every: int = 100
     """Evaluate on dev every N steps (and at the end); 0 = only at the end."""
+    early_stopping_patience: int | None = None
+    """Stop when this many evaluations in a row (every train.eval_every steps) did not improve the
+    best dev score; the run then ends like a normal one at that step. null or 0 = off."""
     log_every: int = 10
     """Log/TensorBoard the training loss every N steps."""
     save_every: int = 100
@@ -176,7 +192,7 @@ class TrainConfig:
     save_every_minutes: float = 0.0
     """Also save when this many minutes passed since the last save (0 = off)."""
     keep_checkpoints: int = 2
-    """Keep the newest N checkpoints in output_dir/checkpoints (0 = keep all)."""
+    """Keep the newest N checkpoints in output_dir/checkpoints, and the best dev step's (0 = keep all)."""
     resume: str = "auto"
     """auto: continue from the newest complete checkpoint in output_dir if there is one;
     never: start fresh (earlier checkpoints in output_dir are removed)."""
@@ -197,7 +213,8 @@ class TrainConfig:
     datasheet figure of a known GPU (A100, H100, H200), or no MFU (CPU, unknown device, fp32)."""
 
     def check(self) -> None:
-        for k in ("max_steps", "batch_size", "micro_batch_size", "eval_batch_size", "log_every"):
+        self._check_length()
+        for k in ("batch_size", "micro_batch_size", "eval_batch_size", "log_every"):
             if getattr(self, k) <= 0:
                 raise ConfigError(f"train.{k}: must be > 0, got {getattr(self, k)}")
         if self.lr <= 0:
@@ -213,6 +230,29 @@ class TrainConfig:
             raise ConfigError(f"train.peak_tflops: must be > 0 (or null), got {self.peak_tflops}")
         if self.resume not in ("auto", "never"):
             raise ConfigError(f"train.resume: must be 'auto' or 'never', got {self.resume!r}")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 0:
+            raise ConfigError(f"train.early_stopping_patience: must be >= 0 (or null), got {self.early_stopping_patience}")
+        if self.early_stopping_patience and not self.eval_every:
+            raise ConfigError("train.early_stopping_patience: counts evaluations, but train.eval_every=0 evaluates only "
+                              "at the end; set train.eval_every")
+        from deepprompt import schedules  # a bad name or argument fails here, before anything loads
+
+        total = self.max_steps or 100  # by epochs the length is known only once the data is read
+        schedules.transformers_factor(self.lr_scheduler, self.lr, schedules.warmup_steps(self.warmup_ratio, total),
+                                      total, self.lr_scheduler_kwargs)
+
+    def _check_length(self) -> None:
+        """Exactly one of max_steps and epochs. max_steps keeps its default of 600 (old configs and
+        checkpoints mean it), so training by epochs says train.max_steps=null explicitly."""
+        if self.max_steps is not None and self.epochs is not None:
+            raise ConfigError(f"train.epochs: set either train.max_steps or train.epochs, not both (max_steps is "
+                              f"{self.max_steps}; train by epochs with train.max_steps=null train.epochs={self.epochs:g})")
+        if self.max_steps is None and self.epochs is None:
+            raise ConfigError("train.max_steps: null, and train.epochs is not set either: set one of them")
+        if self.max_steps is not None and self.max_steps <= 0:
+            raise ConfigError(f"train.max_steps: must be > 0, got {self.max_steps}")
+        if self.epochs is not None and not self.epochs > 0:
+            raise ConfigError(f"train.epochs: must be > 0, got {self.epochs:g}")
 
 
 MIXER_POLICIES = ("proportional", "temperature", "equal", "weights")

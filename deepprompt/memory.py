@@ -25,8 +25,9 @@ Per rank, in bytes, for micro batch ``b`` per rank, ``s`` tokens, prefix length 
 - activations kept for backward (nothing recomputed; a prefix in layer i needs the backward of every
   layer above it), per layer, as saved by ``deepprompt/models/glm/model.py`` with frozen weights:
   ``w * b * (7 s h + 2 (s + P) h)``  (2 LayerNorm inputs, Q, K and V incl. the prefix, GeLU input 4h)
-  ``+ b * s * (s + P) * (w + a * (4 + d))``  (the 0/1 mask, the fp32 softmax output, and with dropout
-  its mask + output ``d = m + w``, without it the softmax cast to ``w``: ``d = w`` if w != 4 else 0)
+  ``+ w * b * s * (s + P) + w * b * s * h + 4 * b * a * s``  (fused attention through
+  ``scaled_dot_product_attention``: the mask as the kernel's bias, shared by all heads, its output
+  and the fp32 log-sum-exp; attention dropout keeps only a seed; no per-head ``s x (s + P)`` scores)
   ``+ 2 m b s h`` with dropout (the two residual-branch dropout masks) ``+ 16 b s`` (LayerNorm
   statistics); ``m`` = bytes of a dropout mask (1 on GPU: bool; CPU kernels keep it in ``w``).
   ``+ w * b * 7 s h`` under ZeRO-3: DeepSpeed's ``zero.Init`` replaces ``F.linear`` with its own
@@ -138,6 +139,9 @@ class Workload:
     mask_bytes: int = 1
     zero3_linear: bool = True
     offload_params: bool = False
+    checkpointing: bool = False
+    """train.activation_checkpointing: each layer keeps only its input; one layer's activations
+    exist at a time, while its backward recomputes them."""
     overhead: float = 1.5 * GIB
     layout: str = "flat"
     """``flat``, ``node_local`` or ``replicated`` (``LAYOUTS``)."""
@@ -147,7 +151,6 @@ class Workload:
     """``stage3_param_persistence_threshold``; None = "auto" (10·h)."""
     trainable: int | None = None
     """T; None = a prefix on every layer + the head."""
-    activation_checkpointing: bool = False
     grad_accum: int = 1
     reuse_distance: float = 1e9
     """``stage3_max_reuse_distance`` (elements): a layer whose next use lies within it stays gathered."""
@@ -184,25 +187,36 @@ def split_by_persistence(bb: Backbone, w: Workload) -> tuple[int, int]:
 def activation_bytes_per_layer(cfg, w: Workload) -> float:
     b, s, p, wb = w.micro_batch, w.seq, w.prompt_length, w.weight_bytes
     h, a = _hidden_heads(cfg)
-    zero3_linear = w.zero3_linear and layout_of(w).zero3
+    zero3_linear = w.zero3_linear and layout_of(w).zero3  # no zero.Init without ZeRO-3: torch's linear
     tokens = wb * b * ((14 if zero3_linear else 7) * s * h + 2 * (s + p) * h)
-    after_softmax = (w.mask_bytes + wb) if w.dropout else (wb if wb != 4 else 0)
-    scores = b * s * (s + p) * (wb + a * (4 + after_softmax))
+    # fused attention (scaled_dot_product_attention): the mask as the kernel's additive bias, shared
+    # by the heads, its output and the fp32 log-sum-exp per head and query; no per-head scores
+    attention = wb * b * s * (s + p) + wb * b * s * h + 4 * b * a * s
     masks = 2 * w.mask_bytes * b * s * h if w.dropout else 0
-    return tokens + scores + masks + 16 * b * s
+    return tokens + attention + masks + 16 * b * s
+
+
+def activations(cfg, w: Workload) -> float:
+    """Bytes kept for the backward over all layers (see the module docstring)."""
+    bb = as_backbone(cfg)
+    per_layer = activation_bytes_per_layer(bb, w)
+    if not w.checkpointing:
+        return bb.layers * per_layer
+    return bb.layers * w.weight_bytes * w.micro_batch * w.seq * bb.hidden + per_layer
+
+
+def largest_micro_batch(cfg, budget_bytes: float, limit: int = 1024, **workload) -> int:
+    """The largest power-of-two micro batch whose estimate fits ``budget_bytes`` per rank (0: none)."""
+    best, b = 0, 1
+    while b <= limit and estimate(cfg, Workload(micro_batch=b, **workload))["total"] <= budget_bytes:
+        best, b = b, 2 * b
+    return best
 
 
 def _hidden_heads(cfg) -> tuple[int, int]:
     if isinstance(cfg, Backbone):
         return cfg.hidden, cfg.heads
     return cfg.hidden_size, cfg.num_attention_heads
-
-
-def activation_bytes(bb: Backbone, w: Workload) -> float:
-    layer = activation_bytes_per_layer(bb, w)
-    if w.activation_checkpointing:  # each layer's input, and one layer at a time recomputed
-        return bb.layers * w.weight_bytes * w.micro_batch * w.seq * bb.hidden + layer
-    return bb.layers * layer
 
 
 # ------------------------------------------------------------------------------ layouts
@@ -350,7 +364,7 @@ def estimate(model, w: Workload) -> dict[str, float]:
         "gathered_working_set": max(2 * sharded_layer, max(bb.tensors)) * w.weight_bytes if layout.zero3 else 0.0,
         "prompts_heads_and_grads": 2 * t * w.weight_bytes,
         "optimizer_state": optimizer_bytes(t, w),
-        "activations": activation_bytes(bb, w),
+        "activations": activations(bb, w),
         "overhead": w.overhead,
     }
     out["total"] = sum(out.values())
@@ -407,7 +421,7 @@ def workload_kwargs(args) -> dict:
     return dict(micro_batch=args.micro_batch, seq=args.seq, prompt_length=args.prompt_length,
                 weight_bytes=2 if args.dtype == "bf16" else 4, dropout=not args.no_dropout, labels=args.labels,
                 head=args.head, ranks_per_node=args.gpus_per_node, persistence_threshold=args.threshold,
-                activation_checkpointing=args.checkpointing)
+                checkpointing=args.checkpointing)
 
 
 def main(argv=None) -> None:
@@ -419,4 +433,3 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     print(table(load_backbone(args.model), args.model, args.gpus, layout=args.layout, offload_params=args.offload,
                 **workload_kwargs(args)))
-

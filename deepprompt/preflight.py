@@ -225,12 +225,16 @@ def estimate_trainable_numel(run: RunConfig, model_path: str) -> int:
 
 def checkpoint_bytes_needed(run: RunConfig, trainable_numel: int) -> tuple[int, int]:
     """(bytes, checkpoints): every kept checkpoint holds fp32 master + two Adam moments of the
-    trainable parameters; one more is being written before the oldest goes; plus the artifact."""
+    trainable parameters; one more is being written before the oldest goes, and the best dev step's
+    is kept besides the newest; plus the two artifacts (last and best)."""
     tr = run.train
-    saves = tr.max_steps // tr.save_every + 1 if tr.save_every else 1
+    if tr.max_steps is None:  # train.epochs: the step count is unknown until the data is read
+        saves = tr.keep_checkpoints + 1 if tr.keep_checkpoints else 1  # keeping all: only the final one is sure
+    else:
+        saves = tr.max_steps // tr.save_every + 1 if tr.save_every else 1
     kept = min(tr.keep_checkpoints, saves) if tr.keep_checkpoints else saves
-    count = kept + 1
-    return trainable_numel * FP32 * (3 * count + 1), count
+    count = kept + 1 + (1 if tr.keep_checkpoints and kept < saves else 0)
+    return trainable_numel * FP32 * (3 * count + 2), count
 
 
 def check_disk(run: RunConfig) -> None:

@@ -100,9 +100,12 @@ def test_trainable_estimate_matches_the_method_formula(tiny_model):
 def test_disk_need_counts_kept_checkpoints():
     run = load_config(None, ["train.max_steps=1000", "train.save_every=100", "train.keep_checkpoints=2"])
     need, count = preflight.checkpoint_bytes_needed(run, 1000)
-    assert count == 3 and need == 1000 * 4 * (3 * 3 + 1)  # 2 kept + 1 being written, 3 tensors each, + artifact
+    # 2 kept + the best dev step's + 1 being written, 3 tensors each, + the last and best artifacts
+    assert count == 4 and need == 1000 * 4 * (3 * 4 + 2)
     keep_all = load_config(None, ["train.max_steps=1000", "train.save_every=100", "train.keep_checkpoints=0"])
     assert preflight.checkpoint_bytes_needed(keep_all, 1000)[1] == 12
+    by_epochs = load_config(None, ["train.max_steps=null", "train.epochs=3", "train.keep_checkpoints=2"])
+    assert preflight.checkpoint_bytes_needed(by_epochs, 1000)[1] == 4  # steps unknown yet: as many as are kept
 
 
 def test_not_enough_disk_is_one_line(tiny_model, tmp_path):

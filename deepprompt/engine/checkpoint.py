@@ -12,7 +12,8 @@ Layout (``output_dir/checkpoints/``)::
     step_00000100/trainable.safetensors   param/<name>, exp_avg/<name>, exp_avg_sq/<name> (fp32)
     step_00000100/state.json              step, optimizer step count, LR scheduler, the mixer (per task:
                                           epoch, position, steps drawn), best-dev record, eval history,
-                                          the run-config signature
+                                          early-stopping count, the run's step count, the run-config
+                                          signature
     latest                                name of the newest COMPLETE checkpoint
 
 Atomicity: a checkpoint is written under ``.tmp-step_...`` and renamed when complete; ``latest``
@@ -48,7 +49,7 @@ RESUMABLE_CHANGES = {
     "output_dir", "model.path", "task.data_dir", "train.micro_batch_size", "train.eval_batch_size",
     "train.eval_every", "train.log_every", "train.save_every", "train.save_every_minutes", "train.resume",
     "train.keep_checkpoints", "train.verify_frozen", "prompt.init_from", "train.activation_checkpointing",
-    "train.peak_tflops", "train.dist_timeout_s", "train.disk_margin",
+    "train.peak_tflops", "train.dist_timeout_s", "train.disk_margin", "train.early_stopping_patience",
 }
 _ENTRY = re.compile(r"^tasks\[\d+\]\.")  # tasks[i].key may change where task.key may
 
@@ -177,8 +178,9 @@ def _ensure_optimizer_state(engine) -> None:
 
 # ----------------------------------------------------------------------------- save / load
 
-def save(engine, model, run: RunConfig, step: int, state: dict, keep: int) -> Path | None:
-    """Collective: every rank gathers, rank 0 writes. Returns the checkpoint path (rank 0)."""
+def save(engine, model, run: RunConfig, step: int, state: dict, keep: int, protect: int | None = None) -> Path | None:
+    """Collective: every rank gathers, rank 0 writes. Returns the checkpoint path (rank 0). The
+    ``keep`` newest checkpoints stay, and the one of step ``protect`` (the best dev step) too."""
     started = time.time()
     tensors = {}
     for name, p in _trainable(model):
@@ -205,7 +207,7 @@ def save(engine, model, run: RunConfig, step: int, state: dict, keep: int) -> Pa
         pointer_tmp.write_text(tag + "\n")
         os.replace(pointer_tmp, root / LATEST)
         _fsync_dir(root)
-        _prune(root, keep)
+        _prune(root, keep, protect)
         size = sum(f.stat().st_size for f in path.iterdir())
         log.info("checkpoint %s: %.2f MB in %.2f s", path, size / 2**20, time.time() - started)
     comm.barrier()
@@ -245,10 +247,12 @@ def load(engine, model, path: Path) -> dict:
     return state
 
 
-def _prune(root: Path, keep: int) -> None:
+def _prune(root: Path, keep: int, protect: int | None = None) -> None:
+    """Remove all but the ``keep`` newest checkpoints (0: keep all) and the one of step ``protect``."""
     done = sorted(p for p in root.glob("step_*") if p.is_dir())
     for old in done[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+        if protect is None or old.name != f"step_{protect:08d}":
+            shutil.rmtree(old, ignore_errors=True)
     for stale in root.glob(".tmp-step_*"):  # left by a run killed mid-save
         shutil.rmtree(stale, ignore_errors=True)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from deepprompt import schedules
 from deepprompt.config import RunConfig
 from deepprompt.engine import comm, world as world_info
 from deepprompt.errors import ConfigError
@@ -70,8 +71,8 @@ def resolve_ds_config(ds: dict, run: RunConfig, world_size: int, hidden: int, sr
     ds = copy.deepcopy(ds)
     for owned in ("optimizer", "scheduler"):
         if owned in ds:
-            raise ConfigError(f"{src}: remove {owned!r}; the run config owns it (train.lr, train.warmup_ratio, "
-                              f"train.weight_decay)")
+            raise ConfigError(f"{src}: remove {owned!r}; the run config owns it (train.lr, train.lr_scheduler, "
+                              f"train.warmup_ratio, train.weight_decay)")
     tr = run.train
     tb = ds.get("train_batch_size", "auto")
     mb = ds.get("train_micro_batch_size_per_gpu", "auto")
@@ -99,6 +100,10 @@ def resolve_ds_config(ds: dict, run: RunConfig, world_size: int, hidden: int, sr
         ds["gradient_clipping"] = tr.max_grad_norm
     ds.setdefault("steps_per_print", 1 << 30)  # our own logging says what matters
     ds["_precision"] = _resolve_precision(ds, src)
+    # Unset, DeepSpeed reduces gradients in the training dtype (bf16: 8 mantissa bits, summed over
+    # every rank). The trainable gradients are a few MB: reduce them in fp32 unless told otherwise.
+    if _auto(ds.get("communication_data_type", "auto")):
+        ds["communication_data_type"] = "fp32"
     zero = ds.setdefault("zero_optimization", {"stage": 0})
     for key, value in (("reduce_bucket_size", hidden * hidden),
                        ("stage3_prefetch_bucket_size", int(0.9 * hidden * hidden))):
@@ -211,14 +216,6 @@ def count_params(module: nn.Module) -> tuple[int, int]:
     return total, trainable
 
 
-def lr_lambda(warmup: int, total: int):
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total - step) / max(1, total - warmup))
-    return f
-
-
 def build(run: RunConfig, ds_raw: dict, tasks: list[Task], model_path: str, model_config,
           src: str = "ds_config", init=None) -> Built:
     """``init(model)``, if given, sets the prompt/head values (fp32, before the cast and before
@@ -253,6 +250,10 @@ def build(run: RunConfig, ds_raw: dict, tasks: list[Task], model_path: str, mode
                 f"(method {run.prompt.method!r} puts the prompt at the input)")
     heads = {t.name: HEADS.get(t.head)(spec.hidden, len(t.labels), dropout=t.cfg.head_dropout) for t in tasks}
     model = PromptedModel(backbone, adapter, prompt, heads)
+    if run.train.activation_checkpointing:
+        if zero3 and prompt.freezes_backbone:
+            check_zero3_recompute_of_frozen_params()
+        adapter.enable_checkpointing()
     if init is not None:
         init(model)
     # created in fp32 (from the seed or init), then cast like the backbone: ZeRO-3 keeps the fp32 master copy
@@ -261,14 +262,33 @@ def build(run: RunConfig, ds_raw: dict, tasks: list[Task], model_path: str, mode
 
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=run.train.lr, weight_decay=run.train.weight_decay)
-    warmup = int(run.train.warmup_ratio * run.train.max_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(warmup, run.train.max_steps))
+    tr = run.train  # max_steps resolved (train.epochs: by the trainer, from the data)
+    scheduler = schedules.build(optimizer, tr.lr_scheduler, tr.lr, tr.warmup_ratio, tr.max_steps, tr.lr_scheduler_kwargs)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
                                            config=public(ds))
     keep_whole(engine, nn.ModuleList([prompt, model.heads]))
     total, n_trainable = count_params(model)
     return Built(engine=engine, model=model, adapter=adapter, ds_config=ds, precision=precision,
                  total_params=total, trainable_params=n_trainable)
+
+
+def check_zero3_recompute_of_frozen_params() -> None:
+    """Non-reentrant checkpointing + frozen weights under ZeRO-3 crashed in the backward before
+    DeepSpeed PR #8148 (transformers#47254): the recompute re-fires ZeRO-3's forward hooks, whose
+    release re-partitions a frozen weight in place (``param.data = empty(0)``) while torch's
+    checkpoint still holds it, undetached because it needs no grad -> ``CheckpointError: ...
+    saved {'shape': [n]} vs recomputed {'shape': [0]}``. The fix attributes a frozen weight
+    gathered during a recompute to the module being back-propagated
+    (``partitioned_param_coordinator.update_recompute_parameters``), so it stays gathered until
+    that module's backward ends. Refuse, in one line, a DeepSpeed without it."""
+    import deepspeed
+    from deepspeed.runtime.zero import partitioned_param_coordinator as coordinator
+
+    if not hasattr(coordinator, "update_recompute_parameters"):
+        raise ConfigError(
+            f"train.activation_checkpointing: deepspeed {deepspeed.__version__} crashes in the backward when "
+            f"checkpointed layers hold frozen ZeRO-3 weights (DeepSpeed PR #8148 fixes it; 0.19.8 has it); "
+            f"upgrade deepspeed or set train.activation_checkpointing=false")
 
 
 @dataclass(frozen=True)
@@ -361,8 +381,9 @@ def workload(run: RunConfig, built: Built, tasks: list[Task], world: int, per_no
         prompt_length=0 if at_input or not prompt.freezes_backbone else run.prompt.length, weight_bytes=wb,
         mask_bytes=wb if comm.on_cpu() else 1, layout=layout_name(ds), ranks_per_node=per_node,
         persistence_threshold=threshold if isinstance(threshold, int) else None,
-        trainable=built.trainable_params, activation_checkpointing=run.train.activation_checkpointing,
+        trainable=built.trainable_params, checkpointing=run.train.activation_checkpointing,
         grad_accum=ds["gradient_accumulation_steps"], reuse_distance=zero.get("stage3_max_reuse_distance", 1e9),
+        grad_bytes={"fp32": 4, "bf16": 2, "fp16": 2}.get(ds.get("communication_data_type"), wb),
         offload_params=zero.get("offload_param", {}).get("device", "none") not in ("none", None))
 
 

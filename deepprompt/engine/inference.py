@@ -55,6 +55,7 @@ def evaluate_artifact(artifact_path: str, ds_config_path: str, overrides: list[s
     world, rank = comm.world_size(), comm.rank()
     # no optimizer step is taken: make the batch arithmetic fit any world size
     run.train.batch_size = run.train.micro_batch_size * world
+    run.train.max_steps, run.train.epochs = 1, None  # nor is a schedule followed (a run by epochs saved null)
 
     model_path = resolve_model_path(run.model.path)
     tokenizer, model_config = load_tokenizer_and_config(model_path, run.model.family)

@@ -261,8 +261,10 @@ def interface_address(ifname: str) -> str | None:
 # ------------------------------------------------------------------------------ SLURM host lists
 
 def expand_hostlist(nodelist: str) -> list[str]:
-    """SLURM's compact host list, e.g. ``gpu[001-003,7],login-a`` -> gpu001 gpu002 gpu003 gpu7 login-a
-    (``scontrol show hostnames`` when available, else this parser)."""
+    """SLURM's compact host list, e.g. ``rack[1-2]-node[01-02]`` -> rack1-node01 rack1-node02
+    rack2-node01 rack2-node02, in SLURM's order: ``scontrol show hostnames`` when it is on the PATH
+    (SLURM's own answer), else the maintained ``python-hostlist`` parser (several bracket groups per
+    name, zero padding, ranges with steps)."""
     try:
         out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
                              timeout=30)
@@ -270,18 +272,12 @@ def expand_hostlist(nodelist: str) -> list[str]:
             return out.stdout.split()
     except (OSError, subprocess.SubprocessError):
         pass
-    hosts = []
-    for item in re.findall(r"[^,\[]+(?:\[[^\]]*\])?[^,\[]*", nodelist):
-        m = re.fullmatch(r"([^\[]*)\[([^\]]*)\](.*)", item)
-        if not m:
-            hosts.append(item)
-            continue
-        prefix, ranges, suffix = m.groups()
-        for part in ranges.split(","):
-            lo, _, hi = part.partition("-")
-            for n in range(int(lo), int(hi or lo) + 1):
-                hosts.append(f"{prefix}{str(n).zfill(len(lo))}{suffix}")
-    return hosts
+    import hostlist
+
+    try:
+        return hostlist.expand_hostlist(nodelist)
+    except hostlist.BadHostlist as e:
+        raise ConfigError(f"slurm launch: cannot read the node list {nodelist!r}: {e}") from None
 
 
 def first_host(nodelist: str) -> str:

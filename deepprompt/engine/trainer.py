@@ -6,6 +6,7 @@ rank; a single task is simply N=1. Best-dev tracking maximises the MEAN over tas
 main metric (for one task: its main metric)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -15,7 +16,8 @@ from pathlib import Path
 import torch
 
 from deepprompt.cli import setup_logging
-from deepprompt.config import RunConfig
+from deepprompt import schedules
+from deepprompt.config import RunConfig, TrainConfig
 from deepprompt.errors import ConfigError
 from deepprompt.data.mixer import TaskMixer
 from deepprompt import preflight
@@ -28,6 +30,7 @@ from deepprompt.models.loading import load_tokenizer_and_config, resolve_model_p
 from deepprompt.tasks import build_task
 
 log = logging.getLogger("deepprompt")
+BEST_ARTIFACT = "artifact_best"  # output_dir/artifact_best: prompts + heads of the best dev step
 
 
 class Scalars:
@@ -56,6 +59,8 @@ class Progress:
         self.history: list[dict] = []
         self.first_loss: float | None = None
         self.last_loss: float | None = None
+        self.evals_without_improvement = 0  # early stopping's count; a resumed run continues it
+        self.stopped_early: dict | None = None  # {"step", "reason"} once patience ran out
 
     def state_dict(self) -> dict:
         return dict(vars(self))
@@ -65,7 +70,8 @@ class Progress:
 
 
 def train(run: RunConfig, ds_config_path: str) -> dict:
-    """Set up, train to ``train.max_steps`` (or resume there), evaluate, save; returns results.json."""
+    """Set up, train to ``train.max_steps`` (or resume there; or until early stopping), evaluate,
+    save; returns results.json."""
     trainer = Trainer(run, ds_config_path)
     trainer.loop()
     return trainer.finish()
@@ -92,12 +98,13 @@ class Trainer:
         for task in self.tasks:
             for split in task.splits:
                 task.features(split)  # read + tokenize everything before the model loads: data errors fail fast
+        self.tr = self._length(ds_raw)  # train.epochs becomes a step count here, from the data
         self.warm = None
         if resume_from is None:  # a resumed run takes everything from its checkpoint
             family = family_for_model_type(model_config.model_type, run.model.family).registered_name()
             self.warm = init_from.prepare(run, self.model_path, family, self.tasks)
-        self.built = ds_setup.build(run, ds_raw, self.tasks, self.model_path, model_config, src=ds_config_path,
-                                    init=self.warm[0] if self.warm else None)
+        self.built = ds_setup.build(dataclasses.replace(run, train=self.tr), ds_raw, self.tasks, self.model_path,
+                                    model_config, src=ds_config_path, init=self.warm[0] if self.warm else None)
         self.engine, self.model = self.built.engine, self.built.model
         ds = self.built.ds_config
         self.grad_accum = ds["gradient_accumulation_steps"]
@@ -121,6 +128,7 @@ class Trainer:
             self.mixer.load_state_dict(state.get("mixer") or {"sampler": state["sampler"]}, step=state["step"])
             self.progress.load_state_dict(state["progress"])
             self.start_step = state["step"]
+            _check_same_length(state, self.tr, resume_from)
             log.info("resumed from %s (step %d, saved by %d rank(s))", resume_from, self.start_step,
                      state["world_size"])
         self.frozen_before = ds_setup.frozen_fingerprint(self.model) if self.tr.verify_frozen else None
@@ -142,12 +150,12 @@ class Trainer:
         self.bar = _progress(tr.max_steps, self.rank == 0, self.start_step)
         self.loop_start, last_save = time.time(), time.time()
         self._maybe_start_meter(self.start_step)
-        for step in range(self.start_step + 1, tr.max_steps + 1):
+        for step in range(self.start_step + 1, self.final_step + 1):
+            lr = self.engine.get_lr()[0]  # the rate this step trains at (the step advances the schedule)
             task, values = self._optimizer_step(step)
             due = bool(tr.save_every_minutes) and time.time() - last_save >= 60 * tr.save_every_minutes
             values[3:] = torch.tensor([float(self.stop.raised), float(due)], dtype=values.dtype)
-            stop, due = self._settle(_StepRecord(step, task.name, self.engine.get_lr()[0],
-                                                 comm.all_reduce_to_host(values)))
+            stop, due = self._settle(_StepRecord(step, task.name, lr, comm.all_reduce_to_host(values)))
             self._maybe_start_meter(step)
             save_now = step != tr.max_steps and ((tr.save_every and step % tr.save_every == 0) or due)
             if stop or save_now:  # a checkpoint holds this step's record too
@@ -156,11 +164,13 @@ class Trainer:
                 self._exit_preempted(step)
             if tr.eval_every and step % tr.eval_every == 0 and step != tr.max_steps:
                 self._paused(self.eval_and_track, step)
+                if self.progress.stopped_early:  # patience ran out: end at this step like a normal run
+                    break
             if save_now:
                 self._paused(self.save, step)
                 last_save = time.time()
         if self._settle(None)[0]:  # signalled during the last step
-            self._exit_preempted(tr.max_steps)
+            self._exit_preempted(self.final_step)
         self._stop_meter()
         self.bar.close()
         self.stop.restore()
@@ -243,9 +253,72 @@ class Trainer:
         raise SystemExit(EXIT_PREEMPTED)
 
     def save(self, step: int) -> None:
+        # the best dev step's checkpoint survives train.keep_checkpoints (when one was saved at that step)
         checkpoint.save(self.engine, self.model, self.run, step, {"mixer": self.mixer.state_dict(),
-                                                                  "progress": self.progress.state_dict()},
-                        self.tr.keep_checkpoints)
+                                                                  "progress": self.progress.state_dict(),
+                                                                  "max_steps": self.tr.max_steps},
+                        self.tr.keep_checkpoints, protect=self.progress.best["step"])
+
+    # ---- how long: train.max_steps or train.epochs, and early stopping
+    def _length(self, ds_raw: dict) -> TrainConfig:
+        """The train config with ``max_steps`` set: as given, or the steps ``train.epochs`` makes of
+        this training data (every task's examples added up, at the global batch DeepSpeed will use)."""
+        tr = self.run.train
+        if tr.epochs is None:
+            return tr
+        batch = ds_raw.get("train_batch_size", "auto")
+        batch = tr.batch_size if batch == "auto" else batch  # preflight checked it against the world size
+        examples = sum(len(t.features("train")) for t in self.tasks)
+        steps = schedules.steps_for_epochs(tr.epochs, examples, batch)
+        log.info("train.epochs %g = %d steps (%d training examples%s / global batch %d per step)", tr.epochs, steps,
+                 examples, f" over {len(self.tasks)} tasks" * (len(self.tasks) > 1), batch)
+        return dataclasses.replace(tr, max_steps=steps)
+
+    @property
+    def final_step(self) -> int:
+        """The step the run ends at: train.max_steps, or the evaluation where early stopping ended it."""
+        stopped = self.progress.stopped_early
+        return stopped["step"] if stopped else self.tr.max_steps
+
+    def _count_patience(self, step: int, improved: bool) -> None:
+        """Early stopping. The dev metrics are the same on every rank (evaluate broadcasts them), so
+        every rank takes this decision alike without a collective; it lives in Progress, so a resumed
+        run continues the count."""
+        progress, patience = self.progress, self.tr.early_stopping_patience
+        progress.evals_without_improvement = 0 if improved else progress.evals_without_improvement + 1
+        if not patience or progress.evals_without_improvement < patience or step >= self.tr.max_steps:
+            return
+        best = progress.best
+        reason = (f"dev {_criterion(self.tasks)} did not improve for {progress.evals_without_improvement} "
+                  f"evaluations (train.early_stopping_patience={patience}); best {best['value']:.2f} at step "
+                  f"{best['step']}")
+        progress.stopped_early = {"step": step, "reason": reason}
+        log.info("early stopping at step %d of %d: %s", step, self.tr.max_steps, reason)
+
+    def _save_best_artifact(self, step: int) -> None:
+        """Collective: output_dir/artifact_best, the prompts and heads of the new best dev step."""
+        best = self.progress.best
+        metrics = {t.name: _prefixed(best["dev"], best["test"], t.name) for t in self.tasks}
+        save_artifact(self.engine, self.run, self.tasks, self.model_path, self.out_dir / BEST_ARTIFACT,
+                      extra={"steps": step, "best_dev_step": step,
+                             "metrics": metrics if len(self.tasks) > 1 else metrics[self.tasks[0].name]})
+
+    def _best_artifact(self) -> str | None:
+        """artifact_best's path for results.json, where it holds the best step (rank 0 reads it). A
+        run killed after writing it but before its next checkpoint may have left one of a step that
+        the resumed run did not reach again: named, not passed off as the best."""
+        best_step, path = self.progress.best["step"], self.out_dir / BEST_ARTIFACT
+        if best_step is None or self.rank != 0:
+            return str(path) if best_step is not None else None
+        try:
+            saved = json.loads((path / "prompts.json").read_text())["extra"].get("best_dev_step")
+        except (OSError, ValueError, KeyError):
+            saved = None
+        if saved != best_step:
+            log.warning("%s holds step %s, not the best dev step %d (written by a run killed before its next "
+                        "checkpoint); results.json names no artifact_best", path, saved, best_step)
+            return None
+        return str(path)
 
     # ---- evaluation
     def eval_split(self, split: str) -> dict:
@@ -261,26 +334,29 @@ class Trainer:
                 self.scalars.add(f"dev/{k}" if len(tasks) == 1 else f"dev/{name}/{k}", v, step)
         value = _mean_main_metric(tasks, dev)
         entry, best = {"step": step, "dev": dev, "dev_mean_main": value}, self.progress.best
-        if best["value"] is None or value > best["value"]:
+        improved = best["value"] is None or value > best["value"]
+        if improved:
             test = self.eval_split("test")
             best.update(value=value, step=step, dev=dev, test=test)
             entry["test"] = test
+            self._save_best_artifact(step)
         self.progress.history.append(entry)
         log.info("step %d | dev %s | best dev %s %.2f at step %d", step, " | ".join(
             f"{n} " * (len(tasks) > 1) + " ".join(f"{k} {v:.2f}" for k, v in m.items()) for n, m in dev.items()),
             _criterion(tasks), best["value"], best["step"])
+        self._count_patience(step, improved)
         return dev
 
     # ---- the end
     def finish(self) -> dict:
-        tr, progress = self.tr, self.progress
-        if progress.history and progress.history[-1]["step"] == tr.max_steps:  # re-run of a finished run
+        progress, final = self.progress, self.final_step
+        if progress.history and progress.history[-1]["step"] == final:  # re-run of a finished run; early stop
             last_dev = progress.history[-1]["dev"]
         else:
-            last_dev = self.eval_and_track(tr.max_steps)
+            last_dev = self.eval_and_track(final)
         best = progress.best
-        last_test = best["test"] if best["step"] == tr.max_steps else self.eval_split("test")
-        self.save(tr.max_steps)
+        last_test = best["test"] if best["step"] == final else self.eval_split("test")
+        self.save(final)
         if self.rank == 0:
             (self.out_dir / "PREEMPTED").unlink(missing_ok=True)
         results = self._results(last_dev, last_test)
@@ -288,9 +364,11 @@ class Trainer:
         # collective: gathers the prompt and head shards; the model after the LAST step
         last = {t.name: results["tasks"][t.name]["last"] for t in tasks}
         artifact = save_artifact(self.engine, self.run, tasks, self.model_path, self.out_dir / "artifact",
-                                 extra={"steps": tr.max_steps,
+                                 extra={"steps": final,
                                         "metrics": last if len(tasks) > 1 else last[tasks[0].name]})
         results["artifact"] = str(artifact)
+        results["artifact_best"] = self._best_artifact()
+        results["stopped_early"] = progress.stopped_early
         if self.rank == 0:
             (self.out_dir / "results.json").write_text(json.dumps(results, indent=2))
             _log_done(results, tasks, self.out_dir / "results.json")
@@ -320,7 +398,8 @@ class Trainer:
             "method": run.prompt.method,
             "model": run.model.path,
             "world_size": self.world,
-            "steps": tr.max_steps,
+            "steps": self.final_step,
+            "max_steps": tr.max_steps,
             "seed": tr.seed,
             "precision": built.precision,
             "resumed_from": self.start_step if self.resumed else None,
@@ -408,6 +487,22 @@ def _warmup_steps(steps: int) -> int:
     """Steps left out of the throughput figures (allocator and kernel warm-up): 3 of a long run,
     fewer of a short one, none of a 1-step run."""
     return min(3, steps // 4)
+
+
+def _check_same_length(state: dict, tr: TrainConfig, where) -> None:
+    """By train.epochs the length comes from the data: a resume must find the same step count, or
+    the LR schedule and the step count would silently change mid-run."""
+    saved = state.get("max_steps")  # train.max_steps itself is in the config signature
+    if tr.epochs is not None and saved is not None and saved != tr.max_steps:
+        raise ConfigError(f"cannot resume from {where}: the run has {tr.max_steps} steps now (train.epochs {tr.epochs:g} "
+                          f"of this training data) but {saved} when it was saved: the training data changed; restore "
+                          f"it, or start fresh with train.resume=never")
+
+
+def _prefixed(dev: dict, test: dict, task: str) -> dict:
+    """{dev_<metric>: .., test_<metric>: ..} of one task (what results.json reports per task)."""
+    return {**{f"dev_{k}": v for k, v in dev.get(task, {}).items()},
+            **{f"test_{k}": v for k, v in test.get(task, {}).items()}}
 
 
 def _mean_main_metric(tasks, dev: dict) -> float:

@@ -122,7 +122,8 @@ class ClozeHead(Head):
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         at_mask = hidden[rows, batch["mask_positions"]]  # [B, h]
         candidates = self._embeddings()(batch["candidate_ids"])  # [B, C, h]
-        return torch.einsum("bh,bch->bc", at_mask, candidates.to(at_mask.dtype))
+        # in fp32: verbalizer logits differ by less than bf16 resolves at their magnitude (8 bits)
+        return torch.einsum("bh,bch->bc", at_mask.float(), candidates.float())
 
     def loss(self, logits, batch):
         return F.cross_entropy(logits.float(), batch["labels"])

@@ -1,8 +1,9 @@
 import pytest
 
 from deepprompt.config import load_config
-from deepprompt.engine.ds_setup import lr_lambda, resolve_ds_config
+from deepprompt.engine.ds_setup import public, resolve_ds_config
 from deepprompt.errors import ConfigError
+from tests.tiny import REPO
 
 
 def resolve(ds, world=2, **train):
@@ -40,6 +41,22 @@ def test_precision_auto_is_fp32_on_cpu():
     assert ds["_precision"] == "fp32" and ds["bf16"]["enabled"] is False
 
 
-def test_warmup_then_linear_decay():
-    f = lr_lambda(warmup=4, total=20)
-    assert [round(f(s), 3) for s in (0, 3, 4, 12, 20)] == [0.25, 1.0, 1.0, 0.5, 0.0]
+@pytest.mark.parametrize("shipped", sorted(p.name for p in (REPO / "ds_configs").glob("*.json")))
+def test_gradients_are_reduced_in_fp32_under_bf16(shipped):
+    """Read back by DeepSpeed's own config parser: what its engine uses for the gradient reduction
+    (unset, bf16 training reduces in bf16)."""
+    import json
+
+    import torch
+    from deepspeed.runtime.config import get_communication_data_type
+
+    raw = json.loads((REPO / "ds_configs" / shipped).read_text())
+    raw["bf16"] = {"enabled": True}
+    ds = resolve(raw, batch_size=8, micro_batch_size=4)
+    assert ds["_precision"] == "bf16"
+    assert get_communication_data_type(public(ds)) == torch.float32
+
+
+def test_an_explicit_communication_dtype_is_kept():
+    ds = resolve({"communication_data_type": "bf16"}, batch_size=8, micro_batch_size=4)
+    assert ds["communication_data_type"] == "bf16"

@@ -1,6 +1,7 @@
 """Training runs through the real entry point: 1 rank in a subprocess, 2 ranks through the real
 DeepSpeed launcher with the README's hostfile and flags."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -122,3 +123,28 @@ def test_bf16_from_the_deepspeed_json(tiny_model, tmp_path):
     # bf16 weights, but the optimizer keeps an fp32 master copy of the trainable params only
     assert r["params"]["optimizer_state"]["master"] >= r["params"]["trainable"]
     assert r["train_loss"]["last"] < 0.8 * r["train_loss"]["first"] and r["frozen_backbone"]["unchanged"] is True
+
+
+def test_installed_command_trains_by_epochs_on_a_cosine_schedule(tiny_model, tmp_path):
+    """``deepprompt train`` (``python -m deepprompt`` is the console script's entry point) with HF's
+    ``--deepspeed`` spelling; train.epochs becomes steps from the data; the lr follows the cosine."""
+    out = tmp_path / "run"
+    args = [a for a in common_args(tiny_model, out) if not a.startswith("train.max_steps=")]
+    proc = subprocess.run([sys.executable, "-m", "deepprompt", "train", "--deepspeed", "ds_configs/zero3.json", *args,
+                           "train.max_steps=null", "train.epochs=2", "train.lr_scheduler=cosine",
+                           "train.warmup_ratio=0.2"], cwd=REPO, env=launch_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sentences = len([b for b in (FIXTURES / "wnut16" / "train").read_text().split("\n\n") if b.strip()])
+    steps = math.ceil(2 * sentences / 8)  # global batch 8
+    assert f"train.epochs 2 = {steps} steps ({sentences} training examples / global batch 8 per step)" in proc.stderr
+    r = json.loads((out / "results.json").read_text())
+    assert r["steps"] == r["max_steps"] == steps and r["train_loss"]["last"] < r["train_loss"]["first"]
+    lrs = [json.loads(line)["lr"] for line in (out / "train_log.jsonl").read_text().splitlines()]
+    warmup = int(0.2 * steps)
+    # step s+1 runs at factor(s), and train_log records the rate each step trained at
+    factor = [(s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / (steps - warmup)))
+              for s in range(steps)]
+    assert lrs == pytest.approx([3e-2 * f for f in factor])
+    saved = json.loads((out / "run_config.json").read_text())["train"]
+    assert (saved["max_steps"], saved["epochs"], saved["lr_scheduler"]) == (None, 2.0, "cosine")

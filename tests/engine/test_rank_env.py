@@ -106,10 +106,27 @@ def test_export_sets_what_torch_reads():
     ("node1", ["node1"]),
     ("gpu[001-003,7],login-a", ["gpu001", "gpu002", "gpu003", "gpu7", "login-a"]),
     ("a[1-2]-ib,b", ["a1-ib", "a2-ib", "b"]),
+    # two bracket groups in one name (the hand-written parser of old made 2 wrong names of this)
+    ("rack[1-2]-node[01-02]", ["rack1-node01", "rack1-node02", "rack2-node01", "rack2-node02"]),
 ])
-def test_slurm_hostlist_parser(nodelist, hosts, monkeypatch):
-    monkeypatch.setenv("PATH", "/nonexistent")  # no scontrol: our own parser
+def test_slurm_hostlist_without_scontrol(nodelist, hosts, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")  # no scontrol: the python-hostlist parser
     assert expand_hostlist(nodelist) == hosts
+
+
+def test_scontrol_is_asked_first(monkeypatch, tmp_path):
+    fake = tmp_path / "scontrol"  # SLURM's own answer wins, even where a parser would say otherwise
+    fake.write_text("#!/bin/sh\necho from-scontrol-1\necho from-scontrol-2\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert expand_hostlist("rack[1-2]-node[01-02]") == ["from-scontrol-1", "from-scontrol-2"]
+    assert rank_env.first_host("anything") == "from-scontrol-1"
+
+
+def test_a_bad_node_list_is_one_line(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(ConfigError, match=r"cannot read the node list 'gpu\[1-2'"):
+        expand_hostlist("gpu[1-2")
 
 
 def test_tasks_per_node():

@@ -69,3 +69,18 @@ def test_fingerprint_catches_a_changed_frozen_weight(trained):
         assert ds_setup.frozen_fingerprint(built.model) != fingerprint
     finally:
         shard.view(-1)[0] -= 1.0
+
+
+def test_bf16_zero3_reduces_the_trainable_gradients_in_fp32(tmp_path):
+    """DeepSpeed's ZeRO-3 optimizer itself (CPU bf16 works here) takes the fp32 reduction dtype."""
+    import json
+
+    from tests.tiny import REPO
+
+    ds = json.loads((REPO / "ds_configs" / "zero3.json").read_text())
+    ds["bf16"] = {"enabled": True}
+    (tmp_path / "bf16.json").write_text(json.dumps(ds))
+    run, built, task = build_zero3(save_tiny_bert(tmp_path / "bert"), ds_config=str(tmp_path / "bf16.json"))
+    assert built.precision == "bf16"
+    assert built.engine.optimizer.communication_data_type == torch.float32
+    train_steps(built, task, 2)

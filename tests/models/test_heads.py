@@ -192,3 +192,21 @@ def test_input_prompt_with_qa_and_multiple_choice_heads(method, tmp_path):
     model, _ = prompted(tmp_path, MultipleChoiceHead, method=method, length=3)
     with torch.no_grad():
         assert model.eval()(multiple_choice_batch(), "t").logits.shape == (12, 3)
+
+
+def test_cloze_head_scores_verbalizers_in_fp32_under_bf16():
+    """Two verbalizer logits 256 and 256.5 are one bf16 step apart at most (spacing 2 at 256): a
+    bf16 score ties them and the argmax picks the wrong label."""
+    from types import SimpleNamespace
+
+    from deepprompt.models.heads import ClozeHead
+
+    table = torch.nn.Embedding(3, 2).to(torch.bfloat16)
+    with torch.no_grad():
+        table.weight.copy_(torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.0, 0.5]]))
+    head = ClozeHead(2)
+    head.bind(SimpleNamespace(word_embeddings=lambda: table))
+    hidden = torch.tensor([[[256.0, 1.0]]], dtype=torch.bfloat16)  # [B=1, L=1, h=2]
+    logits = head(hidden, {"mask_positions": torch.tensor([0]), "candidate_ids": torch.tensor([[1, 2]])})
+    assert logits.dtype == torch.float32
+    assert logits[0, 1] > logits[0, 0] and logits.argmax(-1).item() == 1

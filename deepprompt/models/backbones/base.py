@@ -1,18 +1,20 @@
 """What the generic prompted model needs from a backbone family, and nothing more.
 
-An adapter knows (a) the shape of the backbone (``spec``), (b) the attention module of each layer,
-and (c) how a per-layer key/value prefix reaches that attention. The prefix is handed to the
-attention modules as an attribute just before the backbone's forward, so the backbone keeps its own
-mask building and position ids: the prefix never shifts positions, and a layer without a prefix
-runs exactly the code it runs without deepprompt.
+An adapter knows (a) the shape of the backbone (``spec``), (b) its layers and the attention module
+of each, and (c) how a per-layer key/value prefix reaches that attention. The prefix is handed to
+the attention modules as an attribute just before the backbone's forward, so the backbone keeps its
+own mask building and position ids: the prefix never shifts positions, and a layer without a prefix
+runs exactly the code it runs without deepprompt. Activation checkpointing is switched on here too,
+per layer and alike for every family (``enable_checkpointing``).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import ClassVar
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from deepprompt.errors import ConfigError
 from deepprompt.registry import BACKBONES
@@ -61,6 +63,10 @@ class BackboneAdapter:
         """The self-attention module of every layer, bottom to top."""
         return [layer.attention.self for layer in self.model.encoder.layer]
 
+    def layers(self) -> list[nn.Module]:
+        """The repeated transformer blocks, bottom to top; ``attention_modules()[i]`` lives in ``layers()[i]``."""
+        return list(self.model.encoder.layer)
+
     def word_embeddings(self) -> nn.Module:
         return self.model.get_input_embeddings()
 
@@ -80,6 +86,55 @@ class BackboneAdapter:
     def forward(self, **inputs) -> torch.Tensor:
         """Last hidden states [B, L, hidden] for input_ids or inputs_embeds + masks."""
         return self.model(**inputs).last_hidden_state
+
+    # ---- activation checkpointing (train.activation_checkpointing)
+    def enable_checkpointing(self) -> None:
+        """Recompute every layer's activations in the backward instead of keeping them: per layer,
+        NON-reentrant. The prefix reaches attention through ``PREFIX_ATTR``, not as an input of
+        the layer, and reentrant checkpointing only differentiates a block's inputs: it would run
+        the forward without a graph and silently give the prefix no gradient. The non-reentrant
+        form keeps the forward's graph (so the prefix's edges) and only recomputes the tensors the
+        backward needs, with the forward's RNG state (dropout masks are the same).
+
+        One wrapper for every family rather than transformers' ``activation_checkpointing_enable``:
+        MPNet has none; it also makes the frozen embeddings' output require grad, so the backward
+        (and its recompute) would run through every layer even when only the top layers carry a
+        prefix; and it reads the prefix attribute again in the backward (see below)."""
+        for layer, attention in zip(self.layers(), self.attention_modules(), strict=True):
+            layer.forward = _checkpointed_forward(layer, attention)
+
+    def disable_checkpointing(self) -> None:
+        for layer in self.layers():
+            layer.__dict__.pop("forward", None)  # back to the class's forward
+
+    def checkpointing_enabled(self) -> bool:
+        return all("forward" in layer.__dict__ for layer in self.layers())
+
+
+def _checkpointed_forward(layer: nn.Module, attention: nn.Module) -> Callable:
+    """``layer``'s own forward, checkpointed when a backward may follow. It replaces ``forward``,
+    not ``__call__``, so the layer's module hooks (ZeRO-3's gather/release) stay outside the
+    checkpoint, as they do for transformers' own checkpointed layers."""
+    forward = type(layer).forward
+
+    def run(*args, **kwargs):
+        if not torch.is_grad_enabled():  # evaluation: nothing to recompute
+            return forward(layer, *args, **kwargs)
+        # the recompute runs in the backward, after later forwards may have set another prefix
+        # (two forwards, one backward): it must see the prefix of THIS forward
+        prefix = getattr(attention, PREFIX_ATTR, None)
+
+        def recomputable(*a, **kw):
+            current = getattr(attention, PREFIX_ATTR, None)
+            setattr(attention, PREFIX_ATTR, prefix)
+            try:
+                return forward(layer, *a, **kw)
+            finally:
+                setattr(attention, PREFIX_ATTR, current)
+
+        return checkpoint(recomputable, *args, use_reentrant=False, **kwargs)
+
+    return run
 
 
 def extend_mask_for_prefix(mask: torch.Tensor | None, p: int, prefix_mask: torch.Tensor | None = None,

@@ -19,8 +19,11 @@ from deepprompt.registry import BACKBONES
 class GLMAdapter(BackboneAdapter):
     model_types = ("glm-original",)
 
+    def layers(self) -> list[nn.Module]:
+        return list(self.model.transformer.layers)
+
     def attention_modules(self) -> list[nn.Module]:
-        return [layer.attention for layer in self.model.transformer.layers]
+        return [layer.attention for layer in self.layers()]
 
     def word_embeddings(self) -> nn.Module:
         return self.model.word_embeddings

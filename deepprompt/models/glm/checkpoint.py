@@ -130,19 +130,21 @@ def _hub_source(directory: Path) -> Source | None:
                   release=handles.clear)
 
 
-def random_source(model_names_shapes: dict[str, tuple], std: float, seed: int = 0) -> Source:
-    """Seeded per tensor (same values on every rank and world size): normal(0, std) weights and
-    embeddings, zero biases, unit LayerNorm weights."""
+def random_source(model_names_shapes: dict[str, tuple], std: float, seed: int = 0,
+                  device: torch.device | str = "cpu") -> Source:
+    """Seeded per tensor (same values on every rank and world size of one device type): normal(0,
+    std) weights and embeddings, zero biases, unit LayerNorm weights. Drawn on ``device``: a 10B
+    random init on a GPU takes seconds, on one CPU thread minutes."""
     order = {n: i for i, n in enumerate(sorted(model_names_shapes))}
 
     def get(name):
         shape = model_names_shapes[name]
         if name.endswith("bias"):
-            return torch.zeros(shape)
+            return torch.zeros(shape, device=device)
         if "layernorm" in name:
-            return torch.ones(shape)
-        g = torch.Generator().manual_seed(seed * 100003 + order[name])
-        return torch.empty(shape).normal_(0.0, std, generator=g)
+            return torch.ones(shape, device=device)
+        g = torch.Generator(device=device).manual_seed(seed * 100003 + order[name])
+        return torch.empty(shape, device=device).normal_(0.0, std, generator=g)
     return Source(get, model_names_shapes, "random init")
 
 
@@ -164,11 +166,12 @@ def find_weights(directory: Path) -> tuple[str, list[Path]] | None:
     return None
 
 
-def open_source(directory: Path | None, cfg: GLMConfig, shapes: dict[str, tuple], seed: int = 0) -> Source:
+def open_source(directory: Path | None, cfg: GLMConfig, shapes: dict[str, tuple], seed: int = 0,
+                device: torch.device | str = "cpu") -> Source:
     found = find_weights(directory) if directory is not None else None
     if found is None:
         log.warning("GLM %s: no weight files, random init (seed %d)", directory or "preset", seed)
-        return random_source(shapes, cfg.initializer_range, seed)
+        return random_source(shapes, cfg.initializer_range, seed, device)
     kind, files = found
     return _original_source(files, cfg.trust_pickle) if kind == "original" else _hub_source(directory)
 
@@ -222,21 +225,20 @@ def build_glm(cfg: GLMConfig, directory: str | Path | None = None, dtype: torch.
               ds_config: dict | None = None, seed: int = 0) -> GLMModel:
     """A GLM filled from ``directory``'s weights (random init without). With a ZeRO-3 ``ds_config``
     it is built partitioned and filled slice by slice."""
+    device = "cpu"
     if ds_config is not None:
         import deepspeed
 
-        # no dtype argument: the config's bf16/fp16 flags decide it. deepspeed 0.19.8 drops an explicit
-        # dtype given next to a config on CPU (partition_parameters.py Init._set_dtype: `dtype or
-        # torch.float16 if <fp16 supported> else torch.bfloat16 if <a bound method: always true>
-        # else torch.float32`), so an fp32 run got bf16 weights
-        with deepspeed.zero.Init(config_dict_or_path=ds_config):
+        # The dtype goes in through the config, never as zero.Init's ``dtype``: deepspeed 0.19.8
+        # (partition_parameters.py ``_set_dtype``) turns an explicit dtype into bf16 on a CPU
+        # without fp16 kernels (an operator-precedence slip), so fp32 runs would silently load bf16.
+        precision = {"bf16": {"enabled": dtype == torch.bfloat16}, "fp16": {"enabled": dtype == torch.float16}}
+        with deepspeed.zero.Init(config_dict_or_path={**ds_config, **precision}):
             model = GLMModel(cfg)
-        built = next(model.parameters()).dtype
-        if built != dtype:
-            raise ValueError(f"ds_config gives {built} weights but {dtype} was asked for (set bf16/fp16 in it)")
+        device = next(model.parameters()).ds_tensor.device  # where zero.Init put the shards
     else:
         model = GLMModel(cfg).to(dtype)
-    fill(model, open_source(Path(directory) if directory else None, cfg, _shapes(model), seed))
+    fill(model, open_source(Path(directory) if directory else None, cfg, _shapes(model), seed, device))
     return model
 
 

@@ -4,7 +4,9 @@ Pre-LayerNorm blocks with a fused query_key_value, tanh-GeLU MLP of width 4h, a 
 an output projection tied to the word embeddings. Positions are 2-D: every token adds a position
 embedding and a block-position embedding. Part A (the context, tokens before ``sep``) is attended
 bidirectionally; part B (the span being filled, from ``sep`` on) causally. Numerics as the original:
-masked scores are ``s * M - 65504 * (1 - M)``, LayerNorm eps 1e-5, scores scaled by 1/sqrt(head_dim).
+LayerNorm eps 1e-5, scores scaled by 1/sqrt(head_dim), and a masked key gets exactly zero weight
+(the original's masked score ``s * M - 65504 * (1 - M)`` under an fp32 softmax); attention runs
+through ``scaled_dot_product_attention`` with a bool mask (docs/glm.md, "Attention kernel").
 
 A deep prompt reaches attention through ``PREFIX_ATTR`` on each ``GLMAttention`` (set by the
 adapter): its keys/values are prepended after the projection, so they carry no position and the
@@ -23,20 +25,23 @@ from torch.nn import functional as F
 from deepprompt.models.backbones.base import PREFIX_ATTR
 from deepprompt.models.glm.config import GLMConfig
 
-MASK_VALUE = -65504.0  # the original's masked score (the largest finite fp16 magnitude)
-
-
 class GLMOutput(NamedTuple):
     last_hidden_state: torch.Tensor
 
 
 def glm_attention_mask(length: int, sep: torch.Tensor, key_valid: torch.Tensor | None = None) -> torch.Tensor:
     """[B, 1, L, L] bool, True = visible: query i sees key j if j < sep (part A, bidirectional) or
-    j <= i (part B, causal), and j is a real token (``key_valid`` [B, L], 1 = real)."""
+    j <= i (part B, causal), and j is a real token (``key_valid`` [B, L], 1 = real).
+
+    A real query always sees a real key (itself, or the first token). A padding query may see
+    none (an all-padding row, or left padding before part B): such a row sees every key instead,
+    so no kernel meets a fully masked row (NaN on some; a NaN in a padding row's output would
+    reach real rows through 0 * NaN in the next layer's weighted sum). Its output is never read."""
     pos = torch.arange(length, device=sep.device)
     visible = (pos[None, None, :] < sep[:, None, None]) | (pos[None, None, :] <= pos[None, :, None])
     if key_valid is not None:
         visible = visible & key_valid.bool()[:, None, :]
+        visible = visible | ~visible.any(dim=-1, keepdim=True)
     return visible[:, None]
 
 
@@ -56,11 +61,13 @@ class GLMAttention(nn.Module):
         self.heads, self.head_dim = cfg.num_attention_heads, cfg.head_dim
         self.query_key_value = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size)
         self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
-        self.attention_dropout = nn.Dropout(cfg.attention_dropout)
+        self.attention_dropout = cfg.attention_dropout  # SDPA's dropout_p while training
         self.output_dropout = nn.Dropout(cfg.hidden_dropout)
         setattr(self, PREFIX_ATTR, None)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``mask`` [B, 1, L, L] bool, True = visible, with at least one visible key per row
+        (``glm_attention_mask``); prefix columns are only ever added in front of it."""
         b, length, _ = x.shape
         # fused [Q; K; V] along the output features, heads contiguous inside each
         q, k, v = self.query_key_value(x).view(b, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
@@ -69,16 +76,20 @@ class GLMAttention(nn.Module):
             pk, pv, prefix_mask = prefix  # [B, heads, P, d] x 2, [B, P] bool (True = visible) or None
             k = torch.cat([pk.to(k.dtype), k], dim=2)
             v = torch.cat([pv.to(v.dtype), v], dim=2)
+            # the kernel keeps q for backward: as a view it would keep the whole fused QKV output
+            # alive, whose K and V the cats above have already copied
+            q = q.contiguous()
             cols = mask.new_ones(b, 1, length, pk.shape[2])
             if prefix_mask is not None:
                 cols = cols & prefix_mask[:, None, None, :]
             mask = torch.cat([cols.expand(b, 1, length, -1), mask.expand(b, 1, length, -1)], dim=-1)
-        scores = torch.matmul(q / math.sqrt(self.head_dim), k.transpose(-1, -2))
-        m = mask.to(scores.dtype)
-        scores = scores * m + MASK_VALUE * (1.0 - m)
-        probs = self.attention_dropout(F.softmax(scores.float(), dim=-1).to(v.dtype))
-        ctx = torch.matmul(probs, v).transpose(1, 2).reshape(b, length, -1)
-        return self.output_dropout(self.dense(ctx))
+        # One fused kernel over [prefix; part A; part B]. The original's s*M - 65504*(1-M) with an
+        # fp32 softmax gives a hidden key exactly zero weight, as a bool mask does (the fused
+        # kernels accumulate the softmax in fp32), on every row that sees a key; the mask never
+        # has a row that sees none (on some kernels that row would be NaN).
+        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0 / math.sqrt(self.head_dim),
+                                             dropout_p=self.attention_dropout if self.training else 0.0)
+        return self.output_dropout(self.dense(ctx.transpose(1, 2).reshape(b, length, -1)))
 
 
 class GLMMLP(nn.Module):

@@ -154,3 +154,81 @@ def test_cloze_head_scores_candidates_with_the_tied_lm_projection():
     want = torch.stack([full[b, batch["mask_positions"][b], batch["candidate_ids"][b]] for b in range(B)])
     torch.testing.assert_close(out.logits, want)
     assert sum(p.numel() for p in pm.heads.parameters()) == 0
+
+
+def test_a_hidden_prefix_column_gets_no_attention():
+    """The per-example prefix mask (MultiPrompt) reaches the attention kernel: a hidden column is
+    exactly as if that prefix were shorter, and hiding it for one example leaves the other alone."""
+    model = tiny_model()
+    adapter = GLMAdapter(model)
+    x, sep = ids(), torch.tensor([4, 7])
+    g = torch.Generator().manual_seed(2)
+    pk, pv = torch.randn(B, 4, 3, 8, generator=g), torch.randn(B, 4, 3, 8, generator=g)
+    visible = torch.tensor([[True, True, False], [True, True, True]])
+    adapter.set_prefix({1: (pk, pv)}, {1: visible})
+    masked = model(x, sep=sep).last_hidden_state
+    adapter.set_prefix({1: (pk[:, :, :2], pv[:, :, :2])})
+    shorter = model(x, sep=sep).last_hidden_state
+    adapter.set_prefix({1: (pk, pv)})
+    full = model(x, sep=sep).last_hidden_state
+    torch.testing.assert_close(masked[0], shorter[0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(masked[1], full[1], rtol=0, atol=1e-6)
+    assert (masked[0] - full[0]).abs().max() > 1e-4
+
+
+def test_a_query_row_never_sees_nothing():
+    """Left padding before part B, or an all-padding example, leaves a padding query with no
+    visible key; such a row sees every key instead (a fully masked row is NaN on some kernels),
+    while every real query keeps exactly its GLM row."""
+    key_valid = torch.tensor([[0, 0, 1, 1, 1], [0, 0, 0, 0, 0]])
+    m = glm_attention_mask(5, torch.tensor([2, 5]), key_valid)[:, 0]
+    assert m.any(-1).all()
+    assert m[0, 0].all() and m[0, 1].all() and m[1].all()  # the padding queries
+    assert m[0, 2:].tolist() == [[0, 0, 1, 0, 0], [0, 0, 1, 1, 0], [0, 0, 1, 1, 1]]  # part B, causal
+
+
+def _nan_on_empty_rows(q, k, v, attn_mask, scale, dropout_p=0.0):
+    """Attention as kernels without a guard compute it: a row with no visible key is NaN."""
+    scores = (q @ k.transpose(-1, -2) * scale).masked_fill(~attn_mask, float("-inf"))
+    return scores.softmax(-1) @ v
+
+
+@pytest.mark.parametrize("kernel", ["torch", "nan_on_empty_rows"])
+def test_padding_rows_stay_finite_and_never_leak(kernel, monkeypatch):
+    """An all-padding example and a left-padded one in the batch, a prefix hidden from the
+    all-padding one: outputs and gradients are finite, and the real example is what it is alone,
+    also with a kernel that turns a fully masked row into NaN (torch's CPU kernels give 0)."""
+    if kernel != "torch":
+        monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", _nan_on_empty_rows)
+    model = tiny_model()
+    adapter = GLMAdapter(model)
+    x, sep = ids(), torch.tensor([4, 4])
+    attention_mask = torch.ones(B, L, dtype=torch.long)
+    attention_mask[1] = 0
+    g = torch.Generator().manual_seed(3)
+    pk = torch.randn(B, 4, 3, 8, generator=g).requires_grad_(True)
+    pv = torch.randn(B, 4, 3, 8, generator=g).requires_grad_(True)
+    hide_for_padding = torch.tensor([[True] * 3, [False] * 3])
+    adapter.set_prefix({0: (pk, pv), 1: (pk, pv)}, {0: hide_for_padding, 1: hide_for_padding})
+    out = model(x, attention_mask=attention_mask, sep=sep).last_hidden_state
+    out.sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(pk.grad).all() and torch.isfinite(pv.grad).all()
+    adapter.set_prefix({0: (pk[:1], pv[:1]), 1: (pk[:1], pv[:1])})
+    alone = model(x[:1], attention_mask=attention_mask[:1], sep=sep[:1]).last_hidden_state
+    torch.testing.assert_close(out[:1], alone, rtol=0, atol=1e-6)
+    left = attention_mask.clone()
+    left[0, :2] = 0  # left padding before part B: padding queries 0 and 1 see no real key
+    adapter.set_prefix({0: (pk, pv)}, {0: hide_for_padding})
+    assert torch.isfinite(model(x, attention_mask=left, sep=sep).last_hidden_state).all()
+
+
+def test_attention_dropout_applies_only_while_training():
+    x = ids()
+    model = tiny_model(attention_dropout=0.5)
+    with torch.no_grad():
+        a, b = (model.train()(x).last_hidden_state for _ in range(2))
+        assert (a - b).abs().max() > 1e-3  # training: a new dropout draw each forward
+        e1, e2 = (model.eval()(x).last_hidden_state for _ in range(2))
+        assert torch.equal(e1, e2)
+        still = tiny_model(attention_dropout=0.0).train()  # and it is the attention's dropout that drew
+        assert torch.equal(still(x).last_hidden_state, still(x).last_hidden_state)
