@@ -18,8 +18,10 @@ Per rank, in bytes, for micro batch ``b`` per rank, ``s`` tokens, prefix length 
 
 - frozen weights: each sharded tensor ``n·w/W`` (flat), ``n·w·(1/W + 1/g)`` (node_local) or
   ``n·w`` (replicated); each persistent one ``n·w`` plus its shards;
-- gathered working set (ZeRO-3 layouts): the layer being run plus the prefetched next one,
-  ``2 * layer_params * w``, or the largest tensor (the word embedding) when that is larger;
+- gathered working set (ZeRO-3 layouts): at the turn from forward to backward, the layers ZeRO-3
+  keeps gathered for the backward (about ``stage3_max_live_parameters`` elements, or all of them
+  when the model is smaller: ``kept_for_backward``) plus the layer in flight, or the largest tensor
+  (the word embedding) when that is larger;
 - prompts + heads: ``T * w`` whole on every rank (persistent) and their gradient, ``T * w`` again;
 - optimizer: Adam moments ``8 T / world`` plus, in bf16, the fp32 master copy ``4 T / world``;
 - activations kept for backward (nothing recomputed; a prefix in layer i needs the backward of every
@@ -154,6 +156,9 @@ class Workload:
     grad_accum: int = 1
     reuse_distance: float = 1e9
     """``stage3_max_reuse_distance`` (elements): a layer whose next use lies within it stays gathered."""
+    max_live: float = 1e9
+    """``stage3_max_live_parameters`` (elements): how far ZeRO-3's prefetcher keeps layers gathered
+    from their forward into their backward (``kept_for_backward``)."""
     trainable_tensors: int = 3
     """Prompt and head tensors (prefix table, head weight and bias): one re-gather each per step."""
     grad_bytes: int | None = None
@@ -288,22 +293,38 @@ class Layout:
         ]
 
 
-def backward_regathered(bb: Backbone, w: Workload) -> tuple[int, int]:
-    """(elements, module fetches) ZeRO-3 gathers again for the backward. After a module's forward it
-    releases the parameters that are not used again within ``stage3_max_reuse_distance`` elements of
-    the recorded module order (partitioned_param_coordinator.py ``__params_to_release``); layer i
-    from the top is reused after the i layers above it ran forward and backward, about
-    2·i·layer_params later, so the top ceil(R / (2·layer_params)) layers stay gathered. Embeddings
-    are never fetched for the backward (no gradient flows into them), nor are layer 0's Q/K/V
-    projections (their input, the embeddings, needs none)."""
-    kept = min(bb.layers, math.ceil(w.reuse_distance / (2 * bb.layer_numel)))
+def kept_for_backward(bb: Backbone, w: Workload) -> tuple[int, int]:
+    """(elements the backward needs, elements of them still gathered from the forward).
+
+    The backward needs every sharded layer tensor but layer 0's Q/K/V projections (their input, the
+    embeddings, needs no gradient, so ZeRO-3 never fetches them for it) and no embedding. ZeRO-3
+    keeps a tensor gathered from its forward into its backward when (partitioned_param_coordinator.py
+    ``__params_to_release``) its next use lies within ``stage3_max_reuse_distance`` elements of the
+    recorded module order (layer i from the top: about 2·i·layer_params later), or when the
+    prefetcher has already walked past that use: it pops trace entries of gathered tensors without
+    counting them (``fetch_sub_module``: only NOT_AVAILABLE ones fill the prefetch bucket) and marks
+    each as used until that later step, and it prefetches while fewer than
+    ``stage3_max_live_parameters`` elements are gathered. Measured (benchmarks/glm_scale.py,
+    GLM-xlarge, both 1e9): the top ~1e9 elements stay gathered, the other 16 of 36 layers are gathered
+    again; on a tiny BERT with the reuse distance 0, what stays follows the live limit."""
     limit = threshold(bb, w)
-    numel = (bb.layers - kept) * sum(n for n in bb.layer_tensors if n > limit)
-    calls = (bb.layers - kept) * sum(max(m) > limit for m in bb.layer_modules)
-    if kept < bb.layers:
-        numel -= bb.input_projection
-        calls -= bb.input_projection_tensors  # each of these modules holds one projection
-    return max(numel, 0), max(calls, 0)
+    layer = sum(n for n in bb.layer_tensors if n > limit)
+    needed = max(bb.layers * layer - bb.input_projection, 0)
+    by_reuse = min(bb.layers, math.ceil(w.reuse_distance / (2 * bb.layer_numel))) * layer
+    return needed, int(min(needed, max(by_reuse, w.max_live)))
+
+
+def backward_regathered(bb: Backbone, w: Workload) -> tuple[int, int]:
+    """(elements, module fetches) ZeRO-3 gathers again for the backward: what it needs and released
+    after the forward (``kept_for_backward``). With activation checkpointing the recompute gathers
+    every layer once more on top (measured on GLM-xlarge: 2.65B elements gathered in the backward of
+    a 1.81B-element stack with 1e9 kept, where this gives 2.61B)."""
+    needed, kept = kept_for_backward(bb, w)
+    limit = threshold(bb, w)
+    layer = sum(n for n in bb.layer_tensors if n > limit)
+    fetches = sum(max(m) > limit for m in bb.layer_modules)
+    numel = needed - kept + (needed if w.checkpointing else 0)
+    return numel, round(numel / layer * fetches) if layer else 0
 
 
 @LAYOUTS.register("flat")
@@ -359,9 +380,12 @@ def estimate(model, w: Workload) -> dict[str, float]:
     layout = layout_of(w)
     t = trainable_params(bb, w)
     sharded_layer = sum(n for n in bb.layer_tensors if n > threshold(bb, w))
+    kept = kept_for_backward(bb, w)[1]
     out = {
         "frozen_weights": 0.0 if w.offload_params else layout.frozen_bytes(bb, w),
-        "gathered_working_set": max(2 * sharded_layer, max(bb.tensors)) * w.weight_bytes if layout.zero3 else 0.0,
+        # at the turn from forward to backward: the layers kept gathered for the backward + the one in flight
+        "gathered_working_set": max(kept + sharded_layer, 2 * sharded_layer, max(bb.tensors)) * w.weight_bytes
+        if layout.zero3 else 0.0,
         "prompts_heads_and_grads": 2 * t * w.weight_bytes,
         "optimizer_state": optimizer_bytes(t, w),
         "activations": activations(bb, w),

@@ -25,7 +25,9 @@ def test_terms_by_hand_for_glm_10b_on_8_gpus():
     t = 16 * 48 * 2 * 4096 + 4097 * 2  # prefix of every layer + a 2-label classification head
     assert e["prompts_heads_and_grads"] == 2 * t * 2
     assert e["optimizer_state"] == t * 12 / 8  # fp32 master + 2 Adam moments, sharded
-    assert e["gathered_working_set"] == 2 * 12 * 4096 ** 2 * 2  # two layers' matrices in bf16
+    # ZeRO-3 keeps stage3_max_live_parameters (1e9) elements gathered from the forward into the
+    # backward, plus the layer in flight (its matrices: 12 h^2), in bf16
+    assert e["gathered_working_set"] == (1e9 + 12 * H * H) * 2
     assert e["total"] == pytest.approx(sum(v for k, v in e.items() if k != "total"))
     one = estimate(cfg, Workload(world=1))
     assert one["frozen_weights"] / GIB == pytest.approx(18.4, abs=0.1)  # 9.88B x 2 bytes
@@ -65,9 +67,10 @@ def test_transfers_by_hand_for_glm_10b():
     assert len(flat) == 5
     sharded = cfg.num_params() - PERSISTENT
     assert flat["forward"].payload == 2 * sharded and flat["forward"].group == "world"
-    # stage3_max_reuse_distance 1e9 keeps the top ceil(1e9 / (2 x 201.4M)) = 3 layers gathered into
-    # the backward; layer 0's QKV is never fetched for it
-    assert flat["backward"].payload == 2 * (45 * 12 * H * H - 3 * H * H)
+    # the backward needs every layer's matrices but layer 0's QKV; 1e9 elements of them stay gathered
+    # from the forward (stage3_max_live_parameters; the reuse distance alone would keep 3 layers)
+    assert flat["backward"].payload == 2 * (48 * 12 * H * H - 3 * H * H - 1e9)
+    assert estimate(cfg, Workload(world=64, max_live=0))["gathered_working_set"] == 3 * 12 * H * H * 2 + 12 * H * H * 2
     assert flat["persistent"].payload == 2 * PERSISTENT
     assert flat["prompt"].payload == 2 * t and flat["prompt"].group == "world"
     assert flat["gradients"].payload == 2 * t and flat["gradients"].group == "world"

@@ -383,6 +383,7 @@ def workload(run: RunConfig, built: Built, tasks: list[Task], world: int, per_no
         persistence_threshold=threshold if isinstance(threshold, int) else None,
         trainable=built.trainable_params, checkpointing=run.train.activation_checkpointing,
         grad_accum=ds["gradient_accumulation_steps"], reuse_distance=zero.get("stage3_max_reuse_distance", 1e9),
+        max_live=zero.get("stage3_max_live_parameters", 1e9),
         grad_bytes={"fp32": 4, "bf16": 2, "fp16": 2}.get(ds.get("communication_data_type"), wb),
         offload_params=zero.get("offload_param", {}).get("device", "none") not in ("none", None))
 
