@@ -109,7 +109,8 @@ def module_backbone(module, hidden: int, layers: int, heads: int, name: str) -> 
 
     def numel(p) -> int:
         return getattr(p, "ds_numel", p.numel())
-    blocks = next(m for m in module.modules() if isinstance(m, nn.ModuleList) and len(m) == layers)
+    # a backbone whose layers are not one ModuleList gets no per-layer terms (working set, re-gathers)
+    blocks = next((m for m in module.modules() if isinstance(m, nn.ModuleList) and len(m) == layers), [nn.Module()])
     embedding = sum(numel(p) for m in module.modules() if isinstance(m, nn.Embedding) for p in m.parameters())
     square = sum(1 for p in blocks[0].parameters() if numel(p) == hidden * hidden)  # BERT: q, k, v, out
 
@@ -309,6 +310,8 @@ def kept_for_backward(bb: Backbone, w: Workload) -> tuple[int, int]:
     again; on a tiny BERT with the reuse distance 0, what stays follows the live limit."""
     limit = threshold(bb, w)
     layer = sum(n for n in bb.layer_tensors if n > limit)
+    if not layer:
+        return 0, 0
     needed = max(bb.layers * layer - bb.input_projection, 0)
     by_reuse = min(bb.layers, math.ceil(w.reuse_distance / (2 * bb.layer_numel))) * layer
     return needed, int(min(needed, max(by_reuse, w.max_live)))
