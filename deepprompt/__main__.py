@@ -1,6 +1,7 @@
 """The ``deepprompt`` command (``pip install`` puts it on the PATH; ``python -m deepprompt`` is the
 same): ``train``, ``evaluate``, ``predict`` (``commands.py``: the launchers' own parsers), ``list
-methods|tasks|heads|backbones``, ``memory``, ``config-docs``, ``fetch-assets``, ``export-peft`` and ``check-hostfile``."""
+methods|tasks|heads|backbones``, ``memory``, ``scaling``, ``config-docs``, ``fetch-assets``, ``export-peft`` and
+``check-hostfile``."""
 from __future__ import annotations
 
 import argparse
@@ -47,14 +48,19 @@ def run(argv=None) -> None:
     ch.add_argument("--env-file", action="append", default=None,
                     help="a .deepspeed_env to check (default: the ones DeepSpeed reads: ~/ and ./)")
     sub.add_parser("config-docs", help="print the configuration reference (docs/config.md) from the config's docstrings")
-    sub.add_parser("memory", help="per-GPU memory of a GLM under ZeRO-3 (python -m deepprompt memory -h)",
+    sub.add_parser("memory", help="per-GPU memory of a GLM per layout (python -m deepprompt memory -h)",
                    add_help=False)
+    sub.add_parser("scaling", help="step time, tokens/s and scaling efficiency on N GPUs per layout "
+                                   "(python -m deepprompt scaling -h)", add_help=False)
     if argv is None:
         import sys
         argv = sys.argv[1:]
     if argv[:1] == ["memory"]:
         from deepprompt.memory import main as memory_main
         return memory_main(argv[1:])
+    if argv[:1] == ["scaling"]:
+        from deepprompt.scaling import main as scaling_main
+        return scaling_main(argv[1:])
     args = parser.parse_args(argv)
     if args.cmd in commands.COMMANDS:
         commands.COMMANDS.get(args.cmd).run(args)

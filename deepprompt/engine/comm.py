@@ -103,6 +103,14 @@ def peak_memory_mb() -> float | None:
     return accelerator().max_memory_allocated() / 2**20
 
 
+def device_memory_bytes(ranks_per_node: int) -> int:
+    """Memory one rank may fill: its GPU's, or on CPU its share of the host's."""
+    acc = accelerator()
+    if acc.device_name() == "cpu":
+        return acc.total_memory() // max(1, ranks_per_node)
+    return acc.total_memory(acc.current_device())
+
+
 def device_info() -> dict:
     """What results.json says about the hardware: accelerator, backend, device name, devices per node."""
     acc = accelerator()

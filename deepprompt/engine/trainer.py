@@ -535,7 +535,7 @@ def _check_same_mixture(mixer: TaskMixer) -> None:
 
 
 def _log_layout(run: RunConfig, built, tasks, world: int) -> list[int]:
-    """Rank 0 logs the world, the parameter counts and what each rank stores; returns the latter."""
+    """Rank 0 logs the world, the parameter counts and what each rank holds; returns the latter."""
     ds = built.ds_config
     log.info("world %d rank(s) = %s", world, world_info.layout(world_info.peers() or [world_info.me()]))
     log.info("%s | backbone %s (%s) | method %s | precision %s | ZeRO stage %s",
@@ -545,10 +545,7 @@ def _log_layout(run: RunConfig, built, tasks, world: int) -> list[int]:
              f"{built.total_params:,}", f"{built.trainable_params:,}",
              100 * built.trainable_params / built.total_params, ds["train_batch_size"],
              ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"], world)
-    per_rank = ds_setup.local_frozen_numel_per_rank(built.model)
-    log.info("frozen weights stored per rank: %s (of %s)", ", ".join(f"{n:,}" for n in per_rank),
-             f"{built.total_params - built.trainable_params:,}")
-    return per_rank
+    return ds_setup.log_layout(run, built, tasks)  # layout, frozen weights held per rank, calculator, warnings
 
 
 class _TrainLog:

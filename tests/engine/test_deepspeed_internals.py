@@ -120,3 +120,27 @@ def test_zero2_attributes_checkpoints_read(model_dir, tmp_path):
     assert type(opt).__name__ == "DeepSpeedZeroOptimizer"
     assert isinstance(opt.single_partition_of_fp32_groups, list) and opt.single_partition_of_fp32_groups
     assert all(getattr(p, "_hp_mapping", None) is not None for p in built.model.parameters() if p.requires_grad)
+
+
+def test_zero3_persistence_internals_ds_setup_relies_on(model_dir, tmp_path):
+    """ds_setup.keep_whole / frozen_held / shard_group and memory.py's volumes: persistence is decided
+    by size alone in mark_persistent_parameters, the optimizer's persistent list IS the offload's
+    (the one _post_step re-gathers after every step), and the hpZ attributes exist on every parameter."""
+    import deepspeed
+    from deepspeed.runtime.zero.parameter_offload import DeepSpeedZeRoOffload
+    from deepspeed.runtime.zero.stage3 import DeepSpeedZeroOptimizer_Stage3
+
+    assert _params(DeepSpeedZeRoOffload.mark_persistent_parameters) == ["param_threshold", "model_threshold"]
+    source = Path(inspect.getsourcefile(DeepSpeedZeroOptimizer_Stage3)).read_text()
+    post_step = source[source.index("def _post_step"):source.index("def step(")]
+    assert "self.persistent_parameters[0].all_gather(self.persistent_parameters)" in post_step
+    _, built, task = build_zero3(model_dir, f"output_dir={tmp_path}")
+    opt = built.engine.optimizer
+    assert opt.persistent_parameters is opt.parameter_offload.persistent_parameters
+    for p in built.model.parameters():
+        assert {"ds_persist", "ds_process_group", "ds_zero_param_process_group", "ds_secondary_tensor",
+                "ds_secondary_tensor_num_of_groups"} <= set(vars(p))
+    # MiCS is gone: ds_setup refuses its keys itself, naming the same issue
+    from deepspeed.runtime.config import _REMOVED_ZERO_CONFIG_KEYS
+    assert "mics_shard_size" in _REMOVED_ZERO_CONFIG_KEYS and "8489" in _REMOVED_ZERO_CONFIG_KEYS["mics_shard_size"]
+    assert "zero_hpz_partition_size" in deepspeed.runtime.zero.config.DeepSpeedZeroConfig.model_fields

@@ -197,7 +197,6 @@ def _shapes(model: GLMModel) -> dict[str, tuple]:
 def fill(model: GLMModel, source: Source) -> None:
     """Copy every parameter from ``source``, one tensor at a time. A ZeRO-3 parameter gets only this
     rank's slice of the flattened tensor, written into its partition (``ds_tensor``)."""
-    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
     group = None
     for name, p in model.named_parameters():
         if name.split(".")[:3] != group:  # a new layer: unmap the pages of the previous one
@@ -207,19 +206,32 @@ def fill(model: GLMModel, source: Source) -> None:
         shape = tuple(getattr(p, "ds_shape", p.shape))
         if tuple(full.shape) != shape:
             raise ConfigError(f"{source.where}: {name} has shape {tuple(full.shape)}, the config gives {shape}")
-        part = getattr(p, "ds_tensor", None)
-        if part is None:
+        if not hasattr(p, "ds_tensor"):
             p.copy_(full.to(p.dtype))
             del full
             continue
-        n = part.ds_numel  # ZeRO-3: rank r holds flat[r*n : (r+1)*n], zero-padded at the end
-        flat = full.reshape(-1)[rank * n: (rank + 1) * n]
-        part.zero_()
-        part[: flat.numel()].copy_(flat.to(part.dtype))
+        for part, rank in _partitions(p):  # rank r of a group holds flat[r*n : (r+1)*n], zero-padded at the end
+            n = part.numel()
+            flat = full.reshape(-1)[rank * n: (rank + 1) * n]
+            part.zero_()
+            part[: flat.numel()].copy_(flat.to(part.dtype))
         if p.numel() == full.numel():  # also materialised right now (e.g. persistent): keep both equal
             p.copy_(full.to(p.dtype))
-        del full, flat
+        del full
     source.release()
+
+
+def _partitions(p) -> list[tuple[torch.Tensor, int]]:
+    """The ZeRO-3 partitions of ``p`` this rank stores, each with this rank's index in the group it
+    is split over: the primary ``ds_tensor`` over the data-parallel group and, under hpZ
+    (``zero_hpz_partition_size``, ds_configs/zero3_node_local.json), the secondary over the node's
+    ranks. Both must hold the checkpoint: ``zero.Init`` already cut a secondary from the constructor's
+    random values, and DeepSpeed gathers from the secondary whenever there is one."""
+    dist = torch.distributed
+    out = [(p.ds_tensor, dist.get_rank(group=p.ds_process_group))]
+    if getattr(p, "ds_secondary_tensor", None) is not None:
+        out.append((p.ds_secondary_tensor, dist.get_rank(group=p.ds_zero_param_process_group)))
+    return out
 
 
 def build_glm(cfg: GLMConfig, directory: str | Path | None = None, dtype: torch.dtype = torch.float32,

@@ -48,7 +48,6 @@ def run(model_dir: str, out_dir: str, ds_config: str = "ds_configs/zero3.json") 
     with deepspeed.zero.GatheredParameters(list(backbone.parameters())):
         state = {k: v.clone() for k, v in backbone.state_dict().items()}
     model = prompted(backbone)
-    ds_setup.fill_persistence_threshold(ds, torch.nn.ModuleList([model.prompt, model.heads]), 32)
     trainable = [p for p in model.parameters() if p.requires_grad]
     engine, *_ = deepspeed.initialize(model=model, optimizer=torch.optim.AdamW(trainable, lr=1e-2),
                                       config=ds_setup.public(ds))
