@@ -90,4 +90,5 @@ def evaluate_artifact(artifact_path: str, ds_config_path: str, overrides: list[s
             log.info("%s %s | %s", task.name, split, " ".join(f"{k} {v:.2f}" for k, v in m.items()))
         log.info("done in %.0f s | %s", results["wall_time_s"], path)
     comm.barrier()
+    comm.shutdown()
     return results

@@ -74,7 +74,9 @@ def train(run: RunConfig, ds_config_path: str) -> dict:
     save; returns results.json."""
     trainer = Trainer(run, ds_config_path)
     trainer.loop()
-    return trainer.finish()
+    results = trainer.finish()  # ends with a barrier: every rank is done
+    comm.shutdown()
+    return results
 
 
 class Trainer:
@@ -250,6 +252,7 @@ class Trainer:
             (self.out_dir / "PREEMPTED").write_text(f"{step}\n")
         self.stop.restore()
         comm.barrier()
+        comm.shutdown()
         raise SystemExit(EXIT_PREEMPTED)
 
     def save(self, step: int) -> None:

@@ -66,4 +66,8 @@ def main(model_dir: str, ds_config: str, out_dir: str, *overrides: str) -> None:
 
 
 if __name__ == "__main__":
+    from deepprompt.engine import comm
+
     main(*[a for a in sys.argv[1:] if not a.startswith("--local_rank")])
+    comm.barrier()
+    comm.shutdown()  # as the trainer ends: no gloo thread left to race the interpreter's exit

@@ -82,7 +82,7 @@ def test_two_rank_zero3_multitask_run_then_stage2_from_its_artifact(model_dir, t
     assert set(r2["tasks"]) == {"wnut16"} and r2["mixture"]["steps"] == {"wnut16": 4}
     # a mismatched prompt is one line, exit 2
     proc = run(one_rank(f"model.path={model_dir}", f"task.data_dir={FIXTURES / 'wnut16'}", "prompt.length=6",
-                        f"output_dir={tmp_path / 'bad'}", f"prompt.init_from={out / 'artifact'}"))
+                        "task.max_seq_length=32", f"output_dir={tmp_path / 'bad'}", f"prompt.init_from={out / 'artifact'}"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "prompt.init_from: artifact" in proc.stderr and "has prompt.length=4 but this run has prompt.length=6" in proc.stderr
 

@@ -65,3 +65,5 @@ def run(model_dir: str, out_dir: str, ds_config: str = "ds_configs/zero3.json") 
 if __name__ == "__main__":
     torch.set_num_threads(1)
     run(*[a for a in sys.argv[1:] if not a.startswith("--local_rank")])
+    comm.barrier()
+    comm.shutdown()  # as the trainer ends: no gloo thread left to race the interpreter's exit
