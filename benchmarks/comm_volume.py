@@ -104,7 +104,8 @@ def model_volumes(name: str, ds: dict, nodes: int, per_node: int, trainable: int
     from transformers import AutoModel
 
     from deepprompt import memory
-    from deepprompt.engine.ds_setup import layout_name, resolve_ds_config
+    from deepprompt.engine.ds_setup import resolve_ds_config
+    from deepprompt.engine.layout import layout_name
     from deepprompt.config import load_config
     from deepprompt.models.loading import resolve_model_path
 

@@ -21,7 +21,7 @@ from deepprompt.config import RunConfig, TrainConfig
 from deepprompt.errors import ConfigError
 from deepprompt.data.mixer import TaskMixer
 from deepprompt import preflight
-from deepprompt.engine import checkpoint, comm, ds_setup, init_from, throughput, world as world_info
+from deepprompt.engine import checkpoint, comm, ds_setup, init_from, layout, throughput, world as world_info
 from deepprompt.engine.evaluate import evaluate
 from deepprompt.artifacts import save_artifact
 from deepprompt.engine.signals import EXIT_PREEMPTED, StopFlag
@@ -548,7 +548,7 @@ def _log_layout(run: RunConfig, built, tasks, world: int) -> list[int]:
              f"{built.total_params:,}", f"{built.trainable_params:,}",
              100 * built.trainable_params / built.total_params, ds["train_batch_size"],
              ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"], world)
-    return ds_setup.log_layout(run, built, tasks)  # layout, frozen weights held per rank, calculator, warnings
+    return layout.log_layout(run, built, tasks)  # layout, frozen weights held per rank, calculator, warnings
 
 
 class _TrainLog:

@@ -34,7 +34,7 @@ def numel(p) -> int:
 
 def main(model_dir: str, ds_config: str, out_dir: str, *overrides: str) -> None:
     torch.set_num_threads(1)
-    from deepprompt.engine import comm, ds_setup
+    from deepprompt.engine import comm, layout
     from tests.tiny import build_zero3
 
     world = int(os.environ["WORLD_SIZE"])
@@ -49,7 +49,7 @@ def main(model_dir: str, ds_config: str, out_dir: str, *overrides: str) -> None:
     backbone = built.model.backbone
     hidden = built.adapter.spec().hidden
     trainable = torch.nn.ModuleList([built.model.prompt, built.model.heads])
-    held = ds_setup.frozen_held(backbone)
+    held = layout.frozen_held(backbone)
     result = {
         "rank": rank, "losses": losses, "stored": stored(backbone, frozen=True),
         "held": {"shard": held.shard, "whole": held.whole},
@@ -59,7 +59,7 @@ def main(model_dir: str, ds_config: str, out_dir: str, *overrides: str) -> None:
         "threshold": built.ds_config["zero_optimization"].get("stage3_param_persistence_threshold"),
         "prompt_whole": all(p.data.numel() == numel(p) for p in trainable.parameters()),
         "largest_trainable": max(numel(p) for p in trainable.parameters()),
-        "shard_group": ds_setup.shard_group(backbone),
+        "shard_group": layout.shard_group(backbone),
     }
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))

@@ -123,7 +123,7 @@ def test_zero2_attributes_checkpoints_read(model_dir, tmp_path):
 
 
 def test_zero3_persistence_internals_ds_setup_relies_on(model_dir, tmp_path):
-    """ds_setup.keep_whole / frozen_held / shard_group and memory.py's volumes: persistence is decided
+    """ds_setup.keep_whole, layout.frozen_held / shard_group and memory.py's volumes: persistence is decided
     by size alone in mark_persistent_parameters, the optimizer's persistent list IS the offload's
     (the one _post_step re-gathers after every step), and the hpZ attributes exist on every parameter."""
     import deepspeed

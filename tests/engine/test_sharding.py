@@ -14,7 +14,7 @@ import sys
 import pytest
 import torch
 
-from deepprompt.engine import checkpoint, ds_setup
+from deepprompt.engine import checkpoint, ds_setup, layout
 from tests.tiny import FIXTURES, REPO, build_zero3, free_port, launch_env, save_tiny_bert, train_steps
 
 DEEPSPEED = os.path.join(os.path.dirname(sys.executable), "deepspeed")
@@ -58,9 +58,9 @@ def test_the_prompt_stays_whole_and_trains(tiny_bert):
 
 def test_replicated_layout_keeps_the_backbone_whole_and_resumes_exactly(tiny_bert, tmp_path):
     run, built, task = build_zero3(tiny_bert, f"output_dir={tmp_path}", ds_config="ds_configs/zero_replicated.json")
-    assert ds_setup.layout_name(built.ds_config) == "replicated"
+    assert layout.layout_name(built.ds_config) == "replicated"
     assert not any(hasattr(p, "ds_id") for p in built.model.parameters())
-    held = ds_setup.frozen_held(built.model.backbone)
+    held = layout.frozen_held(built.model.backbone)
     assert held.shard == 0 and held.whole == built.total_params - built.trainable_params
     train_steps(built, task, 2)
 
@@ -94,8 +94,8 @@ def test_hpz_auto_is_the_node_and_one_on_a_single_node():
     two_nodes = ds_setup.resolve_ds_config(raw, run, 16, 32, ranks_per_node=8)
     one_node = ds_setup.resolve_ds_config(raw, run, 8, 32, ranks_per_node=8)
     assert two_nodes["zero_optimization"]["zero_hpz_partition_size"] == 8
-    assert ds_setup.layout_name(two_nodes) == "node_local"
-    assert one_node["zero_optimization"]["zero_hpz_partition_size"] == 1 and ds_setup.layout_name(one_node) == "flat"
+    assert layout.layout_name(two_nodes) == "node_local"
+    assert one_node["zero_optimization"]["zero_hpz_partition_size"] == 1 and layout.layout_name(one_node) == "flat"
 
 
 # ------------------------------------------------------------------------------ launched ranks
