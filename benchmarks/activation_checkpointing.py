@@ -73,7 +73,7 @@ def worker(name: str, checkpointing: bool, steps: int, warmup: int, out: Path) -
     import torch
 
     from deepprompt.config import load_config
-    from deepprompt.engine import comm, ds_setup
+    from deepprompt.engine import comm, setup
     from deepprompt.models.loading import load_tokenizer_and_config, resolve_model_path
     from deepprompt.tasks import build_task
 
@@ -87,8 +87,7 @@ def worker(name: str, checkpointing: bool, steps: int, warmup: int, out: Path) -
                                  f"train.activation_checkpointing={str(checkpointing).lower()}"])
         # the task only gives the head its labels (WNUT-16's 21); the batches below are synthetic
         task = build_task(run.task, load_tokenizer_and_config(resolve_model_path("all-minilm-l6-v2"))[0])
-        built = ds_setup.build(run, ds_setup.read_ds_config(str(REPO / "ds_configs" / "zero3.json")), [task],
-                               path, model_config)
+        built = setup.build_for(run, str(REPO / "ds_configs" / "zero3.json"), [task])
     built.engine.train()
     g = torch.Generator().manual_seed(0)
     vocab = model_config.vocab_size

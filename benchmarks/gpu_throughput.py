@@ -37,7 +37,9 @@ def synthetic_batch(vocab: int, micro_batch: int, seq: int, device, generator) -
 def measure(args) -> dict:
     from deepprompt import memory
     from deepprompt.config import config_from_dict
-    from deepprompt.engine import comm, ds_setup, throughput
+    from deepprompt.engine import comm, setup, throughput
+    from deepprompt.models.backbones.base import family_for_model_type
+    from deepprompt.models.loading import Backbone
     from deepprompt.models.glm.config import PRESETS
 
     comm.init_distributed()
@@ -61,7 +63,8 @@ def measure(args) -> dict:
     })
     task = SimpleNamespace(name="synthetic", head="classification", labels=["a", "b"], cfg=run.task)
     started = time.time()
-    built = ds_setup.build(run, ds_setup.read_ds_config(str(REPO / args.ds_config)), [task], args.preset, cfg)
+    backbone = Backbone(args.preset, cfg, family_for_model_type(cfg.model_type))
+    built = setup.build_for(run, str(REPO / args.ds_config), [task], backbone)
     build_s = time.time() - started
     engine = built.engine
     g = torch.Generator().manual_seed(0)

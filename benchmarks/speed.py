@@ -33,8 +33,7 @@ from deepprompt.config import load_config  # noqa: E402
 from deepprompt.models.backbones.base import family_for_model_type  # noqa: E402
 from deepprompt.models.heads import IGNORE  # noqa: E402
 from deepprompt.models.loading import load_tokenizer_and_config, resolve_model_path  # noqa: E402
-from deepprompt.models.prompted_model import PromptedModel  # noqa: E402
-from deepprompt.registry import HEADS, PROMPTS  # noqa: E402
+from deepprompt.models.assembly import HeadSpec, assemble  # noqa: E402
 from deepprompt.tasks import build_task  # noqa: E402
 import deepprompt.models.backbones  # noqa: E402,F401
 import deepprompt.prompts  # noqa: E402,F401
@@ -67,9 +66,7 @@ def ours(method: str, run, path: str, num_labels: int):
     backbone = AutoModel.from_pretrained(path, **family.load_kwargs)
     adapter = family(backbone)
     torch.manual_seed(0)
-    prompt = PROMPTS.get(method, "prompt.method")(cfg, adapter.spec())
-    head = HEADS.get("token")(adapter.spec().hidden, num_labels)
-    model = PromptedModel(backbone, adapter, prompt, {"t": head}).train()
+    model = assemble(backbone, adapter, cfg, [HeadSpec("t", "token", num_labels)]).train()
     return model, lambda batch: model(batch, "t").loss
 
 

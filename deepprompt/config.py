@@ -341,13 +341,8 @@ class RunConfig:
             raise ConfigError(f"tasks: task {dup[0]!r} is listed {names.count(dup[0])} times; each task "
                               f"gets one head, keyed by its name")
         self.mixer.check(names)
-        # names are checked here, before any weights or data load
-        import deepprompt.prompts  # noqa: F401  (registers the methods)
-        import deepprompt.tasks  # noqa: F401
-        from deepprompt.registry import PROMPTS, TASKS
-        PROMPTS.get(self.prompt.method, "prompt.method")
-        for i, name in enumerate(names):
-            TASKS.get(name, "task.name" if self.tasks is None else f"tasks[{i}].name")
+        # registry names (prompt.method, task.name) are checked where the registries are used:
+        # engine/preflight.check_names, before any weights or data load
         if not self.output_dir:
             raise ConfigError("output_dir: must not be empty")
 

@@ -8,11 +8,10 @@ from transformers import AutoModel
 
 import deepprompt.models.backbones  # noqa: F401  (registers the families)
 from deepprompt.config import RunConfig, load_config
+from deepprompt.models.assembly import HeadSpec, assemble
 from deepprompt.models.backbones.base import family_for_model_type
-from deepprompt.registry import HEADS
 from deepprompt.models.loading import load_tokenizer_and_config
 from deepprompt.models.prompted_model import PromptedModel
-from deepprompt.registry import PROMPTS
 from deepprompt.tasks import Task, build_task
 from tests.tiny import FIXTURES
 
@@ -28,12 +27,9 @@ def plain_model(run: RunConfig, seed: int = 0) -> tuple[PromptedModel, Task]:
     task = build_task(run.task, tokenizer)
     family = family_for_model_type(config.model_type, run.model.family)
     backbone = AutoModel.from_pretrained(run.model.path, **family.load_kwargs)
-    adapter = family(backbone)
-    spec = adapter.spec()
     torch.manual_seed(seed)
-    prompt = PROMPTS.get(run.prompt.method)(run.prompt, spec)
-    heads = {task.name: HEADS.get(task.head)(spec.hidden, len(task.labels))}
-    return PromptedModel(backbone, adapter, prompt, heads).eval(), task
+    model = assemble(backbone, family(backbone), run.prompt, [HeadSpec(task.name, task.head, len(task.labels))])
+    return model.eval(), task
 
 
 def train_briefly(model: PromptedModel, task: Task, steps: int = 8, lr: float = 3e-2) -> None:

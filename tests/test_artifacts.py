@@ -12,7 +12,7 @@ import torch
 from deepprompt.artifacts import (DESCRIPTION_FILE, FORMAT, TENSORS_FILE, apply_artifact, load_artifact,
                                   save_artifact, weights_fingerprint)
 from deepprompt.config import load_config
-from deepprompt.engine import comm, ds_setup
+from deepprompt.engine import comm, setup
 from deepprompt.errors import ConfigError
 from deepprompt.models.loading import load_tokenizer_and_config
 from deepprompt.tasks import build_task
@@ -26,9 +26,9 @@ def _build_zero3(path, seed: int):
     cfg = load_config(None, [f"model.path={path}", f"task.data_dir={FIXTURES / 'wnut16'}", "prompt.length=4",
                              "task.max_seq_length=32", "train.batch_size=4", "train.micro_batch_size=4",
                              "train.lr=3e-2", "train.max_steps=10", f"train.seed={seed}"])
-    tokenizer, model_config = load_tokenizer_and_config(str(path))
+    tokenizer, _ = load_tokenizer_and_config(str(path))
     task = build_task(cfg.task, tokenizer)
-    return cfg, task, ds_setup.build(cfg, ds_setup.read_ds_config(ZERO3), [task], str(path), model_config)
+    return cfg, task, setup.build_for(cfg, ZERO3, [task])
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,24 @@ import pytest
 
 from deepprompt.config import RunConfig, field_docs, load_config, reference_markdown
 from deepprompt.engine.ds_setup import read_ds_config, resolve_ds_config
+from deepprompt.engine.preflight import check_names
 from deepprompt.errors import ConfigError
 
 REPO = Path(__file__).parent.parent
+
+
+def load_and_check_names(overrides: list[str]) -> RunConfig:
+    """What a run's start-up sees: the typed config (config.py, a leaf) and then the registry names
+    (engine/preflight.check_names, where the registries are used)."""
+    cfg = load_config(None, overrides)
+    check_names(cfg)
+    return cfg
+
+
+def test_registry_names_are_checked_by_the_preflight_not_the_config():
+    cfg = load_config(None, ["prompt.method=foo"])  # config.py knows no registry
+    with pytest.raises(ConfigError, match=r"^prompt.method: unknown prompt method 'foo'"):
+        check_names(cfg)
 
 
 def test_defaults_are_the_embedded_default_run():
@@ -43,7 +58,7 @@ def test_json_config(tmp_path):
 ])
 def test_bad_values_name_the_key(overrides, key):
     with pytest.raises(ConfigError) as e:
-        load_config(None, overrides)
+        load_and_check_names(overrides)
     assert key in str(e.value) and "\n" not in str(e.value)
 
 
@@ -58,7 +73,9 @@ def test_every_shipped_run_config_loads():
     configs = sorted((REPO / "launcher" / "configs").glob("*.yaml"))
     assert configs, "no shipped run configs found"
     for path in configs:
-        assert isinstance(load_config(str(path)), RunConfig), path
+        cfg = load_config(str(path))
+        check_names(cfg)  # the registry names too
+        assert isinstance(cfg, RunConfig), path
 
 
 def test_every_shipped_ds_config_resolves():
@@ -154,7 +171,7 @@ def test_task_keys_are_every_entrys_defaults_and_entries_override_by_index_or_na
 ])
 def test_bad_multi_task_values_name_the_key(overrides, message):
     with pytest.raises(ConfigError) as e:
-        load_config(None, overrides)
+        load_and_check_names(overrides)
     assert message in str(e.value) and "\n" not in str(e.value)
 
 

@@ -4,10 +4,11 @@ import sys
 
 import pytest
 
-from deepprompt import preflight
 from deepprompt.config import load_config
+from deepprompt.engine import preflight
+from deepprompt.engine.preflight import RankReport, disagreement, first_problem
 from deepprompt.errors import ConfigError
-from deepprompt.preflight import RankReport, disagreement, first_problem
+from deepprompt.models.loading import resolve_backbone
 from tests.tiny import FIXTURES, REPO, save_tiny_bert, launch_env
 
 
@@ -88,13 +89,13 @@ def test_trainable_estimate_matches_the_method_formula(tiny_model):
     from transformers import AutoModel
 
     run = load_config(None, [f"model.path={tiny_model}", "prompt.length=4"])
-    est = preflight.estimate_trainable_numel(run, str(tiny_model))
+    est = preflight.estimate_trainable_numel(run, resolve_backbone(str(tiny_model)))
     heads = 2 * 32 * 64
     layers, hidden = 2, 32
     assert est - heads == 4 * layers * 2 * hidden  # P x layers x (key, value) x hidden
     ft = load_config(None, [f"model.path={tiny_model}", "prompt.method=finetune"])
     backbone = sum(p.numel() for p in AutoModel.from_pretrained(tiny_model).parameters())
-    assert preflight.estimate_trainable_numel(ft, str(tiny_model)) - heads == backbone  # counted on meta
+    assert preflight.estimate_trainable_numel(ft, resolve_backbone(str(tiny_model))) - heads == backbone  # counted on meta
 
 
 def test_disk_need_counts_kept_checkpoints():
@@ -111,12 +112,13 @@ def test_disk_need_counts_kept_checkpoints():
 def test_not_enough_disk_is_one_line(tiny_model, tmp_path):
     run = load_config(None, [f"model.path={tiny_model}", f"output_dir={tmp_path / 'out'}", "train.disk_margin=1e12"])
     with pytest.raises(ConfigError) as e:
-        preflight.check_disk(run)
+        preflight.check_disk(run, resolve_backbone(str(tiny_model)))
     msg = str(e.value)
     assert msg.startswith(f"output_dir: {tmp_path / 'out'} has ") and "train.disk_margin=0 to skip" in msg
+    backbone = resolve_backbone(str(tiny_model))
     preflight.check_disk(load_config(None, [f"model.path={tiny_model}", f"output_dir={tmp_path}",
-                                            "train.disk_margin=0"]))  # skipped: no error
-    preflight.check_disk(load_config(None, [f"model.path={tiny_model}", f"output_dir={tmp_path}"]))  # fits
+                                            "train.disk_margin=0"]), backbone)  # skipped: no error
+    preflight.check_disk(load_config(None, [f"model.path={tiny_model}", f"output_dir={tmp_path}"]), backbone)  # fits
 
 
 @pytest.mark.parametrize("override, message", [
@@ -183,11 +185,11 @@ def test_max_seq_length_beyond_the_positions_is_refused_for_every_method(tiny_mo
     # the tiny BERT has 64 positions
     fits = load_config(None, [f"model.path={tiny_model}", f"prompt.method={method}", "prompt.length=4",
                               "task.max_seq_length=60"])
-    preflight.check_positions(fits)
+    preflight.check_positions(fits, resolve_backbone(fits.model.path))
     too_long = load_config(None, [f"model.path={tiny_model}", f"prompt.method={method}", "prompt.length=4",
                                   "task.max_seq_length=65"])
     with pytest.raises(ConfigError) as e:
-        preflight.check_positions(too_long)
+        preflight.check_positions(too_long, resolve_backbone(too_long.model.path))
     if method in ("prompt", "ptuning"):  # the prompt takes positions too
         assert str(e.value) == (f"prompt.length: 4 prompt tokens + task.max_seq_length 65 = 69 exceeds the backbone's "
                                 f"64 positions (method {method!r} puts the prompt at the input)")
@@ -202,9 +204,10 @@ def test_max_seq_length_is_checked_per_task_and_not_for_relative_positions(tiny_
     multi = load_config(None, [f"model.path={tiny_model}", "task.max_seq_length=32",
                                "tasks=[{name: wnut16}, {name: rte, max_seq_length: 100}]"])
     with pytest.raises(ConfigError, match=r"^tasks\[1\].max_seq_length: 100 exceeds the backbone's 64 positions"):
-        preflight.check_positions(multi)
+        preflight.check_positions(multi, resolve_backbone(multi.model.path))
     deberta = save_tiny("deberta-v2", tmp_path / "deberta")  # relative positions: no table to overflow
-    preflight.check_positions(load_config(None, [f"model.path={deberta}", "task.max_seq_length=1000"]))
+    relative = load_config(None, [f"model.path={deberta}", "task.max_seq_length=1000"])
+    preflight.check_positions(relative, resolve_backbone(str(deberta)))
 
 
 def test_output_dir_under_a_regular_file_is_one_line(tmp_path):

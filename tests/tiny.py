@@ -87,18 +87,18 @@ def save_tiny_bert(path: Path, **kw) -> Path:
 
 def build_zero3(model_dir: Path, *overrides: str, ds_config: str = "ds_configs/zero3.json"):
     """(run config, ds_setup.Built, task): the tiny model on the fixture NER data under ZeRO-3, in
-    this process (one rank), through the same ``ds_setup.build`` the trainer uses."""
+    this process (one rank), through the same ``ds_setup.build`` the trainer uses (``setup.build_for``)."""
     from deepprompt.config import load_config
-    from deepprompt.engine import comm, ds_setup
-    from deepprompt.models.loading import load_tokenizer_and_config
+    from deepprompt.engine import comm, setup
+    from deepprompt.models.loading import load_tokenizer, resolve_backbone
     from deepprompt.tasks import build_task
 
     comm.init_distributed()
     run = load_config(None, [f"model.path={model_dir}", f"task.data_dir={FIXTURES / 'wnut16'}", "prompt.length=4",
                              "task.max_seq_length=32", "train.batch_size=4", "train.micro_batch_size=4", *overrides])
-    tokenizer, model_config = load_tokenizer_and_config(str(model_dir))
-    task = build_task(run.task, tokenizer)
-    built = ds_setup.build(run, ds_setup.read_ds_config(str(REPO / ds_config)), [task], str(model_dir), model_config)
+    backbone = resolve_backbone(str(model_dir))
+    task = build_task(run.task, load_tokenizer(backbone))
+    built = setup.build_for(run, str(REPO / ds_config), [task], backbone)
     return run, built, task
 
 

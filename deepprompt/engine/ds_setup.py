@@ -21,10 +21,10 @@ from deepprompt.config import RunConfig, TrainConfig
 from deepprompt.engine import comm, layout
 from deepprompt.errors import ConfigError
 from deepprompt.fileio import read_text
+from deepprompt.models.assembly import assemble, head_specs
 from deepprompt.models.backbones import BackboneAdapter
-from deepprompt.models.backbones.base import family_for_model_type
+from deepprompt.models.loading import Backbone
 from deepprompt.models.prompted_model import PromptedModel
-from deepprompt.registry import HEADS, PROMPTS
 from deepprompt.tasks import Task
 
 log = logging.getLogger("deepprompt")
@@ -112,6 +112,19 @@ def resolve_ds_config(ds: dict, run: RunConfig, world_size: int, hidden: int, sr
     layout.resolve_layout(zero, world_size, ranks_per_node or world_size, src)
     if zero.get("stage", 0) == 3:
         fill_persistence_threshold(ds, hidden)
+    return ds
+
+
+def resolve_for_world(ds_raw: dict, run: RunConfig, hidden: int, src: str = "ds_config") -> dict:
+    """Collective: ``resolve_ds_config`` for this world (its size and ranks per node), with the
+    shard groups checked: the DeepSpeed JSON as the engine gets it (the one resolution of a run)."""
+    world = comm.world_size()
+    per_node = layout.ranks_per_node(world)
+    if per_node is None and _auto(ds_raw.get("zero_optimization", {}).get("zero_hpz_partition_size")):
+        raise ConfigError(f"{src}: zero_hpz_partition_size \"auto\" shards within each node, but the nodes run "
+                          f"different numbers of ranks (LOCAL_SIZE differs); give every node the same slots")
+    ds = resolve_ds_config(ds_raw, run, world, hidden, src, per_node)
+    layout.check_shard_groups(ds, src)
     return ds
 
 
@@ -212,40 +225,21 @@ def count_params(module: nn.Module) -> tuple[int, int]:
     return total, trainable
 
 
-def build(run: RunConfig, ds_raw: dict, tasks: list[Task], model_path: str, model_config,
-          src: str = "ds_config", init=None) -> Built:
-    """``init(model)``, if given, sets the prompt/head values (fp32, before the cast and before
-    DeepSpeed partitions them or makes its master copy), e.g. from an artifact (prompt.init_from)."""
+def build(run: RunConfig, ds: dict, tasks: list[Task], backbone: Backbone, init=None) -> Built:
+    """The engine from the RESOLVED DeepSpeed JSON (``resolve_for_world``) and backbone. ``init(model)``,
+    if given, sets the prompt/head values (fp32, before the cast and before DeepSpeed partitions them
+    or makes its master copy), e.g. from an artifact (prompt.init_from)."""
     import deepspeed
 
-    world = comm.world_size()
-    per_node = layout.ranks_per_node(world)
-    if per_node is None and _auto(ds_raw.get("zero_optimization", {}).get("zero_hpz_partition_size")):
-        raise ConfigError(f"{src}: zero_hpz_partition_size \"auto\" shards within each node, but the nodes run "
-                          f"different numbers of ranks (LOCAL_SIZE differs); give every node the same slots")
-    ds = resolve_ds_config(ds_raw, run, world, model_config.hidden_size, src, per_node)
-    layout.check_shard_groups(ds, src)
     precision = ds["_precision"]
-    family = family_for_model_type(model_config.model_type, run.model.family)
-    prompt_cls = PROMPTS.get(run.prompt.method, "prompt.method")
-
     zero3 = ds.get("zero_optimization", {}).get("stage", 0) == 3
     # the backbone: under ZeRO-3, no rank ever holds the full weights
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
-    backbone = family.load_model(model_path, dtype, public(ds) if zero3 else None)
-    adapter = family(backbone)
-    spec = adapter.spec()
+    module = backbone.family.load_model(backbone.path, dtype, public(ds) if zero3 else None)
+    adapter = backbone.family(module)
     torch.manual_seed(run.train.seed)  # prompt and heads start identical on every rank
-    prompt = prompt_cls(run.prompt, spec)
-    if prompt.puts_prompt_at_input:
-        longest = max(t.cfg.max_seq_length for t in tasks)
-        if run.prompt.length + longest > spec.max_positions:
-            raise ConfigError(
-                f"prompt.length: {run.prompt.length} prompt tokens + task.max_seq_length {longest} = "
-                f"{run.prompt.length + longest} exceeds the backbone's {spec.max_positions} positions "
-                f"(method {run.prompt.method!r} puts the prompt at the input)")
-    heads = {t.name: HEADS.get(t.head)(spec.hidden, len(t.labels), dropout=t.cfg.head_dropout) for t in tasks}
-    model = PromptedModel(backbone, adapter, prompt, heads)
+    model = assemble(module, adapter, run.prompt, head_specs(tasks))
+    prompt = model.prompt
     if run.train.activation_checkpointing:
         if zero3 and prompt.freezes_backbone:
             check_zero3_recompute_of_frozen_params()

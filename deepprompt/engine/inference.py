@@ -9,15 +9,12 @@ import os
 import time
 from pathlib import Path
 
-from deepprompt import preflight
 from deepprompt.artifacts import Artifact, _atomic_write, apply_artifact, check_backbone, load_artifact
 from deepprompt.config import RunConfig, config_from_dict
-from deepprompt.engine import comm, ds_setup
+from deepprompt.engine import comm, preflight, setup
 from deepprompt.engine.evaluate import evaluate
 from deepprompt.errors import ConfigError
-from deepprompt.models.backbones.base import family_for_model_type
-from deepprompt.models.loading import load_tokenizer_and_config, resolve_model_path
-from deepprompt.tasks import Task, build_task
+from deepprompt.tasks import Task
 
 log = logging.getLogger("deepprompt")
 
@@ -58,22 +55,20 @@ def evaluate_artifact(artifact_path: str, ds_config_path: str, overrides: list[s
     run.train.batch_size = run.train.micro_batch_size * world
     run.train.max_steps, run.train.epochs = 1, None  # nor is a schedule followed (a run by epochs saved null)
 
-    model_path = resolve_model_path(run.model.path)
-    tokenizer, model_config = load_tokenizer_and_config(model_path, run.model.family)
-    family = family_for_model_type(model_config.model_type, run.model.family).registered_name()
-    check_backbone(artifact, model_path, family)  # before weights load
-    task = build_task(run.task, tokenizer)
-    check_task(artifact, task)
+    def check(backbone, task) -> None:  # before any data or weights load
+        check_backbone(artifact, backbone.path, backbone.family_name)
+        check_task(artifact, task)
+        wanted = splits or tuple(s for s in task.splits if s != "train")
+        unknown = [s for s in wanted if s not in task.splits]
+        if unknown or not wanted:
+            raise ConfigError(f"--splits: {','.join(unknown) or '(none)'} not among task {task.name}'s splits "
+                              f"({', '.join(task.splits)})")
+
+    resolved = setup.for_evaluation(run, ds_config_path, check, splits)
+    task = resolved.tasks[0]
     splits = splits or tuple(s for s in task.splits if s != "train")
-    unknown = [s for s in splits if s not in task.splits]
-    if unknown or not splits:
-        raise ConfigError(f"--splits: {','.join(unknown) or '(none)'} not among task {task.name}'s splits "
-                          f"({', '.join(task.splits)})")
-    for split in splits:
-        task.features(split)  # data errors fail before the model loads
-    built = ds_setup.build(run, ds_setup.read_ds_config(ds_config_path), [task], model_path, model_config,
-                           src=ds_config_path)
-    apply_artifact(built.model, artifact, model_path)
+    built = setup.build(resolved)
+    apply_artifact(built.model, artifact, resolved.model_path)
     metrics = {split: evaluate(built.engine, task, split, run.train.eval_batch_size) for split in splits}
 
     results = {"artifact": str(artifact.path), "task": task.name, "main_metric": task.main_metric,

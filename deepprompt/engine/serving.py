@@ -17,10 +17,11 @@ from deepprompt.artifacts import Artifact, check_backbone, copy_tensors
 from deepprompt.config import PromptConfig, TaskConfig, from_dict
 from deepprompt.data.files import iter_jsonl
 from deepprompt.errors import ConfigError, DataError
-from deepprompt.models.loading import load_tokenizer_and_config, resolve_model_path
+from deepprompt.models.assembly import HeadSpec, assemble
+from deepprompt.models.loading import load_tokenizer, resolve_backbone
 from deepprompt.models.prompted_model import PromptedModel
 from deepprompt.prompts import MultiPrompt
-from deepprompt.registry import BACKBONES, HEADS, PROMPTS
+from deepprompt.registry import BACKBONES, PROMPTS
 from deepprompt.tasks import Task, build_task
 
 
@@ -54,23 +55,21 @@ def build_server(artifacts: Sequence[Artifact], model_path: str | None = None, d
             raise ConfigError(f"--artifact: {a.path} is a finetune run: it holds only the heads, not the trained backbone")
     _unique_tasks(artifacts)
     first = artifacts[0].description["backbone"]
-    path = resolve_model_path(model_path or first["path"])
-    family = BACKBONES.get(first["family"], "model.family")
+    BACKBONES.get(first["family"], "model.family")  # a family this deepprompt does not know: one line
+    resolved = resolve_backbone(model_path or first["path"], first["family"])
+    path = resolved.path
     for a in artifacts:  # every artifact must have been trained on this very backbone
         check_backbone(a, path, first["family"])
-    tokenizer, _ = load_tokenizer_and_config(path, first["family"])
-    backbone = family.load_model(path, dtype)
-    adapter = family(backbone)
+    tokenizer = load_tokenizer(resolved)
+    backbone = resolved.family.load_model(path, dtype)
+    adapter = resolved.family(backbone)
     spec = adapter.spec()
 
-    prompts, heads, tasks, task_to_prompt = [], {}, {}, {}
+    prompts, specs, tasks, task_to_prompt = [], [], {}, {}
     for i, a in enumerate(artifacts):
         cfg = from_dict(PromptConfig, a.description["prompt"], "prompt.")
-        prompt = PROMPTS.get(cfg.method, "prompt.method")(cfg, spec)
-        own = {t["name"]: HEADS.get(t["head"], "head")(spec.hidden, len(t["labels"])) for t in a.description["tasks"]}
-        params = {f"prompt.{n}": p for n, p in prompt.named_parameters()}
-        params.update({f"heads.{t}.{n}": p for t, h in own.items() for n, p in h.named_parameters()})
-        copy_tensors(params, a.tensors, str(a.path))
+        prompts.append(PROMPTS.get(cfg.method, "prompt.method")(cfg, spec))
+        specs += [HeadSpec(t["name"], t["head"], len(t["labels"])) for t in a.description["tasks"]]
         for t in a.description["tasks"]:
             # the task as trained (column names, windows ...), its label list fixed: no data is read
             saved = t.get("config") or {"name": t["name"], "max_seq_length": t["max_seq_length"]}
@@ -79,10 +78,14 @@ def build_server(artifacts: Sequence[Artifact], model_path: str | None = None, d
                 raise ConfigError(f"--artifact: {a.path}: the labels of task {t['name']!r} differ from this "
                                   f"deepprompt's ({task.labels} vs {t['labels']})")
             tasks[t["name"]], task_to_prompt[t["name"]] = task, i
-        prompts.append(prompt)
-        heads.update(own)
     prompt = prompts[0] if len(prompts) == 1 else MultiPrompt(prompts, task_to_prompt)
-    model = PromptedModel(backbone, adapter, prompt, heads).to(device=device, dtype=dtype).eval()
+    model = assemble(backbone, adapter, prompt, specs)
+    for a, own in zip(artifacts, prompts):  # each artifact's trained prompt and heads
+        params = {f"prompt.{n}": p for n, p in own.named_parameters()}
+        params.update({f"heads.{t['name']}.{n}": p for t in a.description["tasks"]
+                       for n, p in model.heads[t["name"]].named_parameters()})
+        copy_tensors(params, a.tensors, str(a.path))
+    model = model.to(device=device, dtype=dtype).eval()
     return Server(model=model, tasks=tasks, device=torch.device(device))
 
 

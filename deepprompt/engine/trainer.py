@@ -20,14 +20,11 @@ from deepprompt import schedules
 from deepprompt.config import RunConfig, TrainConfig
 from deepprompt.errors import ConfigError
 from deepprompt.data.mixer import TaskMixer
-from deepprompt import preflight
-from deepprompt.engine import checkpoint, comm, ds_setup, init_from, layout, throughput, world as world_info
+from deepprompt.engine import checkpoint, comm, ds_setup, init_from, layout, preflight, setup, throughput
+from deepprompt.engine import world as world_info
 from deepprompt.engine.evaluate import evaluate
 from deepprompt.artifacts import save_artifact
 from deepprompt.engine.signals import EXIT_PREEMPTED, StopFlag
-from deepprompt.models.backbones.base import family_for_model_type
-from deepprompt.models.loading import load_tokenizer_and_config, resolve_model_path
-from deepprompt.tasks import build_task
 
 log = logging.getLogger("deepprompt")
 BEST_ARTIFACT = "artifact_best"  # output_dir/artifact_best: prompts + heads of the best dev step
@@ -92,21 +89,18 @@ class Trainer:
         setup_logging(self.rank, self.out_dir / "logs")
 
         # ---- everything that can be wrong is checked before the weights load
-        ds_raw = preflight.run(run, ds_config_path)  # same code/config on every rank, paths, batch, disk
+        # the backbone, the DeepSpeed JSON, the tokenizer and every task's data, each resolved ONCE:
+        # the start-up checks (same code/config on every rank, paths, batch, disk) resolve the first two
+        backbone, ds = preflight.run(run, ds_config_path)
         resume_from = checkpoint.resume_point(run)
-        self.model_path = resolve_model_path(run.model.path)
-        tokenizer, model_config = load_tokenizer_and_config(self.model_path, run.model.family)
-        self.tasks = [build_task(cfg, tokenizer) for cfg in run.task_configs()]
-        for task in self.tasks:
-            for split in task.splits:
-                task.features(split)  # read + tokenize everything before the model loads: data errors fail fast
-        self.tr = self._length(ds_raw)  # train.epochs becomes a step count here, from the data
+        self.resolved = setup.resolve(run, backbone, ds, ds_config_path)  # reads every task's data
+        self.model_path, self.tasks = self.resolved.model_path, self.resolved.tasks
+        self.tr = self._length(self.resolved.ds_config)  # train.epochs becomes a step count here, from the data
         self.warm = None
         if resume_from is None:  # a resumed run takes everything from its checkpoint
-            family = family_for_model_type(model_config.model_type, run.model.family).registered_name()
-            self.warm = init_from.prepare(run, self.model_path, family, self.tasks)
-        self.built = ds_setup.build(dataclasses.replace(run, train=self.tr), ds_raw, self.tasks, self.model_path,
-                                    model_config, src=ds_config_path, init=self.warm[0] if self.warm else None)
+            self.warm = init_from.prepare(run, self.model_path, self.resolved.family, self.tasks)
+        self.built = setup.build(self.resolved, dataclasses.replace(run, train=self.tr),
+                                 init=self.warm[0] if self.warm else None)
         self.engine, self.model = self.built.engine, self.built.model
         ds = self.built.ds_config
         self.grad_accum = ds["gradient_accumulation_steps"]
@@ -263,14 +257,13 @@ class Trainer:
                         self.tr.keep_checkpoints, protect=self.progress.best["step"])
 
     # ---- how long: train.max_steps or train.epochs, and early stopping
-    def _length(self, ds_raw: dict) -> TrainConfig:
+    def _length(self, ds: dict) -> TrainConfig:
         """The train config with ``max_steps`` set: as given, or the steps ``train.epochs`` makes of
         this training data (every task's examples added up, at the global batch DeepSpeed will use)."""
         tr = self.run.train
         if tr.epochs is None:
             return tr
-        batch = ds_raw.get("train_batch_size", "auto")
-        batch = tr.batch_size if batch == "auto" else batch  # preflight checked it against the world size
+        batch = ds["train_batch_size"]  # resolved by the preflight for this world size
         examples = sum(len(t.features("train")) for t in self.tasks)
         steps = schedules.steps_for_epochs(tr.epochs, examples, batch)
         log.info("train.epochs %g = %d steps (%d training examples%s / global batch %d per step)", tr.epochs, steps,

@@ -3,6 +3,7 @@ building a transformers backbone (partitioned under ZeRO-3). GLM has its own loa
 (``deepprompt.models.glm.checkpoint``), reached through ``GLMAdapter.load_model``."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -56,29 +57,70 @@ def load_model_config(path: str):
         raise ConfigError(f"model.path: cannot load {path!r}: {str(e).splitlines()[0]}") from None
 
 
-def load_tokenizer_and_config(path: str, family: str = "auto"):
-    """The tokenizer and the config (no weights): enough to read data and check the run."""
-    if path in GLM_PRESETS:
-        raise ConfigError(f"model.path: {path} is a shape preset without a tokenizer; point model.path at a "
-                          f"directory with glm_config.json {{\"preset\": \"{path}\"}} and the tokenizer files "
-                          f"(docs/glm.md)")
-    config = load_model_config(path)
-    adapter = family_for_model_type(config.model_type, family)  # a wrong explicit model.family fails here
-    if is_glm(path):
-        from deepprompt.models.glm.tokenizer import load_tokenizer
+@dataclass(frozen=True)
+class Backbone:
+    """A backbone resolved once, before any weights load: where it is, its config, its adapter family."""
 
-        return load_tokenizer(path, config.tokenizer), config
+    path: str
+    """The resolved path (a directory, a GLM preset or a hub name)."""
+    config: object
+    """Its config (transformers' ``PretrainedConfig`` or deepprompt's ``GLMConfig``)."""
+    family: type
+    """The ``BackboneAdapter`` class (``model.family``, or the one listing the config's ``model_type``)."""
+
+    @property
+    def family_name(self) -> str:
+        return self.family.registered_name()
+
+    @property
+    def max_positions(self) -> int:
+        return self.family.positions_of(self.config)
+
+
+def resolve_backbone(path: str, family: str = "auto") -> Backbone:
+    """``model.path`` and ``model.family`` -> the resolved path, its config and adapter class (no
+    weights); a wrong explicit ``model.family`` fails here, in one line."""
+    return backbone_at(resolve_model_path(path), family)
+
+
+def backbone_at(resolved: str, family: str = "auto") -> Backbone:
+    """``resolve_backbone`` of a path ``resolve_model_path`` already resolved."""
+    config = load_model_config(resolved)
+    return Backbone(resolved, config, family_for_model_type(config.model_type, family))
+
+
+def load_tokenizer(backbone: Backbone):
+    """The backbone's tokenizer (no weights): enough to read data and check the run."""
+    path = backbone.path
+    _refuse_preset(path)
+    if is_glm(path):
+        from deepprompt.models.glm.tokenizer import load_tokenizer as load_glm_tokenizer
+
+        return load_glm_tokenizer(path, backbone.config.tokenizer)
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, **adapter.tokenizer_kwargs)
+        return AutoTokenizer.from_pretrained(path, **backbone.family.tokenizer_kwargs)
     except OSError as e:
         raise ConfigError(f"model.path: cannot load {path!r}: {str(e).splitlines()[0]}") from None
     except UnicodeDecodeError:  # transformers names no file: find it
         for f in sorted(Path(path).glob("*.json")) + sorted(Path(path).glob("*.txt")) if Path(path).is_dir() else []:
             read_text(f, ConfigError)
         raise
-    return tokenizer, config
+
+
+def _refuse_preset(path: str) -> None:
+    if path in GLM_PRESETS:
+        raise ConfigError(f"model.path: {path} is a shape preset without a tokenizer; point model.path at a "
+                          f"directory with glm_config.json {{\"preset\": \"{path}\"}} and the tokenizer files "
+                          f"(docs/glm.md)")
+
+
+def load_tokenizer_and_config(path: str, family: str = "auto"):
+    """The tokenizer and the config of an already resolved ``path`` (no weights); tools and tests."""
+    _refuse_preset(path)
+    config = load_model_config(path)
+    return load_tokenizer(Backbone(path, config, family_for_model_type(config.model_type, family))), config
 
 
 def load_hf_backbone(path: str, dtype: torch.dtype, zero3_config: dict | None, load_kwargs: dict):

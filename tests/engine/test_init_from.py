@@ -10,7 +10,7 @@ from deepspeed.utils import safe_get_full_fp32_param
 
 from deepprompt.artifacts import exported_parameters, gathered, save_artifact
 from deepprompt.config import load_config
-from deepprompt.engine import comm, ds_setup, init_from
+from deepprompt.engine import comm, init_from, setup
 from deepprompt.errors import ConfigError
 from deepprompt.models.loading import load_tokenizer_and_config
 from deepprompt.tasks import build_task
@@ -36,9 +36,9 @@ def _config(model, *overrides):
 
 
 def _build(run, model, init=None):
-    tokenizer, model_config = load_tokenizer_and_config(str(model))
+    tokenizer, _ = load_tokenizer_and_config(str(model))
     tasks = [build_task(c, tokenizer) for c in run.task_configs()]
-    return tasks, ds_setup.build(run, ds_setup.read_ds_config(ZERO3), tasks, str(model), model_config, init=init)
+    return tasks, setup.build_for(run, ZERO3, tasks, init=init)
 
 
 def _prepare(run, model):

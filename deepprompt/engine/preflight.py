@@ -7,12 +7,13 @@ the job ends with exit 2 everywhere instead of some ranks hanging in a collectiv
 1. every rank runs the same code and config: a fingerprint of the deepprompt sources, the git
    commit, the library versions, the resolved run config and the DeepSpeed JSON; a difference names
    the ranks and hosts (and the first config key) that differ from rank 0;
-2. each rank's own problems: the launcher's hostfile (when this node can see it), the DeepSpeed
-   JSON and the model path readable on every node (config and weight files whole), and every
-   task's ``max_seq_length`` within the backbone's positions (the message names the host);
-3. the batch arithmetic for this world size (``ds_setup.resolve_ds_config``, the same check the
-   build uses); a batch number taken from the DeepSpeed JSON is written into the run config, so
-   run_config.json and the checkpoints record what runs;
+2. each rank's own problems: the registry names (``prompt.method``, ``task.name``), the launcher's
+   hostfile (when this node can see it), the DeepSpeed JSON and the model path readable on every
+   node (config and weight files whole; resolved here, once, into a ``models.loading.Backbone``),
+   and every task's ``max_seq_length`` within the backbone's positions (the message names the host);
+3. the DeepSpeed JSON resolved for this world size, once (``ds_setup.resolve_ds_config``: "auto"
+   filled, the batch arithmetic checked); a batch number taken from the DeepSpeed JSON is written
+   into the run config, so run_config.json and the checkpoints record what runs;
 4. free disk in output_dir on rank 0 (the only rank that writes) for the checkpoints kept
    (``train.disk_margin``; 0 skips it).
 """
@@ -29,11 +30,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deepprompt.config import RunConfig, flatten
+from deepprompt.engine import comm, ds_setup
+from deepprompt.engine.world import me
 from deepprompt.errors import ConfigError, DeepPromptError
 from deepprompt.fileio import first_broken_safetensors
+from deepprompt.models import assembly
+from deepprompt.models.loading import Backbone, backbone_at, resolve_model_path
+from deepprompt.registry import PROMPTS, TASKS
 
 log = logging.getLogger("deepprompt")
 
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # deepprompt/
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".msgpack", ".h5")
 FP32 = 4
 
@@ -53,7 +60,7 @@ class RankReport:
 
 def source_digest(package_dir: str | os.PathLike | None = None) -> str:
     """SHA-256 over every .py file of the deepprompt package (relative path + bytes, sorted)."""
-    root = Path(package_dir or Path(__file__).parent)
+    root = Path(package_dir or PACKAGE_DIR)
     h = hashlib.sha256()
     for f in sorted(root.rglob("*.py")):
         if "__pycache__" in f.parts:
@@ -63,7 +70,7 @@ def source_digest(package_dir: str | os.PathLike | None = None) -> str:
 
 
 def git_commit(package_dir: str | os.PathLike | None = None) -> str | None:
-    root = Path(package_dir or Path(__file__).parent)
+    root = Path(package_dir or PACKAGE_DIR)
     try:
         out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
@@ -142,13 +149,22 @@ def first_problem(reports: list[RankReport]) -> str | None:
 
 # ------------------------------------------------------------------------------ local checks
 
-def check_model_path(path: str) -> None:
-    """The model directory (or preset) exists here and its config and weight files are readable."""
-    from deepprompt.models.loading import resolve_model_path
+def check_names(run: RunConfig) -> None:
+    """``prompt.method`` and every task's name are registered (one line naming the key otherwise)."""
+    import deepprompt.prompts  # noqa: F401  (registers the methods)
+    import deepprompt.tasks  # noqa: F401
 
+    PROMPTS.get(run.prompt.method, "prompt.method")
+    for i, task in enumerate(run.task_configs()):
+        TASKS.get(task.name, "task.name" if run.tasks is None else f"tasks[{i}].name")
+
+
+def check_model_path(path: str) -> str:
+    """``model.path`` resolved (``resolve_model_path``), its directory's config and weight files
+    readable and whole; returns the resolved path."""
     resolved = Path(resolve_model_path(path))
     if not resolved.is_dir():
-        return  # a hub name: from_pretrained reports it
+        return str(resolved)  # a preset or a hub name: from_pretrained reports it
     from deepprompt.models.glm.config import CONFIG_FILE, is_glm_dir
 
     config = resolved / (CONFIG_FILE if (resolved / CONFIG_FILE).is_file() and is_glm_dir(resolved) else "config.json")
@@ -164,33 +180,16 @@ def check_model_path(path: str) -> None:
     broken = first_broken_safetensors(resolved)  # a truncated copy or download: only its header tells
     if broken:
         raise ConfigError(f"model.path: {broken}")
+    return str(resolved)
 
 
-def check_positions(run: RunConfig) -> None:
+def check_positions(run: RunConfig, backbone: Backbone) -> None:
     """Every task's ``max_seq_length`` (plus ``prompt.length`` for a method that puts the prompt at
-    the input) fits the backbone's positions, read from its config before any weights load. Left to
-    the model, a too-long example is an index error deep inside transformers at the first long
-    example, or nothing at all on short data."""
-    import deepprompt.prompts  # noqa: F401  (registers the methods)
-    from deepprompt.models.backbones.base import family_for_model_type
-    from deepprompt.models.loading import load_model_config, resolve_model_path
-    from deepprompt.registry import PROMPTS
-
-    path = resolve_model_path(run.model.path)
-    config = load_model_config(path)
-    positions = family_for_model_type(config.model_type, run.model.family).positions_of(config)
-    method = run.prompt.method
-    prompt = run.prompt.length if PROMPTS.get(method, "prompt.method").puts_prompt_at_input else 0
-    for i, task in enumerate(run.task_configs()):
-        key = "task.max_seq_length" if run.tasks is None else f"tasks[{i}].max_seq_length"
-        if task.max_seq_length + prompt <= positions:
-            continue
-        if prompt:  # (the words of ds_setup.build's own check, which this one runs ahead of)
-            raise ConfigError(f"prompt.length: {prompt} prompt tokens + {key} {task.max_seq_length} = "
-                              f"{task.max_seq_length + prompt} exceeds the backbone's {positions} positions (method "
-                              f"{method!r} puts the prompt at the input)")
-        raise ConfigError(f"{key}: {task.max_seq_length} exceeds the backbone's {positions} positions "
-                          f"({run.model.path}); set it to at most {positions}")
+    the input) fits the backbone's positions, read from its config before any weights load
+    (``models.assembly.check_positions``, the check the assembly runs again on the built backbone)."""
+    keys = [("task.max_seq_length" if run.tasks is None else f"tasks[{i}].max_seq_length", t.max_seq_length)
+            for i, t in enumerate(run.task_configs())]
+    assembly.check_positions(run.prompt, keys, backbone.max_positions, run.model.path)
 
 
 def check_output_dir(path: str) -> None:
@@ -218,42 +217,43 @@ def check_hostfile(world_size: int) -> None:
         raise ConfigError(f"{path}: {sum(hosts.values())} slot(s) in all but the job has {world_size} ranks")
 
 
-def local_report(run: RunConfig, ds_config_path: str, world_size: int) -> tuple[RankReport, dict | None]:
-    from deepprompt.engine import ds_setup
-    from deepprompt.engine.world import me
+def local_report(run: RunConfig, ds_config_path: str, world_size: int) -> tuple[RankReport, dict | None, Backbone | None]:
+    """This rank's checks; returns its report, the raw DeepSpeed JSON and the resolved backbone
+    (None where their check failed: the failure is a problem of the report)."""
+    problems, found = [], {}
 
-    problems, ds_raw = [], None
-    checks = (("hostfile", lambda: check_hostfile(world_size)),
+    def model() -> Backbone:
+        backbone = backbone_at(check_model_path(run.model.path), run.model.family)  # resolved once, here
+        check_positions(run, backbone)
+        return backbone
+
+    checks = (("names", lambda: check_names(run)),
+              ("hostfile", lambda: check_hostfile(world_size)),
               ("ds config", lambda: ds_setup.read_ds_config(ds_config_path)),
-              ("model", lambda: (check_model_path(run.model.path), check_positions(run))))
+              ("model", model))
     for name, check in checks:
         try:
-            value = check()
-            ds_raw = value if name == "ds config" else ds_raw
+            found[name] = check()
         except DeepPromptError as e:
             problems.append(str(e))
-    return RankReport(str(me()), fingerprint(run, ds_raw), run.to_dict(), ds_raw, problems), ds_raw
+    ds_raw = found.get("ds config")
+    return RankReport(str(me()), fingerprint(run, ds_raw), run.to_dict(), ds_raw, problems), ds_raw, found.get("model")
 
 
 # ------------------------------------------------------------------------------ disk
 
-def estimate_trainable_numel(run: RunConfig, model_path: str) -> int:
+def estimate_trainable_numel(run: RunConfig, backbone: Backbone) -> int:
     """Trainable parameters from the model's config.json alone (no weights): the prompt method's
     formula, plus every backbone parameter when the method trains the backbone (counted on the meta
     device), plus a generous allowance for the task heads."""
     import torch
     from transformers import AutoModel
 
-    from deepprompt.models.backbones.base import family_for_model_type
-    from deepprompt.models.loading import load_model_config, resolve_model_path
-    from deepprompt.registry import PROMPTS
     from deepprompt.spec import BackboneSpec
 
     import deepprompt.prompts  # noqa: F401  (registers)
 
-    path = resolve_model_path(model_path)
-    config = load_model_config(path)
-    family_for_model_type(config.model_type, run.model.family)  # an unknown model type fails here, in one line
+    path, config = backbone.path, backbone.config
     spec = BackboneSpec(family=run.model.family, num_layers=config.num_hidden_layers, hidden=config.hidden_size,
                         num_heads=config.num_attention_heads,
                         max_positions=getattr(config, "max_position_embeddings", 512))
@@ -284,10 +284,10 @@ def checkpoint_bytes_needed(run: RunConfig, trainable_numel: int) -> tuple[int, 
     return trainable_numel * FP32 * (3 * count + 2), count
 
 
-def check_disk(run: RunConfig) -> None:
+def check_disk(run: RunConfig, backbone: Backbone) -> None:
     if not run.train.disk_margin:
         return
-    numel = estimate_trainable_numel(run, run.model.path)
+    numel = estimate_trainable_numel(run, backbone)
     need_bytes, count = checkpoint_bytes_needed(run, numel)
     need = run.train.disk_margin * need_bytes
     out = Path(run.output_dir)
@@ -306,26 +306,26 @@ def _gb(n: float) -> str:
 
 # ------------------------------------------------------------------------------ the collective
 
-def run(run_cfg: RunConfig, ds_config_path: str) -> dict:
-    """Collective: every check above; returns the raw DeepSpeed JSON (read once, here). Raises the
-    same ConfigError on every rank."""
-    from deepprompt.engine import comm, ds_setup
-
+def run(run_cfg: RunConfig, ds_config_path: str) -> tuple[Backbone, dict]:
+    """Collective: every check above; returns the backbone and the DeepSpeed JSON, each resolved
+    once, here (the JSON read once and filled for this world). Raises the same ConfigError on every
+    rank."""
     world = comm.world_size()
-    mine, ds_raw = local_report(run_cfg, ds_config_path, world)
+    mine, ds_raw, backbone = local_report(run_cfg, ds_config_path, world)
     reports = comm.all_gather_object(mine)
     error = disagreement(reports) or first_problem(reports)
+    ds = None
     if error is None:  # every rank has the same config now: the same answer everywhere
         try:
-            ds_setup.record_batch(run_cfg, ds_setup.resolve_ds_config(ds_raw, run_cfg, world, hidden=1,
-                                                                       src=ds_config_path))
+            ds = ds_setup.resolve_for_world(ds_raw, run_cfg, backbone.config.hidden_size, ds_config_path)
+            ds_setup.record_batch(run_cfg, ds)
         except ConfigError as e:
             error = str(e)
     if error is None:
         verdict = None
         if comm.rank() == 0:
             try:
-                check_disk(run_cfg)
+                check_disk(run_cfg, backbone)
             except DeepPromptError as e:
                 verdict = f"{e} (on {mine.where})"
         error = comm.broadcast_object(verdict)
@@ -334,4 +334,4 @@ def run(run_cfg: RunConfig, ds_config_path: str) -> dict:
     fp = mine.fingerprint
     log.info("preflight ok on %d rank(s): code %s%s, run config %s, ds config %s", world, fp["code"],
              f" (git {fp['git commit']})" if "git commit" in fp else "", fp["run config"], fp["ds config"])
-    return ds_raw
+    return backbone, ds
