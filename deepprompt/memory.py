@@ -46,6 +46,7 @@ import argparse
 import math
 from dataclasses import dataclass
 
+from deepprompt.memory_backbone import Backbone, as_backbone, glm_backbone, load_backbone, module_backbone  # noqa: F401
 from deepprompt.registry import Registry
 
 GIB = 1024 ** 3
@@ -53,79 +54,7 @@ LAYOUTS: Registry = Registry("layout")
 
 
 # ------------------------------------------------------------------------------ the backbone
-
-@dataclass(frozen=True)
-class Backbone:
-    """What the calculator needs of a backbone: its shape and the size of every tensor."""
-
-    name: str
-    hidden: int
-    layers: int
-    heads: int
-    tensors: tuple[int, ...]
-    """Element count of every backbone tensor."""
-    layer_tensors: tuple[int, ...]
-    """Element counts of ONE transformer layer's tensors."""
-    embedding_numel: int
-    """Elements of the embedding tables (no matmul FLOPs, never re-gathered in backward)."""
-    modules: tuple[tuple[int, ...], ...] = ()
-    """The tensors of each module that owns some (ZeRO-3 fetches a module's tensors together)."""
-    layer_modules: tuple[tuple[int, ...], ...] = ()
-    """The same for ONE transformer layer."""
-
-    @property
-    def numel(self) -> int:
-        return sum(self.tensors)
-
-    @property
-    def layer_numel(self) -> int:
-        return sum(self.layer_tensors)
-
-    input_projection_tensors: int = 1
-    """How many tensors hold layer 0's Q, K and V weights (GLM: one fused; BERT-like: three)."""
-
-    @property
-    def input_projection(self) -> int:
-        """Layer 0's Q, K and V weights (3 h·h): their input, the embeddings, needs no gradient, so
-        ZeRO-3 never fetches them for the backward."""
-        return 3 * self.hidden * self.hidden
-
-
-def glm_backbone(cfg, name: str = "glm") -> Backbone:
-    """A GLM's tensors, read from the model built on the meta device (no memory)."""
-    import torch
-
-    from deepprompt.models.glm.model import GLMModel
-
-    with torch.device("meta"):
-        model = GLMModel(cfg)
-    return module_backbone(model, cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, name)
-
-
-def module_backbone(module, hidden: int, layers: int, heads: int, name: str) -> Backbone:
-    """Any backbone module (ZeRO-3 partitioned or not): its transformer layers are the one
-    ``ModuleList`` of ``layers`` entries."""
-    from torch import nn
-
-    def numel(p) -> int:
-        return getattr(p, "ds_numel", p.numel())
-    # a backbone whose layers are not one ModuleList gets no per-layer terms (working set, re-gathers)
-    blocks = next((m for m in module.modules() if isinstance(m, nn.ModuleList) and len(m) == layers), [nn.Module()])
-    embedding = sum(numel(p) for m in module.modules() if isinstance(m, nn.Embedding) for p in m.parameters())
-    square = sum(1 for p in blocks[0].parameters() if numel(p) == hidden * hidden)  # BERT: q, k, v, out
-
-    def owners(m) -> tuple[tuple[int, ...], ...]:
-        return tuple(sizes for sub in m.modules() if (sizes := tuple(numel(p) for p in sub.parameters(recurse=False))))
-    return Backbone(name=name, hidden=hidden, layers=layers, heads=heads,
-                    tensors=tuple(numel(p) for p in module.parameters()),
-                    layer_tensors=tuple(numel(p) for p in blocks[0].parameters()), embedding_numel=embedding,
-                    modules=owners(module), layer_modules=owners(blocks[0]),
-                    input_projection_tensors=3 if square >= 4 else 1)
-
-
-def as_backbone(model) -> Backbone:
-    return model if isinstance(model, Backbone) else glm_backbone(model, getattr(model, "name", "glm"))
-
+# (its parameter shapes: ``memory_backbone.py``)
 
 # ------------------------------------------------------------------------------ the workload
 
@@ -416,16 +345,6 @@ def table(cfg, name: str, worlds: list[int], **kw) -> str:
     for k in keys:
         lines.append(f"{k:<26}" + "".join(f"{rows[g][k] / GIB:>13.2f}" for g in worlds))
     return "\n".join(lines)
-
-
-def load_backbone(model: str) -> Backbone:
-    """A GLM preset or GLM checkpoint directory, as a ``Backbone``."""
-    from pathlib import Path
-
-    from deepprompt.models.glm.config import PRESETS, read_config
-
-    cfg = PRESETS[model] if model in PRESETS else read_config(Path(model))
-    return glm_backbone(cfg, model)
 
 
 def add_workload_args(ap: argparse.ArgumentParser) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -24,46 +23,12 @@ from deepprompt.engine import checkpoint, comm, ds_setup, init_from, layout, pre
 from deepprompt.engine import world as world_info
 from deepprompt.engine.evaluate import evaluate
 from deepprompt.artifacts import save_artifact
+from deepprompt.engine.results import collect, criterion, log_done, mean_main_metric, prefixed
+from deepprompt.engine.run_log import Progress, Scalars, StepRecord, TrainLog, hms, progress_bar, warmup_steps
 from deepprompt.engine.signals import EXIT_PREEMPTED, StopFlag
 
 log = logging.getLogger("deepprompt")
 BEST_ARTIFACT = "artifact_best"  # output_dir/artifact_best: prompts + heads of the best dev step
-
-
-class Scalars:
-    """TensorBoard on rank 0 (a no-op elsewhere)."""
-
-    def __init__(self, output_dir: Path, enabled: bool):
-        self.writer = None
-        if enabled:
-            from torch.utils.tensorboard import SummaryWriter
-            self.writer = SummaryWriter(str(output_dir / "tensorboard"))
-
-    def add(self, tag: str, value: float, step: int) -> None:
-        if self.writer:
-            self.writer.add_scalar(tag, value, step)
-
-    def close(self) -> None:
-        if self.writer:
-            self.writer.close()
-
-
-class Progress:
-    """What the loop carries from step to step; all of it goes into a checkpoint."""
-
-    def __init__(self):
-        self.best = {"value": None, "step": None, "dev": None, "test": None}
-        self.history: list[dict] = []
-        self.first_loss: float | None = None
-        self.last_loss: float | None = None
-        self.evals_without_improvement = 0  # early stopping's count; a resumed run continues it
-        self.stopped_early: dict | None = None  # {"step", "reason"} once patience ran out
-
-    def state_dict(self) -> dict:
-        return dict(vars(self))
-
-    def load_state_dict(self, state: dict) -> None:
-        vars(self).update(state)
 
 
 def train(run: RunConfig, ds_config_path: str) -> dict:
@@ -129,10 +94,10 @@ class Trainer:
                      state["world_size"])
         self.frozen_before = ds_setup.frozen_fingerprint(self.model) if self.tr.verify_frozen else None
         self.scalars = Scalars(self.out_dir, self.rank == 0)
-        self.train_log = _TrainLog(self.out_dir / "train_log.jsonl", self.start_step, enabled=self.rank == 0)
+        self.train_log = TrainLog(self.out_dir / "train_log.jsonl", self.start_step, enabled=self.rank == 0)
         self.stop = StopFlag().install()
-        self.meter = throughput.Meter(self.start_step, _warmup_steps(self.tr.max_steps - self.start_step))
-        self.pending: _StepRecord | None = None  # the last step, its reduction still on its way to the host
+        self.meter = throughput.Meter(self.start_step, warmup_steps(self.tr.max_steps - self.start_step))
+        self.pending: StepRecord | None = None  # the last step, its reduction still on its way to the host
         self.window: list[float] = []
 
     # ---- the loop
@@ -143,7 +108,7 @@ class Trainer:
         made at step s takes effect at step s+1 on every rank alike."""
         tr = self.tr
         self.engine.train()
-        self.bar = _progress(tr.max_steps, self.rank == 0, self.start_step)
+        self.bar = progress_bar(tr.max_steps, self.rank == 0, self.start_step)
         self.loop_start, last_save = time.time(), time.time()
         self._maybe_start_meter(self.start_step)
         for step in range(self.start_step + 1, self.final_step + 1):
@@ -151,7 +116,7 @@ class Trainer:
             task, values = self._optimizer_step(step)
             due = bool(tr.save_every_minutes) and time.time() - last_save >= 60 * tr.save_every_minutes
             values[3:] = torch.tensor([float(self.stop.raised), float(due)], dtype=values.dtype)
-            stop, due = self._settle(_StepRecord(step, task.name, lr, comm.all_reduce_to_host(values)))
+            stop, due = self._settle(StepRecord(step, task.name, lr, comm.all_reduce_to_host(values)))
             self._maybe_start_meter(step)
             save_now = step != tr.max_steps and ((tr.save_every and step % tr.save_every == 0) or due)
             if stop or save_now:  # a checkpoint holds this step's record too
@@ -191,7 +156,7 @@ class Trainer:
             values[2] += real.shape[:-1].numel()
         return task, values
 
-    def _settle(self, record: _StepRecord | None) -> tuple[bool, bool]:
+    def _settle(self, record: StepRecord | None) -> tuple[bool, bool]:
         """Make ``record`` the pending step and account for the one before it (``None``: account for
         the pending step now). Returns that step's agreed (stop, timed save due)."""
         done, self.pending = self.pending, record
@@ -215,7 +180,7 @@ class Trainer:
             if self.bar.disable and self.rank == 0:  # no terminal (a log file, CI): one plain line instead of a bar
                 per_step = (time.time() - self.loop_start) / (step - self.start_step)
                 log.info("step %d/%d | loss %.4f | lr %.2e | %.2f s/step | eta %s", step, tr.max_steps, mean,
-                         done.lr, per_step, _hms(per_step * (tr.max_steps - step)))
+                         done.lr, per_step, hms(per_step * (tr.max_steps - step)))
         return stop > 0, due > 0
 
     def _maybe_start_meter(self, step: int) -> None:
@@ -285,7 +250,7 @@ class Trainer:
         if not patience or progress.evals_without_improvement < patience or step >= self.tr.max_steps:
             return
         best = progress.best
-        reason = (f"dev {_criterion(self.tasks)} did not improve for {progress.evals_without_improvement} "
+        reason = (f"dev {criterion(self.tasks)} did not improve for {progress.evals_without_improvement} "
                   f"evaluations (train.early_stopping_patience={patience}); best {best['value']:.2f} at step "
                   f"{best['step']}")
         progress.stopped_early = {"step": step, "reason": reason}
@@ -294,7 +259,7 @@ class Trainer:
     def _save_best_artifact(self, step: int) -> None:
         """Collective: output_dir/artifact_best, the prompts and heads of the new best dev step."""
         best = self.progress.best
-        metrics = {t.name: _prefixed(best["dev"], best["test"], t.name) for t in self.tasks}
+        metrics = {t.name: prefixed(best["dev"], best["test"], t.name) for t in self.tasks}
         save_artifact(self.engine, self.run, self.tasks, self.model_path, self.out_dir / BEST_ARTIFACT,
                       extra={"steps": step, "best_dev_step": step,
                              "metrics": metrics if len(self.tasks) > 1 else metrics[self.tasks[0].name]})
@@ -328,7 +293,7 @@ class Trainer:
         for name, metrics in dev.items():
             for k, v in metrics.items():
                 self.scalars.add(f"dev/{k}" if len(tasks) == 1 else f"dev/{name}/{k}", v, step)
-        value = _mean_main_metric(tasks, dev)
+        value = mean_main_metric(tasks, dev)
         entry, best = {"step": step, "dev": dev, "dev_mean_main": value}, self.progress.best
         improved = best["value"] is None or value > best["value"]
         if improved:
@@ -339,7 +304,7 @@ class Trainer:
         self.progress.history.append(entry)
         log.info("step %d | dev %s | best dev %s %.2f at step %d", step, " | ".join(
             f"{n} " * (len(tasks) > 1) + " ".join(f"{k} {v:.2f}" for k, v in m.items()) for n, m in dev.items()),
-            _criterion(tasks), best["value"], best["step"])
+            criterion(tasks), best["value"], best["step"])
         self._count_patience(step, improved)
         return dev
 
@@ -355,7 +320,7 @@ class Trainer:
         self.save(final)
         if self.rank == 0:
             (self.out_dir / "PREEMPTED").unlink(missing_ok=True)
-        results = self._results(last_dev, last_test)
+        results = collect(self, last_dev, last_test)
         tasks = self.tasks
         # collective: gathers the prompt and head shards; the model after the LAST step
         last = {t.name: results["tasks"][t.name]["last"] for t in tasks}
@@ -367,123 +332,10 @@ class Trainer:
         results["stopped_early"] = progress.stopped_early
         if self.rank == 0:
             (self.out_dir / "results.json").write_text(json.dumps(results, indent=2))
-            _log_done(results, tasks, self.out_dir / "results.json")
+            log_done(results, tasks, self.out_dir / "results.json")
         self.scalars.close()
         comm.barrier()
         return results
-
-    def _frozen_check(self) -> dict | None:
-        """The frozen backbone's per-rank fingerprint against the one taken before training."""
-        if self.frozen_before is None:
-            return None
-        after = ds_setup.frozen_fingerprint(self.model)
-        frozen = {"numel": after["numel"], "unchanged": after == self.frozen_before if after["numel"] else None}
-        if frozen["unchanged"] is False:
-            log.error("frozen backbone weights CHANGED during training (per-rank SHA-256 differ)")
-        return frozen
-
-    def _results(self, last_dev: dict, last_test: dict) -> dict:
-        run, tr, built, best = self.run, self.tr, self.built, self.progress.best
-        opt_state = ds_setup.optimizer_state_numel(self.engine)
-        frozen = self._frozen_check()
-        rss, accel = _peak_memory_per_rank()
-        device = comm.device_info()
-        peak = tr.peak_tflops or throughput.default_peak_tflops(device["name"] if device["accelerator"] != "cpu"
-                                                                 else None, built.precision)
-        return {
-            "method": run.prompt.method,
-            "model": run.model.path,
-            "world_size": self.world,
-            "steps": self.final_step,
-            "max_steps": tr.max_steps,
-            "seed": tr.seed,
-            "precision": built.precision,
-            "resumed_from": self.start_step if self.resumed else None,
-            "params": {"total": built.total_params, "trainable": built.trainable_params,
-                       "trainable_percent": 100 * built.trainable_params / built.total_params,
-                       "optimizer_state_numel": opt_state["total"],
-                       "optimizer_state": opt_state,
-                       "frozen_numel_per_rank": self.frozen_per_rank},
-            "frozen_backbone": frozen,
-            "train_loss": {"first": self.progress.first_loss, "last": self.progress.last_loss},
-            "tasks": {task.name: {
-                "main_metric": task.main_metric,
-                "last": {**{f"dev_{k}": v for k, v in last_dev.get(task.name, {}).items()},
-                         **{f"test_{k}": v for k, v in last_test.get(task.name, {}).items()}},
-                "best_dev": {**{f"dev_{k}": v for k, v in best["dev"].get(task.name, {}).items()},
-                             **{f"test_{k}": v for k, v in best["test"].get(task.name, {}).items()},
-                             "step": best["step"]},
-            } for task in self.tasks},
-            "best_dev_criterion": _criterion(self.tasks),
-            "mixture": self.mixer.mixture(),
-            "init_from": self.warm[1] if self.warm else None,
-            "eval_history": self.progress.history,
-            "wall_time_s": time.time() - self.started,
-            "device": device,
-            "throughput": self.meter.report(self._flops_model(), self.world, peak),
-            "peak_rss_mb_per_rank": rss,
-            "peak_accelerator_memory_mb_per_rank": accel,
-        }
-
-    def _flops_model(self) -> throughput.FlopsModel:
-        model, spec = self.model, self.built.adapter.spec()
-        prefix_layers = sorted(getattr(model.prompt, "layers", None) or [])
-        deep = bool(prefix_layers) and not model.prompt.puts_prompt_at_input
-        return throughput.FlopsModel(
-            n_matmul=throughput.matmul_params(model.backbone), num_layers=spec.num_layers, hidden=spec.hidden,
-            prefix_length=self.run.prompt.length if deep else 0, finetune=not model.prompt.freezes_backbone,
-            checkpointing=self.tr.activation_checkpointing,
-            backward_layers=spec.num_layers - prefix_layers[0] if deep else spec.num_layers)
-
-
-def _log_done(results: dict, tasks, path: Path) -> None:
-    """Rank 0's closing lines: LAST and BEST-DEV per task, the wall time, where results.json is."""
-    best_step = results["tasks"][tasks[0].name]["best_dev"]["step"]
-    lines = [f"LAST (step {results['steps']}): {_scores(results['tasks'][t.name]['last'], t.main_metric)} | "
-             f"BEST-DEV (step {best_step}): {_scores(results['tasks'][t.name]['best_dev'], t.main_metric)}"
-             for t in tasks]
-    speed = _speed(results["throughput"])
-    if len(tasks) == 1:
-        log.info("done in %.0f s | %s%s | %s", results["wall_time_s"], lines[0], speed, path)
-    else:
-        for t, line in zip(tasks, lines):
-            log.info("%s | %s", t.name, line)
-        log.info("done in %.0f s | mixture drawn (steps per task): %s | best dev = %s%s | %s",
-                 results["wall_time_s"], ", ".join(f"{n} {c}" for n, c in results["mixture"]["steps"].items()),
-                 results["best_dev_criterion"], speed, path)
-
-
-def _speed(tp: dict) -> str:
-    """' | 5,210 tokens/s | MFU 41.3%' (MFU where a peak is known; nothing when no step was timed)."""
-    if tp["tokens_per_s"] is None:
-        return ""
-    mfu = f" | MFU {100 * tp['mfu']:.1f}%" if tp["mfu"] is not None else ""
-    return f" | {tp['tokens_per_s']:,.0f} tokens/s{mfu}"
-
-
-def _peak_memory_per_rank() -> tuple[list[float], list[float | None]]:
-    """Each rank's peak resident memory (MiB; Linux reports ru_maxrss in KiB) and peak accelerator
-    memory allocated (MiB; None on CPU), gathered in one collective."""
-    import resource
-
-    mine = (round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), comm.peak_memory_mb())
-    everyone = comm.all_gather_object(mine)
-    return [r for r, _ in everyone], [None if a is None else round(a, 1) for _, a in everyone]
-
-
-class _StepRecord:
-    """One optimizer step as the host learns it: its number, task, learning rate, and the reduced
-    [loss, tokens, sequences, stop, timed save] on their way from the device."""
-
-    def __init__(self, step: int, task: str, lr: float, reduced: comm.HostCopy):
-        self.step, self.task, self.lr, self.reduced = step, task, lr, reduced
-
-
-def _warmup_steps(steps: int) -> int:
-    """Steps left out of the throughput figures (allocator and kernel warm-up): 3 of a long run,
-    fewer of a short one, none of a 1-step run."""
-    return min(3, steps // 4)
-
 
 def _check_same_length(state: dict, tr: TrainConfig, where) -> None:
     """By train.epochs the length comes from the data: a resume must find the same step count, or
@@ -493,29 +345,6 @@ def _check_same_length(state: dict, tr: TrainConfig, where) -> None:
         raise ConfigError(f"cannot resume from {where}: the run has {tr.max_steps} steps now (train.epochs {tr.epochs:g} "
                           f"of this training data) but {saved} when it was saved: the training data changed; restore "
                           f"it, or start fresh with train.resume=never")
-
-
-def _prefixed(dev: dict, test: dict, task: str) -> dict:
-    """{dev_<metric>: .., test_<metric>: ..} of one task (what results.json reports per task)."""
-    return {**{f"dev_{k}": v for k, v in dev.get(task, {}).items()},
-            **{f"test_{k}": v for k, v in test.get(task, {}).items()}}
-
-
-def _mean_main_metric(tasks, dev: dict) -> float:
-    """The best-dev criterion: the mean over tasks of each task's main metric on dev."""
-    return sum(dev[t.name][t.main_metric] for t in tasks) / len(tasks)
-
-
-def _criterion(tasks) -> str:
-    if len(tasks) == 1:
-        return tasks[0].main_metric
-    return "mean(" + ", ".join(f"{t.name} {t.main_metric}" for t in tasks) + ")"
-
-
-def _scores(r: dict, metric: str) -> str:
-    """'dev f1 43.05, test f1 44.15' (test only where the task has one)."""
-    return ", ".join(f"{split} {metric} {r[f'{split}_{metric}']:.2f}" for split in ("dev", "test")
-                     if f"{split}_{metric}" in r)
 
 
 def _check_same_mixture(mixer: TaskMixer) -> None:
@@ -544,40 +373,3 @@ def _log_layout(run: RunConfig, built, tasks, world: int) -> list[int]:
     return layout.log_layout(run, built, tasks)  # layout, frozen weights held per rank, calculator, warnings
 
 
-class _TrainLog:
-    """output_dir/train_log.jsonl: one line per optimizer step (rank 0). A resumed run drops the
-    lines after its checkpoint's step, so the file always tells one consistent history."""
-
-    def __init__(self, path: Path, start_step: int, enabled: bool):
-        self.path, self.enabled = path, enabled
-        if enabled:
-            kept = []
-            if start_step and path.is_file():
-                kept = [l for l in path.read_text(errors="replace").splitlines() if _logged_step(l) <= start_step]
-            path.write_text("".join(l + "\n" for l in kept))
-
-    def write(self, step: int, loss: float, lr: float, task: str | None = None) -> None:
-        if self.enabled:
-            with self.path.open("a") as fh:
-                fh.write(json.dumps({"step": step, "loss": loss, "lr": lr, **({"task": task} if task else {})}) + "\n")
-
-
-def _logged_step(line: str) -> float:
-    """The step of a train_log.jsonl line; infinity (dropped on resume) for a blank line or one torn
-    by a kill in mid-write, which would otherwise stop the resume with a JSON traceback."""
-    try:
-        return int(json.loads(line)["step"])
-    except (ValueError, KeyError, TypeError):
-        return float("inf")
-
-
-def _progress(total: int, enabled: bool, initial: int = 0):
-    """A tqdm bar on rank 0 when stderr is a terminal; disabled otherwise (plain log lines instead)."""
-    from tqdm.auto import tqdm
-    return tqdm(total=total, initial=initial, desc="train", disable=not (enabled and os.isatty(2)),
-                dynamic_ncols=True)
-
-
-def _hms(seconds: float) -> str:
-    s = int(seconds)
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"

@@ -30,27 +30,11 @@ import torch
 from deepprompt.errors import ConfigError, DataError
 from deepprompt.metrics.classification import accuracy
 from deepprompt.tasks.base import TENSOR_KEYS, Task, log
+from deepprompt.tasks.cloze import MASK, PAIR, TEXT, ClozePattern, verbalizer_id  # noqa: F401  (the tasks' patterns)
+from deepprompt.tasks.readers import get_field  # noqa: F401  (the one field getter; superglue/glue use it)
 
 _SEQ = ("input_ids", "attention_mask", "token_type_ids")
-TEXT, PAIR, MASK = "{text}", "{text_pair}", "{mask}"
-"""The slots of a cloze pattern: the record's text, its text_pair, the tokenizer's mask token."""
 _STRATEGY = {"text": "only_first", "text_pair": "only_second", "longest": "longest_first"}
-
-
-# --------------------------------------------------------------------------------------- fields
-def get_field(row: dict, key: str, where: str, kind: type | tuple[type, ...] = str) -> Any:
-    """``row[key]`` (``key`` may be dotted: ``target.span1_text``), of type ``kind``; else a one-line
-    ``DataError`` naming ``where`` (file:line)."""
-    value: Any = row
-    for part in key.split("."):
-        if not isinstance(value, dict) or part not in value:
-            raise DataError(f"{where}: missing field {key!r}")
-        value = value[part]
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-        names = " or ".join(k.__name__ for k in kinds)
-        raise DataError(f"{where}: field {key!r} must be {names}, got {type(value).__name__} {value!r:.40}")
-    return value
 
 
 def label_text(value: Any) -> str:
@@ -107,10 +91,7 @@ def encode_pairs(tokenizer, texts: list[str], pairs: list[str] | None, max_lengt
 class FileTask(Task):
     """A task read from one file per split under ``task.data_dir``."""
 
-    split_files: ClassVar[dict[str, str]]
-    """Split -> file name inside the data directory."""
-    folder: ClassVar[str]
-    """The official folder name (``data_dir`` may be that folder or its parent)."""
+    source_kind = "file"
     truncate: ClassVar[str] = "longest"
     """Which segment ``encode_pairs`` may cut: text | text_pair | longest."""
 
@@ -127,28 +108,9 @@ class FileTask(Task):
         """Whether a row of this task's format carries its gold label(s)."""
         return "label" in row
 
-    # -- files
-    def data_dir(self) -> Path:
-        if not self.cfg.data_dir:
-            raise ConfigError(f"task.data_dir: task {self.name!r} needs a data directory (the official "
-                              f"{self.folder} folder with {', '.join(self.split_files.values())})")
-        root = Path(self.cfg.data_dir)
-        if not root.is_dir():
-            raise ConfigError(f"task.data_dir: {root} is not a directory")
-        if not (root / self.split_files["train"]).is_file() and (root / self.folder).is_dir():
-            root = root / self.folder
-        return root
-
-    def source_exists(self, path: Path) -> bool:
-        return path.is_file()
-
-    def default_source(self, split: str) -> Path:
-        if split not in self.split_files:
-            raise ConfigError(f"task {self.name}: unknown split {split!r} (splits: {', '.join(self.splits)})")
-        path = self.data_dir() / self.split_files[split]
-        if not path.is_file():
-            raise ConfigError(f"task.data_dir: {path.parent} has no {path.name} (the {split} split of {self.name})")
-        return path
+    @property
+    def data_help(self) -> str:
+        return f"the official {self.folder} folder with {', '.join(n for names in self.split_files.values() for n in names)}"
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -157,7 +119,7 @@ class FileTask(Task):
         if "test" not in self.split_files:
             return ("train", "dev")
         explicit = self.explicit_file("test")
-        path = explicit or (self.data_dir() / self.split_files["test"] if self.cfg.data_dir else None)
+        path = explicit or (self.data_dir() / self.split_files["test"][0] if self.cfg.data_dir else None)
         if path is not None and path.is_file():
             try:
                 _, first = next(iter(self.read_rows(path)), (None, None))
@@ -220,83 +182,6 @@ def label_index(task: Task, value: Any, where: str) -> int:
     if text not in task.labels:
         raise DataError(f"{where}: unknown label {value!r} for task {task.name} (known: {', '.join(task.labels)})")
     return task.labels.index(text)
-
-
-# ------------------------------------------------------------------------------------ cloze
-class ClozePattern:
-    """A cloze formulation for one tokenizer: the ``pattern`` parts (``TEXT``, ``PAIR``, ``MASK``
-    and literal strings, concatenated token by token, each tokenised on its own) wrapped in the
-    tokenizer's single-sequence special tokens, and the verbalizers' token ids.
-
-    Only ``TEXT``/``PAIR`` are ever truncated (from their end, the segment named by ``truncate``
-    first), so the mask and the pattern's words always survive."""
-
-    def __init__(self, task: str, tokenizer, pattern: tuple[str, ...], verbalizers: tuple[str, ...], truncate: str):
-        if tokenizer.mask_token_id is None:
-            raise ConfigError(f"task.formulation: task {task}: cloze needs a tokenizer with a mask token "
-                              f"({type(tokenizer).__name__} has none)")
-        self.mask_id = tokenizer.mask_token_id
-        self.truncate = truncate
-        wrapped = tokenizer(tokenizer.mask_token)["input_ids"]  # e.g. [CLS] [MASK] [SEP]
-        if wrapped.count(self.mask_id) != 1:
-            raise ConfigError(f"task.formulation: task {task}: the tokenizer does not keep its mask token "
-                              f"{tokenizer.mask_token!r} as one token")
-        k = wrapped.index(self.mask_id)
-        self.prefix, self.suffix = wrapped[:k], wrapped[k + 1:]
-        self.parts = [p if p in (TEXT, PAIR, MASK) else tokenizer(p, add_special_tokens=False)["input_ids"]
-                      for p in pattern]
-        self.fixed = len(self.prefix) + len(self.suffix) + sum(1 if p == MASK else len(p) for p in self.parts
-                                                               if p not in (TEXT, PAIR))
-        self.candidate_ids = [verbalizer_id(tokenizer, task, w) for w in verbalizers]
-
-    def encode(self, text: list[int], pair: list[int], max_length: int) -> tuple[list[int], int, bool]:
-        """(input ids, mask position, truncated) for one record's tokenised text and text_pair."""
-        budget = max_length - self.fixed
-        if budget < 1:
-            raise ConfigError(f"task.max_seq_length: {max_length} leaves no room for the text in the cloze "
-                              f"pattern ({self.fixed} tokens)")
-        over = len(text) + len(pair) - budget
-        if over > 0:
-            text, pair = _cut(text, pair, over, self.truncate)
-        ids = list(self.prefix)
-        mask_at = -1
-        for p in self.parts:
-            if p == MASK:
-                mask_at = len(ids)
-                ids.append(self.mask_id)
-            else:
-                ids += text if p == TEXT else pair if p == PAIR else p
-        return ids + self.suffix, mask_at, over > 0
-
-
-def _cut(text: list[int], pair: list[int], over: int, truncate: str) -> tuple[list[int], list[int]]:
-    """Drop ``over`` tokens off the ends of the segments: the one ``truncate`` names first (then
-    the other), or the longer one token by token (``longest``)."""
-    if truncate == "longest":
-        a, b = len(text), len(pair)
-        for _ in range(over):
-            if a >= b:
-                a -= 1
-            else:
-                b -= 1
-        return text[:a], pair[:b]
-    first, second = (text, pair) if truncate == "text" else (pair, text)
-    keep_first = max(0, len(first) - over)
-    rest = over - (len(first) - keep_first)
-    first, second = first[:keep_first], second[:len(second) - rest]
-    return (first, second) if truncate == "text" else (second, first)
-
-
-def verbalizer_id(tokenizer, task: str, word: str) -> int:
-    """The single token of ``word`` as it follows a space in running text (BPE: `` yes``), else of
-    the bare word; a word that is neither one known token is a one-line ``ConfigError``."""
-    unk = tokenizer.unk_token_id
-    for form in (" " + word, word):
-        ids = tokenizer(form, add_special_tokens=False)["input_ids"]
-        if len(ids) == 1 and ids[0] != unk:
-            return ids[0]
-    raise ConfigError(f"task.formulation: task {task}: verbalizer {word!r} is not a single token for this "
-                      f"tokenizer ({tokenizer.tokenize(' ' + word)}); cloze needs one token per label")
 
 
 # ------------------------------------------------------------------------------- classification

@@ -19,27 +19,18 @@ import json
 from pathlib import Path
 
 from deepprompt.data.files import iter_jsonl
-from deepprompt.errors import ConfigError, DataError
+from deepprompt.errors import DataError
 from deepprompt.fileio import read_text, text_lines
 from deepprompt.metrics.classification import accuracy, macro_f1
 from deepprompt.registry import TASKS
 from deepprompt.tasks.base import Task, log
-from deepprompt.tasks.ner import TaggingTask, read_conll
+from deepprompt.tasks.readers import read_conll
+from deepprompt.tasks.tagging import TaggingTask
 
 
-def _default_file(task: Task, split: str, extensions: tuple[str, ...]) -> Path:
+def _split_files(extensions: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
     """``<split><ext>`` under data_dir, the first extension that exists."""
-    if not task.cfg.data_dir:
-        raise ConfigError(f"task.{split}_file: task {task.name} needs task.{split}_file or task.data_dir")
-    root = Path(task.cfg.data_dir)
-    if not root.is_dir():
-        raise ConfigError(f"task.data_dir: {root} {'is not a directory' if root.exists() else 'does not exist'}")
-    names = [f"{split}{ext}" for ext in extensions]
-    for name in names:
-        if (root / name).is_file():
-            return root / name
-    raise ConfigError(f"task.data_dir: {root} has no {split} file (looked for {', '.join(names)}; "
-                      f"or set task.{split}_file)")
+    return {s: tuple(f"{s}{ext}" for ext in extensions) for s in ("train", "dev", "test")}
 
 
 @TASKS.register("custom_tagging")
@@ -50,12 +41,7 @@ class CustomTagging(TaggingTask):
 
     labels_from_train = True
     EXTENSIONS = (".txt", ".conll", ".tsv", "")
-
-    def source_exists(self, path):
-        return path.is_file()
-
-    def default_source(self, split):
-        return _default_file(self, split, self.EXTENSIONS)
+    split_files, source_kind, needs_files = _split_files(EXTENSIONS), "file", True
 
     def read_split(self, split):
         w, t = self.cfg.word_column, self.cfg.tag_column
@@ -74,12 +60,7 @@ class CustomClassification(Task):
     head = "classification"
     main_metric = "accuracy"
     EXTENSIONS = (".jsonl", ".json", ".csv", ".tsv")
-
-    def source_exists(self, path):
-        return path.is_file()
-
-    def default_source(self, split):
-        return _default_file(self, split, self.EXTENSIONS)
+    split_files, source_kind, needs_files = _split_files(EXTENSIONS), "file", True
 
     @property
     def labels(self) -> list[str]:

@@ -50,7 +50,7 @@ def read_tsv(path: Path):
 
 
 class GlueTask(ClassificationTask):
-    split_files = {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"}
+    split_files = {"train": ("train.tsv",), "dev": ("dev.tsv",), "test": ("test.tsv",)}
     columns: ClassVar[tuple[str, ...]]
     """The text column(s): one, or two for pair tasks."""
     label_column: ClassVar[str] = "label"

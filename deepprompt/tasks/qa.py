@@ -28,12 +28,12 @@ from typing import ClassVar
 
 import torch
 
-from deepprompt import assets
 from deepprompt.errors import ConfigError, DataError
 from deepprompt.fileio import read_text
 from deepprompt.metrics.squad import merge_windows, squad_v1, squad_v2
 from deepprompt.registry import TASKS
 from deepprompt.tasks.base import Task, log
+from deepprompt.tasks.readers import get_field
 
 SHIFT_SETS = ("new_wiki", "nyt", "reddit", "amazon_reviews")
 SHIFT_ALIASES = {"amazon": "amazon_reviews"}
@@ -41,15 +41,6 @@ SHIFT_ALIASES = {"amazon": "amazon_reviews"}
 
 def _where(path: Path, qid) -> str:
     return f"{path}: question {qid!r}" if qid is not None else str(path)
-
-
-def _field(obj: dict, key: str, kind: type, where: str):
-    if not isinstance(obj, dict) or key not in obj:
-        raise DataError(f"{where}: missing field {key!r}")
-    value = obj[key]
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        raise DataError(f"{where}: field {key!r} must be {kind.__name__}, got {type(value).__name__}")
-    return value
 
 
 def _anchor(context: str, text: str, start: int) -> int | None:
@@ -74,15 +65,15 @@ def read_squad_json(path: Path, version_2: bool) -> tuple[list[dict], int]:
     except json.JSONDecodeError as e:
         raise DataError(f"{path}:{e.lineno}: not valid JSON: {e.msg}") from None
     records, moved = [], 0
-    for a, article in enumerate(_field(doc, "data", list, str(path))):
-        for p, para in enumerate(_field(article, "paragraphs", list, f"{path}: data[{a}]")):
+    for a, article in enumerate(get_field(doc, "data", str(path), list)):
+        for p, para in enumerate(get_field(article, "paragraphs", f"{path}: data[{a}]", list)):
             where_p = f"{path}: data[{a}].paragraphs[{p}]"
-            context = _field(para, "context", str, where_p)
-            for qa in _field(para, "qas", list, where_p):
-                qid = _field(qa, "id", str, where_p)
+            context = get_field(para, "context", where_p)
+            for qa in get_field(para, "qas", where_p, list):
+                qid = get_field(qa, "id", where_p)
                 where = _where(path, qid)
-                question = _field(qa, "question", str, where)
-                answers = _field(qa, "answers", list, where)
+                question = get_field(qa, "question", where)
+                answers = get_field(qa, "answers", where, list)
                 impossible = qa.get("is_impossible", False)
                 if not isinstance(impossible, bool):
                     raise DataError(f"{where}: field 'is_impossible' must be true or false")
@@ -96,8 +87,8 @@ def read_squad_json(path: Path, version_2: bool) -> tuple[list[dict], int]:
                     raise DataError(f"{where}: empty {'question' if not question.strip() else 'context'}")
                 texts, starts = [], []
                 for ans in answers:
-                    t = _field(ans, "text", str, where)
-                    s = _field(ans, "answer_start", int, where)
+                    t = get_field(ans, "text", where)
+                    s = get_field(ans, "answer_start", where, int)
                     if not t.strip():
                         raise DataError(f"{where}: empty answer text")
                     at = _anchor(context, t, s)
@@ -116,8 +107,8 @@ def read_squad_json(path: Path, version_2: bool) -> tuple[list[dict], int]:
 class QATask(Task):
     head = "qa"
     version_2: ClassVar[bool] = False
-    default_asset: ClassVar[str | None] = None
-    official_names: ClassVar[dict[str, str]] = {}
+    source_kind, data_help = "file", "train/dev JSON"
+    split_files = {"train": ("train.json",), "dev": ("dev.json", "squaddev_v1.1.json"), "test": ("test.json",)}
     host_keys = ("id", "char_start", "char_end")
 
     def __init__(self, cfg, tokenizer):
@@ -135,50 +126,26 @@ class QATask(Task):
         return ["start", "end"]
 
     # ------------------------------------------------------------------ files
-    def data_dir(self) -> Path:
-        if self.cfg.data_dir:
-            path = Path(self.cfg.data_dir)
-            if not path.is_dir():
-                raise ConfigError(f"task.data_dir: {path} is not a directory")
-            return path
-        if self.default_asset is None:
-            raise ConfigError(f"task.data_dir: task {self.name!r} needs a data directory (train/dev JSON)")
-        return assets.require_asset(self.default_asset, "task.data_dir")
-
     @property
     def splits(self) -> tuple[str, ...]:
         """train and dev (SQuAD's test set is not released); test when ``task.test_file`` names one."""
         return ("train", "dev", "test") if self.cfg.test_file else ("train", "dev")
 
-    def source_exists(self, path: Path) -> bool:
-        return path.is_file()
+    def missing_hint(self, split: str) -> str:
+        return " or SQuADShifts sets" if split == "train" else ""
 
-    def split_files(self, split: str) -> list[Path]:
+    def split_paths(self, split: str) -> list[Path]:
         """The split's JSON file(s): ``split_source``, or for train the several files of
         ``task.train_files`` or the SQuADShifts sets (only when ``task.train_file`` is not set)."""
         if split == "train" and self.explicit_file(split) is None:
             root = self.data_dir()
             if self.cfg.train_files:
                 return [self._resolve(root, name) for name in self.cfg.train_files]
-            if not any((root / n).is_file() for n in self._names("train")):
+            if not any((root / n).is_file() for n in self.split_names("train")):
                 shifts = [root / f"{s}_v1.0.json" for s in SHIFT_SETS]
                 if any(p.is_file() for p in shifts):
                     return [p for p in shifts if p.is_file()]
         return [self.split_source(split)]
-
-    def _names(self, split: str) -> list[str]:
-        names = [self.official_names.get(split), f"{split}.json"]
-        return [n for n in names + {"dev": ["squaddev_v1.1.json"]}.get(split, []) if n]
-
-    def default_source(self, split: str) -> Path:
-        root = self.data_dir()
-        names = self._names(split)
-        for name in names:
-            if (root / name).is_file():
-                return root / name
-        raise ConfigError(f"task.data_dir: {root} has no {split} file (looked for "
-                          f"{', '.join(names)}{' or SQuADShifts sets' if split == 'train' else ''}; or set "
-                          f"task.{split}_file)")
 
     @staticmethod
     def _resolve(root: Path, name: str) -> Path:
@@ -193,7 +160,7 @@ class QATask(Task):
         if split not in self.splits:
             raise ConfigError(f"task {self.name}: no {split!r} split (splits: {', '.join(self.splits)})")
         records, seen = [], {}
-        for path in self.split_files(split):
+        for path in self.split_paths(split):
             recs, moved = read_squad_json(path, self.version_2)
             if moved:
                 log.warning("%s: %d answer(s) had an answer_start that does not point at their text; "
@@ -211,12 +178,8 @@ class QATask(Task):
         return records
 
     # ------------------------------------------------------------------ features
-    def _require_fast(self):
-        if not getattr(self.tokenizer, "is_fast", False):
-            raise ConfigError("model.path: qa tasks need a fast tokenizer (tokenizer.json) for character offsets")
-
     def build_features(self, split):
-        self._require_fast()
+        self.require_fast_tokenizer("character offsets")
         feats = super().build_features(split)
         cut = sum(feats.dataset["question_cut"])
         if cut:
@@ -285,7 +248,7 @@ class QATask(Task):
 
     def raw_features(self, record, where="input"):
         """``{"question": ..., "context": ...}`` -> its windows, exactly as a dev question's."""
-        self._require_fast()
+        self.require_fast_tokenizer("character offsets")
         for key in ("question", "context"):
             if not isinstance(record.get(key), str) or not record[key].strip():
                 raise DataError(f"{where}: task {self.name} needs {key!r} (a non-empty string)")
@@ -353,7 +316,8 @@ class Squad(QATask):
     train = the four SQuADShifts sets, dev = SQuAD v1.1 dev."""
     main_metric = "f1"
     default_asset = "squad"
-    official_names = {"train": "train-v1.1.json", "dev": "dev-v1.1.json"}
+    split_files = {"train": ("train-v1.1.json", "train.json"), "dev": ("dev-v1.1.json", "dev.json", "squaddev_v1.1.json"),
+                   "test": ("test.json",)}
 
 
 @TASKS.register("squad_v2")
@@ -362,4 +326,5 @@ class SquadV2(QATask):
     the best span by more than a threshold; best_f1 is at the threshold tuned on dev."""
     main_metric = "best_f1"
     version_2 = True
-    official_names = {"train": "train-v2.0.json", "dev": "dev-v2.0.json"}
+    split_files = {"train": ("train-v2.0.json", "train.json"), "dev": ("dev-v2.0.json", "dev.json", "squaddev_v1.1.json"),
+                   "test": ("test.json",)}

@@ -18,12 +18,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from deepprompt.errors import ConfigError, DataError
+from deepprompt.errors import DataError
 from deepprompt.fileio import text_lines
 from deepprompt.metrics.seqeval_f1 import entity_f1
 from deepprompt.registry import TASKS
 from deepprompt.tasks.base import log
-from deepprompt.tasks.ner import Sentence, TaggingTask, brackets_to_bio, gold_conll_split_dir, read_gold_conll_split
+from deepprompt.tasks.readers import Sentence, brackets_to_bio
+from deepprompt.tasks.tagging import GOLD_CONLL_DIRS, GOLD_CONLL_HELP, TaggingTask, read_gold_conll_split
 
 
 @dataclass
@@ -165,6 +166,7 @@ class Conll05(SrlTask):
     ``test.wsj``, ``test``, ``test.txt``, ``test.wsj-set``. The Brown test set: ``task.test_file=<dir>/test.brown``.
     Roles A0-A5, AM-*, C-*, R-*, V."""
 
+    source_kind = "any"  # a column file, a release folder or a .words/.props pair (source_exists)
     split_files = {"train": ("train", "train.txt", "train-set"),
                    "dev": ("devel", "dev", "dev.txt", "devel-set", "dev-set"),
                    "test": ("test.wsj", "test", "test.txt", "test.wsj-set", "test-set")}
@@ -173,14 +175,8 @@ class Conll05(SrlTask):
         """A column file, a release folder, or ``<name>`` of a ``<name>.words``/``<name>.props`` pair."""
         return path.exists() or any((path.parent / f"{path.name}.props{gz}").is_file() for gz in ("", ".gz"))
 
-    def default_source(self, split: str) -> Path:
-        root = self.data_dir()
-        names = self.split_files[split]
-        for name in names:
-            if self.source_exists(root / name):
-                return root / name
-        raise ConfigError(f"task.data_dir: {root} has no {split} data (looked for {', '.join(names)}, as a "
-                          f"column file, a release folder or a .words/.props pair; or set task.{split}_file)")
+    def missing_hint(self, split: str) -> str:
+        return ", as a column file, a release folder or a .words/.props pair"
 
     def read_frames(self, split, skipped):
         path = self.split_source(split)
@@ -217,10 +213,7 @@ class Conll12(SrlTask):
     predicate-argument column (after the NE column, before the coreference column) is one example.
     Roles ARG0-ARG5, ARGM-*, C-*, R-*, V."""
 
-    SPLIT_DIRS = {"train": ("train",), "dev": ("development", "dev"), "test": ("test",)}
-
-    def default_source(self, split):
-        return gold_conll_split_dir(self, split)
+    split_files, source_kind, data_help = GOLD_CONLL_DIRS, "dir", GOLD_CONLL_HELP
 
     def read_frames(self, split, skipped):
         frames = []

@@ -54,7 +54,7 @@ from deepprompt.tasks.base import log
 from deepprompt.tasks.classification import (MASK, PAIR, TEXT, ClassificationTask, MultipleChoiceTask, get_field,
                                              label_index, mark_span, mark_words)
 
-SPLIT_FILES = {"train": "train.jsonl", "dev": "val.jsonl", "test": "test.jsonl"}
+SPLIT_FILES = {"train": ("train.jsonl",), "dev": ("val.jsonl",), "test": ("test.jsonl",)}
 
 
 class SuperGlueMixin:

@@ -195,7 +195,7 @@ def test_resume_on_a_different_number_of_ranks(model_dir, tmp_path):
 
 
 def test_a_train_log_line_torn_by_a_kill_does_not_stop_the_resume(tmp_path):
-    from deepprompt.engine.trainer import _TrainLog
+    from deepprompt.engine.run_log import TrainLog as _TrainLog
 
     log = tmp_path / "train_log.jsonl"
     log.write_text('{"step": 1, "loss": 2.0, "lr": 0.1}\n{"step": 2, "loss": 1.5, "lr": 0.1}\n\n{"step": 3, "lo')

@@ -19,7 +19,7 @@ def test_partial_span_is_wrong():
 
 
 def test_iob1_gold_scores_like_its_iob2_conversion():
-    from deepprompt.tasks.ner import iob1_to_iob2
+    from deepprompt.tasks.readers import iob1_to_iob2
     iob1 = [["I-PER", "I-PER", "B-PER", "O", "I-LOC"]]
     iob2 = [["B-PER", "I-PER", "B-PER", "O", "B-LOC"]]
     assert [iob1_to_iob2(iob1[0])] == iob2

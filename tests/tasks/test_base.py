@@ -56,16 +56,16 @@ def test_max_train_examples_and_slicing(tokenizer, tmp_path):
 
 
 def test_cache_key_covers_the_code_of_base_task_classes(tokenizer, monkeypatch):
-    """conll05 encodes through TaggingTask (ner.py): editing that code must invalidate its cache too."""
+    """conll05 encodes through TaggingTask (tagging.py): editing that code must invalidate its cache too."""
     import inspect
 
-    import deepprompt.tasks.ner as ner
+    import deepprompt.tasks.tagging as tagging
     from tests.tiny import FIXTURES
 
     task = build_task(TaskConfig(name="conll05", data_dir=str(FIXTURES / "conll05")), tokenizer)
     before = task.cache_key()
     real = inspect.getsource
-    monkeypatch.setattr(inspect, "getsource", lambda obj: real(obj) + "# edited" if obj is ner else real(obj))
+    monkeypatch.setattr(inspect, "getsource", lambda obj: real(obj) + "# edited" if obj is tagging else real(obj))
     assert task.cache_key() != before
 
 

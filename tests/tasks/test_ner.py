@@ -5,7 +5,7 @@ from deepprompt.config import TaskConfig
 from deepprompt.errors import DataError
 from deepprompt.tasks import build_task
 from deepprompt.tasks.base import PAD_LABEL
-from deepprompt.tasks.ner import iob1_to_iob2, read_conll
+from deepprompt.tasks.readers import iob1_to_iob2, read_conll
 from tests.tiny import FIXTURES, save_tiny_bert
 
 

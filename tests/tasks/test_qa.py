@@ -281,9 +281,9 @@ def test_squadshifts_layout_and_train_files(tokenizer, tmp_path):
     (tmp_path / "amazon_reviews_v1.0.json").write_text(json.dumps(doc))
     shutil.copy(SQUAD / "dev-v1.1.json", tmp_path / "squaddev_v1.1.json")
     task = make(tokenizer, data_dir=tmp_path, train_files=["new_wiki", "amazon"])
-    assert [p.name for p in task.split_files("train")] == ["new_wiki_v1.0.json", "amazon_reviews_v1.0.json"]
+    assert [p.name for p in task.split_paths("train")] == ["new_wiki_v1.0.json", "amazon_reviews_v1.0.json"]
     assert len(task.read_examples("train")) == 20
-    assert task.split_files("dev")[0].name == "squaddev_v1.1.json"
+    assert task.split_paths("dev")[0].name == "squaddev_v1.1.json"
     with pytest.raises(DataError, match="duplicate id"):  # all sets by default: new_wiki and nyt share ids
         make(tokenizer, data_dir=tmp_path).read_examples("train")
     with pytest.raises(ConfigError, match="task.train_files: 'reddit' is neither a file nor a SQuADShifts set"):

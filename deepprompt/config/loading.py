@@ -1,0 +1,206 @@
+"""Loading a run config: a YAML/JSON file, then dotted ``key=value`` overrides, built into the typed
+sections (``sections.py``) with every unknown key and wrong type refused in one line naming the key."""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import logging
+import os
+import typing
+from pathlib import Path
+
+import yaml
+
+from deepprompt.config.sections import RunConfig
+from deepprompt.errors import ConfigError
+from deepprompt.fileio import read_text
+
+log = logging.getLogger("deepprompt")
+
+
+def _build(cls, data: dict, prefix: str):
+    """Build dataclass ``cls`` from a dict, rejecting unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r:.60}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean {prefix}{close[0]}?)" if close else f" (known: {', '.join(names)})"
+            raise ConfigError(f"{prefix}{key}: unknown config key{hint}")
+        kwargs[key] = _coerce(hints[key], value, prefix + key)
+    return cls(**kwargs)
+
+
+def _coerce(tp, value, key: str):
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key + ".")
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, key)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        if dataclasses.is_dataclass(args[0]):
+            return [_build(args[0], v, f"{key}[{i}].") for i, v in enumerate(value)]
+        return [_coerce(args[0], v, key) for v in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return {_coerce(args[0], k, key): _coerce(args[1], v, f"{key}.{k}") for k, v in value.items()}
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads "3e-2" as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if tp is bool and isinstance(value, bool):
+        return value
+    if tp in (int, str) and isinstance(value, tp) and not isinstance(value, bool):
+        return value
+    raise ConfigError(f"{key}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def _set_dotted(tree: dict, dotted: str, value) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for i, p in enumerate(parts[:-1]):
+        if isinstance(node.get(p), list):  # an earlier override gave the list: tasks=[...] tasks.0.key=v
+            rest = ".".join(parts[i + 1:])
+            node[p] = _merge_entries(node[p], parse_overrides([f"{rest}={json.dumps(value)}"]), p)
+            return
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{dotted}: {p} is not a section")
+    node[parts[-1]] = value
+
+
+def parse_overrides(items: list[str]) -> dict:
+    tree: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key=value (e.g. prompt.length=16)")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        _set_dotted(tree, key.strip(), value)
+    return tree
+
+
+def _merge(base: dict, over: dict, prefix: str = "") -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and out.get(k) is not None and not isinstance(out[k], (dict, list)):
+            # ``train: 5`` then ``train.lr=...``: the override must not quietly replace the bad section
+            raise ConfigError(f"{prefix}{k}: expected a mapping, got {out[k]!r:.60}")
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v, f"{prefix}{k}.")
+        elif isinstance(v, dict) and isinstance(out.get(k), list):  # tasks.<index or name>.key=value
+            out[k] = _merge_entries(out[k], v, f"{prefix}{k}")
+        else:
+            out[k] = v
+    return out
+
+
+def _merge_entries(entries: list, over: dict, key: str) -> list:
+    """Overrides of single list entries, selected by index or by their ``name``."""
+    out = list(entries)
+    names = [e.get("name") if isinstance(e, dict) else None for e in out]
+    for sel, v in over.items():
+        sel = str(sel)
+        if sel.isdigit() and int(sel) < len(out):
+            i = int(sel)
+        elif sel in names:
+            i = names.index(sel)
+        else:
+            raise ConfigError(f"{key}.{sel}: no such entry (use an index 0..{len(out) - 1} or a name: "
+                              f"{', '.join(str(n) for n in names)})")
+        out[i] = _merge(out[i], v, f"{key}.{sel}.") if isinstance(v, dict) and isinstance(out[i], dict) else v
+    return out
+
+
+def _with_task_defaults(data: dict) -> dict:
+    """A multi-task config's ``task`` section holds every ``tasks`` entry's defaults."""
+    tasks, shared = data.get("tasks"), data.get("task")
+    if not isinstance(tasks, list) or not isinstance(shared, dict):
+        return data
+    return {**data, "tasks": [_merge(shared, e) if isinstance(e, dict) else e for e in tasks]}
+
+
+def read_config_file(path: str | os.PathLike) -> dict:
+    """The run-config file as a dict of sections; anything wrong with the file itself (not UTF-8, not
+    YAML/JSON, not a mapping, a section that is not a mapping) is one line naming it. An empty file
+    is allowed (the run is the embedded default) but said in a warning."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"--config: file not found: {p}")
+    text = read_text(p, ConfigError)
+    try:
+        data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else (f":{e.lineno}" if hasattr(e, "lineno") else "")
+        raise ConfigError(f"{p}{line}: not valid {'JSON' if p.suffix == '.json' else 'YAML'}: "
+                          f"{getattr(e, 'problem', None) or getattr(e, 'msg', e)}") from None
+    if data is None or data == {}:
+        log.warning("%s: the config file is empty: running the embedded default job (plus any key=value "
+                    "overrides)", p)
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping of sections (model:, prompt:, task:, train: ...), got "
+                          f"{type(data).__name__} {data!r:.60}")
+    sections = [f.name for f in dataclasses.fields(RunConfig) if f.name not in ("tasks", "output_dir")]
+    for name in sections:
+        if name in data and not isinstance(data[name], dict):
+            raise ConfigError(f"{p}: {name}: expected a mapping, got {data[name]!r:.60}")
+    if data.get("tasks") is not None and not isinstance(data["tasks"], list):
+        raise ConfigError(f"{p}: tasks: expected a list of task sections, got {data['tasks']!r:.60}")
+    return data
+
+
+def from_dict(cls, data: dict, prefix: str = ""):
+    """Build and check any config dataclass from a plain dict (e.g. one read back from JSON)."""
+    cfg = _build(cls, data, prefix)
+    cfg.check()
+    return cfg
+
+
+def config_from_dict(data: dict, overrides: list[str] | None = None) -> RunConfig:
+    """The embedded defaults, updated by ``data`` and then by ``key=value`` overrides."""
+    over = parse_overrides(overrides or [])
+    # the shared task defaults first (file + overrides), then per-entry overrides (tasks.<i>.key)
+    entry_over = over.pop("tasks", None) if isinstance(over.get("tasks"), dict) else None
+    merged = _with_task_defaults(_merge(data, over))
+    if entry_over is not None:
+        merged = _merge(merged, {"tasks": entry_over})
+    return from_dict(RunConfig, merged)
+
+
+def load_config(path: str | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """The embedded defaults, updated by the file at ``path`` and then by ``key=value`` overrides."""
+    return config_from_dict(read_config_file(path) if path else {}, overrides)
+
+
+def flatten(d: dict | None, prefix: str = "") -> dict:
+    """A nested config dict as dotted keys: ``train.lr``, ``tasks[1].name``; ``mixer.weights`` (a
+    mapping of task to weight) stays one value."""
+    out = {}
+    for k, v in (d or {}).items():
+        if isinstance(v, dict) and k != "weights":
+            out.update(flatten(v, f"{prefix}{k}."))
+        elif isinstance(v, list) and v and all(isinstance(e, dict) for e in v):
+            for i, entry in enumerate(v):
+                out.update(flatten(entry, f"{prefix}{k}[{i}]."))
+        else:
+            out[prefix + k] = v
+    return out

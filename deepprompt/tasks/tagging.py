@@ -1,0 +1,167 @@
+"""``TaggingTask``: per-word BIO tags on the first sub-word of each word, entity-level micro-F1
+(seqeval); the base of the NER tasks (``ner.py``), SRL (``srl.py``) and ``custom_tagging``."""
+from __future__ import annotations
+
+import json
+from typing import ClassVar
+
+from deepprompt.errors import DataError
+from deepprompt.metrics.seqeval_f1 import entity_f1
+from deepprompt.tasks.base import PAD_LABEL, Task, log
+from deepprompt.tasks.readers import GoldConllSentence, Sentence, gold_conll_files, iob1_to_iob2, read_gold_conll
+
+
+class TaggingTask(Task):
+    """Per-word BIO tags. The label set is fixed (``entity_types``) or, with ``labels_from_train``,
+    ``task.labels`` if given, else ``O`` + every tag of the training split (sorted). A tag outside a
+    fixed set (or, by default, never seen in training) is a one-line error naming file:line; with
+    ``count_unseen`` (SRL) such a dev/test tag cannot be predicted but is kept in the gold sequence
+    (the metric counts it as missed), gets no training label, and the number of such words is logged."""
+
+    head = "token"
+    main_metric = "f1"
+    entity_types: ClassVar[tuple[str, ...]] = ()
+    source_kind = "file"
+    labels_from_train: ClassVar[bool] = False
+    count_unseen: ClassVar[bool] = False
+    """With labels from train: a dev/test tag never seen in training is counted (not an error)."""
+    pair_field: ClassVar[str | None] = None
+    """A record field of words encoded as the second segment of a text pair (after the tokenizer's
+    own separator); it gets no labels and is never truncated (SRL: the predicate)."""
+
+    @property
+    def labels(self) -> list[str]:
+        if not self.labels_from_train:
+            return ["O"] + [f"{p}-{t}" for t in self.entity_types for p in ("B", "I")]
+        if self.cfg.labels:
+            return list(self.cfg.labels)
+        if getattr(self, "_train_labels", None) is None:
+            seen = {t for sent in self.read_split("train") for t in iob1_to_iob2(sent.tags)}
+            self._train_labels = ["O"] + sorted(seen - {"O"})
+        return self._train_labels
+
+    def cache_key(self) -> str:  # the label ids depend on the label set, which may come from train
+        return super().cache_key() + json.dumps(self.labels)
+
+    def read_split(self, split: str) -> list[Sentence]:
+        raise NotImplementedError
+
+    def read_examples(self, split):
+        label_id = {l: i for i, l in enumerate(self.labels)}
+        examples, unseen = [], 0
+        for idx, sent in enumerate(self.read_split(split)):
+            tags = iob1_to_iob2(sent.tags)
+            for j, t in enumerate(tags):
+                if t not in label_id:
+                    if self.count_unseen and split != "train" and not self.cfg.labels:
+                        unseen += 1
+                        continue
+                    path, line = sent.where.rsplit(":", 1)
+                    raise DataError(f"{path}:{int(line) + j}: unknown label {t!r} for task {self.name} "
+                                    f"(known: {', '.join(self.labels)})")
+            record = {"id": idx, "words": sent.words, "tags": tags}
+            if self.pair_field:
+                record[self.pair_field] = getattr(sent, self.pair_field)
+            examples.append(record)
+        if unseen:
+            log.warning("%s/%s: %d words carry tags never seen in training; they stay in the gold sequences "
+                        "(scored as missed) but cannot be predicted", self.name, split, unseen)
+        return examples
+
+    def build_features(self, split):
+        self.require_fast_tokenizer("word alignment")
+        feats = super().build_features(split)
+        truncated = sum(f["num_words"] - f["num_labelled"] for f in feats)
+        if truncated:
+            log.warning("%s/%s: %d words fall beyond max_seq_length=%d; they are scored as predicted 'O'",
+                        self.name, split, truncated, self.cfg.max_seq_length)
+        return feats
+
+    def encode(self, batch):
+        label_id = {l: i for i, l in enumerate(self.labels)}
+        pairs = batch.get(self.pair_field) if self.pair_field else None
+        if pairs is None:
+            enc = self.tokenizer(batch["words"], is_split_into_words=True, truncation=True,
+                                 max_length=self.cfg.max_seq_length)
+        else:
+            enc = self.tokenizer(batch["words"], pairs, is_split_into_words=True, truncation="only_first",
+                                 max_length=self.cfg.max_seq_length)
+        out = {k: [list(v) for v in vals] for k, vals in enc.items()}
+        out.update(word_ids=[], num_words=[len(w) for w in batch["words"]])
+        if pairs is not None:
+            out[self.pair_field] = pairs
+        tags_batch = batch.get("tags")
+        if tags_batch is not None:
+            out.update(labels=[], gold=tags_batch, id=batch["id"], num_labelled=[])
+        for i in range(len(batch["words"])):
+            word_ids = enc.word_ids(i)
+            if pairs is not None:  # only the first segment's words are tagged
+                word_ids = [w if s == 0 else None for w, s in zip(word_ids, enc.sequence_ids(i))]
+            out["word_ids"].append(word_ids)
+            if tags_batch is None:
+                continue
+            labels, seen = [], set()
+            for w in word_ids:
+                if w is None or w in seen:
+                    labels.append(PAD_LABEL)
+                else:
+                    seen.add(w)
+                    labels.append(label_id.get(tags_batch[i][w], PAD_LABEL))
+            out["labels"].append(labels)
+            out["num_labelled"].append(len(seen))
+        return out
+
+    def raw_features(self, record, where="input"):
+        """``{"words": [...]}`` or ``{"text": "..."}`` (split on whitespace) -> a feature without labels."""
+        self.require_fast_tokenizer("word alignment")
+        words = record.get("words")
+        if words is None and isinstance(record.get("text"), str):
+            words = record["text"].split()
+        if not isinstance(words, list) or not words or not all(isinstance(w, str) and w.strip() for w in words):
+            raise DataError(f"{where}: task {self.name} needs \"words\" (a non-empty list of non-empty strings) "
+                            f"or \"text\" (a string with at least one word)")
+        rec = {"words": words}
+        if self.pair_field:
+            pair = record.get(self.pair_field)
+            pair = pair.split() if isinstance(pair, str) else pair
+            if not isinstance(pair, list) or not pair or not all(isinstance(w, str) and w.strip() for w in pair):
+                raise DataError(f"{where}: task {self.name} needs \"{self.pair_field}\" (a non-empty string or "
+                                f"list of words)")
+            rec[self.pair_field] = pair
+        feat = self.encode_one(rec)
+        feat["words"] = words
+        return [feat]
+
+    def predict(self, logits, features):
+        best = logits.argmax(-1).tolist()
+        out = []
+        for row, feat in zip(best, features):
+            tags = ["O"] * feat["num_words"]
+            seen = set()
+            for pos, w in enumerate(feat["word_ids"]):
+                if w is not None and w not in seen:
+                    seen.add(w)
+                    tags[w] = self.labels[row[pos]]
+            out.append({"id": feat["id"], "tags": tags})
+        return out
+
+    def metrics(self, predictions, split):
+        gold = {f["id"]: f["gold"] for f in self.features(split)}
+        return entity_f1([gold[p["id"]] for p in predictions], [p["tags"] for p in predictions])
+
+
+GOLD_CONLL_DIRS = {"train": ("train",), "dev": ("development", "dev"), "test": ("test",)}
+"""The split directories of the CoNLL-2012 layout (ontonotes, conll12: ``split_files`` with
+``source_kind = "dir"``)."""
+GOLD_CONLL_HELP = "the CoNLL-2012 layout: train/, development/, test/ with *_gold_conll files"
+
+
+def read_gold_conll_split(task: Task, split: str) -> list[GoldConllSentence]:
+    """Every sentence of a split in the CoNLL-2012 layout (see ``Ontonotes``): one ``*_gold_conll``
+    file, or every one under the split's directory."""
+    path = task.split_source(split)
+    files = [path] if path.is_file() else gold_conll_files(path)
+    sentences = [s for f in files for s in read_gold_conll(f)]
+    if not sentences:
+        raise DataError(f"{files[0] if len(files) == 1 else files[0].parent}: no sentences (empty file?)")
+    return sentences
