@@ -18,15 +18,28 @@ def fixture_words() -> list[str]:
     return sorted(words)
 
 
-def _bert(path: Path, layers: int, hidden: int, positions: int):
+BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def save_bert(path: Path, words, pieces=(), num_layers: int = 2, hidden: int = 32, max_positions: int = 64,
+              dropout: float = 0.1) -> Path:
+    """THE tiny BERT of the tests (every test's BERT comes from here): random weights (seed 0) and a
+    word-level word-piece tokenizer whose vocabulary is the specials + ``words`` (in this order) +
+    ``pieces`` (e.g. ``##s``), saved as a from_pretrained directory."""
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + fixture_words() + ["##s", "##ing"]
+    path.mkdir(parents=True, exist_ok=True)
+    vocab = [*BERT_SPECIALS, *words, *pieces]
     (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
     tok = BertTokenizerFast(vocab=str(path / "vocab.txt"), do_lower_case=True)
-    cfg = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers, intermediate_size=2 * hidden,
-                     max_position_embeddings=positions, **SHAPE)
-    return tok, BertModel(cfg)
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=num_layers,
+                     intermediate_size=2 * hidden, max_position_embeddings=max_positions,
+                     hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout, **SHAPE)
+    model = BertModel(cfg)
+    tok.save_pretrained(path)
+    model.save_pretrained(path)
+    return path
 
 
 def _roberta(path: Path, layers: int, hidden: int, positions: int):
@@ -65,13 +78,15 @@ def _mpnet(path: Path, layers: int, hidden: int, positions: int):
     return tok, MPNetModel(cfg)
 
 
-BUILDERS = {"bert": _bert, "roberta": _roberta, "deberta-v2": _deberta_v2, "mpnet": _mpnet}
+BUILDERS = {"roberta": _roberta, "deberta-v2": _deberta_v2, "mpnet": _mpnet}
 
 
 def save_tiny(family: str, path: Path, num_layers: int = 2, hidden: int = 32, max_positions: int = 64,
               dropout: float = 0.1) -> Path:
     """A random backbone of ``family`` + a tokenizer covering the fixture words, saved as a
     from_pretrained directory."""
+    if family == "bert":
+        return save_bert(path, fixture_words(), ("##s", "##ing"), num_layers, hidden, max_positions, dropout)
     path.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     tokenizer, model = BUILDERS[family](path, num_layers, hidden, max_positions)

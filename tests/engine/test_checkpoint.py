@@ -74,9 +74,15 @@ def test_a_multi_task_signature_refuses_a_changed_mixture_but_allows_moved_data(
 def test_a_checkpoint_from_before_a_config_key_existed_still_resumes(tmp_path):
     from deepprompt.config import load_config
 
+    from deepprompt.errors import ConfigError
+
     run = load_config(None, [])
     old = {k: v for k, v in checkpoint.signature(run).items() if not k.startswith(("mixer.", "tasks", "prompt.init"))}
-    checkpoint.check_compatible(old, run, tmp_path)  # the new keys at their defaults: no change
+    assert "mixer.policy" in checkpoint.signature(run) and "mixer.policy" not in old  # the old one lacks the key
+    assert checkpoint.check_compatible(old, run, tmp_path) is None  # the new keys at their defaults: no change
+    # a missing key counts as its default, not as "anything": a run that sets it otherwise is refused
+    with pytest.raises(ConfigError, match=r"mixer.policy \('proportional' -> 'equal'\)"):
+        checkpoint.check_compatible(old, load_config(None, ["mixer.policy=equal"]), tmp_path)
 
 
 # ----------------------------------------------------------------------------- bad files never lose work

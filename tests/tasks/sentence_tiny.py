@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.tiny import FIXTURES, SHAPE
+from tests.tiny import BERT_SPECIALS, FIXTURES, save_bert
 
 EXTRA = "what was the cause effect ? : * # - ."  # COPA's question, the span markers, ReCoRD's bullets
 
@@ -41,15 +41,4 @@ def vocabulary() -> list[str]:
 
 def save_sentence_bert(path: Path, num_layers: int = 2, hidden: int = 32, max_positions: int = 128) -> Path:
     """A random BERT + tokenizer covering the fixture words, saved as a from_pretrained directory."""
-    import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "vocab.txt").write_text("\n".join(vocabulary()) + "\n")
-    tok = BertTokenizerFast(vocab=str(path / "vocab.txt"), do_lower_case=True)
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=num_layers,
-                     intermediate_size=2 * hidden, max_position_embeddings=max_positions, **SHAPE)
-    tok.save_pretrained(path)
-    BertModel(cfg).save_pretrained(path)
-    return path
+    return save_bert(path, vocabulary()[len(BERT_SPECIALS):], (), num_layers, hidden, max_positions)

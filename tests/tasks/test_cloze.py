@@ -13,7 +13,7 @@ from deepprompt.config import TaskConfig
 from deepprompt.errors import ConfigError
 from deepprompt.tasks import build_task
 from tests.tasks.sentence_tiny import vocabulary
-from tests.tiny import FIXTURES, REPO, SHAPE
+from tests.tiny import BERT_SPECIALS, FIXTURES, REPO, save_bert
 
 SG, GLUE = FIXTURES / "superglue", FIXTURES / "glue"
 PATTERN_WORDS = ["question", "answer", "it", "was", "yes", "no", "maybe", "great", "terrible", ":", "?", "."]
@@ -21,19 +21,9 @@ PATTERN_WORDS = ["question", "answer", "it", "was", "yes", "no", "maybe", "great
 
 def save_cloze_bert(path, extra=(), hidden=32, layers=2):
     """A random BERT whose word-level vocabulary covers the fixtures, the patterns and the verbalizers."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    path.mkdir(parents=True, exist_ok=True)
     vocab = vocabulary()
     vocab += sorted(set(PATTERN_WORDS) - set(vocab)) + list(extra)
-    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tok = BertTokenizerFast(vocab=str(path / "vocab.txt"), do_lower_case=True)
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers, intermediate_size=2 * hidden,
-                     max_position_embeddings=128, **SHAPE)
-    tok.save_pretrained(path)
-    BertModel(cfg).save_pretrained(path)
-    return path
+    return save_bert(path, vocab[len(BERT_SPECIALS):], (), layers, hidden, 128)
 
 
 @pytest.fixture(scope="module")

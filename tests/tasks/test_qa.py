@@ -13,7 +13,7 @@ from deepprompt.config import TaskConfig
 from deepprompt.errors import ConfigError, DataError
 from deepprompt.tasks import build_task
 from deepprompt.tasks.qa import read_squad_json
-from tests.tiny import FIXTURES, REPO, SHAPE, free_port, launch_env
+from tests.tiny import BERT_SPECIALS, FIXTURES, REPO, free_port, launch_env, save_bert
 
 SQUAD = FIXTURES / "squad"
 SPLIT_WORDS = {"duisburg": ["duis", "##burg"], "rotterdam": ["rotter", "##dam"], "countries": ["country", "##ies"]}
@@ -23,7 +23,6 @@ def save_tiny_qa_bert(path, layers=2, hidden=32, positions=128):
     """A random BERT whose word-piece vocabulary covers the QA fixtures (a few words only as
     sub-words, so offsets inside words are exercised)."""
     from tokenizers.pre_tokenizers import BertPreTokenizer
-    from transformers import BertConfig, BertModel, BertTokenizerFast
 
     words = set()
     for f in SQUAD.glob("*.json"):
@@ -34,15 +33,7 @@ def save_tiny_qa_bert(path, layers=2, hidden=32, positions=128):
                     words |= {w.lower() for w, _ in BertPreTokenizer().pre_tokenize_str(t)}
     pieces = {p for w in SPLIT_WORDS for p in SPLIT_WORDS[w]}
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted((words - set(SPLIT_WORDS)) | pieces)
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tok = BertTokenizerFast(vocab=str(path / "vocab.txt"), do_lower_case=True)
-    torch.manual_seed(0)
-    model = BertModel(BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers,
-                                 intermediate_size=2 * hidden, max_position_embeddings=positions, **SHAPE))
-    tok.save_pretrained(path)
-    model.save_pretrained(path)
-    return path
+    return save_bert(path, vocab[len(BERT_SPECIALS):], (), layers, hidden, positions)
 
 
 @pytest.fixture(scope="module")

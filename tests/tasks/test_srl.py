@@ -165,14 +165,9 @@ def test_raw_input_needs_the_predicate(tok):
 # ------------------------------------------------------------------ 2 ranks through the launcher
 
 def _tiny_model(path):
-    from transformers import BertConfig, BertModel
-    tokenizer = bert_tokenizer(path, fixture_words())
-    tokenizer.save_pretrained(path)
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, intermediate_size=64,
-                     num_attention_heads=4, max_position_embeddings=64, initializer_range=0.2)
-    BertModel(cfg).save_pretrained(path)
-    return path
+    from tests.tiny import save_bert
+
+    return save_bert(path, sorted({w.lower() for w in fixture_words()}), ("##s", "##ed"))
 
 
 @pytest.mark.multirank
