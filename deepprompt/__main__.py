@@ -71,7 +71,9 @@ def run(argv=None) -> None:
         print(describe(args.hostfile, None if args.env_file is None else [Path(f) for f in args.env_file]))
     elif args.cmd == "config-docs":
         from deepprompt.config import reference_markdown
-        print(reference_markdown(), end="")
+        from deepprompt.tasks import option_families
+
+        print(reference_markdown(option_families()), end="")
     elif args.cmd == "list":
         print("\n".join(_registries()[args.what]))
     elif args.cmd == "export-peft":

@@ -169,7 +169,7 @@ def save_artifact(model, run: RunConfig, tasks: list, model_path: str, out_dir: 
                                           module.adapter.family),
             "spec": dataclasses.asdict(spec),
             "tasks": [{"name": t.name, "head": t.head, "labels": list(t.labels),
-                       "max_seq_length": t.cfg.max_seq_length, "config": dataclasses.asdict(t.cfg)} for t in tasks],
+                       "max_seq_length": t.cfg.max_seq_length, "config": t.cfg.to_dict()} for t in tasks],
             "tensors": {k: {"shape": list(v.shape), "dtype": "float32"} for k, v in tensors.items()},
             "run": run.to_dict(),
             "extra": extra or {},

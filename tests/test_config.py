@@ -3,10 +3,11 @@ from pathlib import Path
 
 import pytest
 
-from deepprompt.config import RunConfig, field_docs, load_config, reference_markdown
+from deepprompt.config import RunConfig, config_from_dict, field_docs, load_config, reference_markdown
 from deepprompt.engine.ds_setup import read_ds_config, resolve_ds_config
 from deepprompt.engine.preflight import check_names
 from deepprompt.errors import ConfigError
+from deepprompt.tasks import option_families
 
 REPO = Path(__file__).parent.parent
 
@@ -23,6 +24,36 @@ def test_registry_names_are_checked_by_the_preflight_not_the_config():
     cfg = load_config(None, ["prompt.method=foo"])  # config.py knows no registry
     with pytest.raises(ConfigError, match=r"^prompt.method: unknown prompt method 'foo'"):
         check_names(cfg)
+
+
+def test_a_task_familys_keys_are_typed_by_its_task_class():
+    from deepprompt.tasks.qa import QATask
+
+    qa = load_and_check_names(["task.name=squad", "task.doc_stride=16", "task.n_best=5"])
+    opts = QATask.options_of(qa.task)
+    assert (opts.doc_stride, opts.n_best, opts.max_query_length) == (16, 5, 64)  # given, given, the default
+    assert qa.to_dict()["task"]["doc_stride"] == 16  # written beside the common keys, as given
+    # a QA key on an NER task: one line naming the key and the task
+    with pytest.raises(ConfigError, match=r"^task\.doc_stride: unknown config key for task wnut16 \(known: "):
+        load_and_check_names(["task.doc_stride=16"])
+    with pytest.raises(ConfigError, match=r"^tasks\[0\]\.n_best: unknown config key for task wnut16"):
+        load_and_check_names(["tasks=[{name: wnut16, n_best: 3}, {name: squad, n_best: 3}]"])
+    with pytest.raises(ConfigError, match=r"^task\.doc_stride: expected int, got 'wide'$"):
+        load_and_check_names(["task.name=squad", "task.doc_stride=wide"])
+    with pytest.raises(ConfigError, match=r"^task\.word_column: expected int"):
+        load_and_check_names(["task.name=custom_tagging", "task.word_column=first"])
+    custom = load_and_check_names(["task.name=custom_classification", "task.text_column=sentence"])
+    from deepprompt.registry import TASKS
+    assert TASKS.get("custom_classification").options_of(custom.task).text_column == "sentence"
+
+
+def test_a_saved_config_with_the_old_family_keys_at_their_defaults_still_loads():
+    from deepprompt.config.sections import LEGACY_TASK_DEFAULTS, without_legacy_defaults
+
+    old = {"name": "wnut16", **LEGACY_TASK_DEFAULTS}  # every task section carried them before
+    check_names(config_from_dict({"task": without_legacy_defaults(old)}))
+    with pytest.raises(ConfigError, match=r"^task\.labels: unknown config key for task wnut16"):
+        check_names(config_from_dict({"task": old}))  # given on purpose: refused
 
 
 def test_defaults_are_the_embedded_default_run():
@@ -93,7 +124,7 @@ def test_every_key_is_documented_and_docs_config_md_is_current():
     page = (REPO / "docs" / "config.md").read_text()
     undocumented = [key for key, _, _ in field_docs() if f"| `{key}` |" not in page]
     assert not undocumented, f"config keys missing from docs/config.md: {undocumented}"
-    assert page == reference_markdown(), \
+    assert page == reference_markdown(option_families()), \
         "docs/config.md is out of date: python -m deepprompt config-docs > docs/config.md"
 
 
@@ -105,7 +136,7 @@ def test_config_docs_command_prints_the_reference():
 
     out = subprocess.run([sys.executable, "-m", "deepprompt", "config-docs"], cwd=REPO, env=launch_env(),
                          capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0 and out.stdout == reference_markdown()
+    assert out.returncode == 0 and out.stdout == reference_markdown(option_families())
 
 
 # ------------------------------------------------------------------------------ multi-task runs

@@ -19,20 +19,36 @@ from deepprompt.fileio import read_text
 log = logging.getLogger("deepprompt")
 
 
-def _build(cls, data: dict, prefix: str):
-    """Build dataclass ``cls`` from a dict, rejecting unknown keys and wrong types."""
+def _build(cls, data: dict, prefix: str, also_known: tuple[str, ...] = (), owner: str = ""):
+    """Build dataclass ``cls`` from a dict, rejecting unknown keys and wrong types; a class with
+    ``OPEN_KEYS`` (``TaskConfig``) keeps the keys it has no field for there, for their owner to build.
+    ``also_known``/``owner`` only word the message (the keys of the section around ``cls``, its task)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r:.60}")
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    open_keys = getattr(cls, "OPEN_KEYS", None)
+    names = [f.name for f in dataclasses.fields(cls) if f.name != open_keys]
     kwargs = {}
     for key, value in data.items():
+        if key not in names and open_keys:
+            kwargs.setdefault(open_keys, {})[key] = value
+            continue
         if key not in names:
-            close = difflib.get_close_matches(key, names, n=1)
-            hint = f" (did you mean {prefix}{close[0]}?)" if close else f" (known: {', '.join(names)})"
+            known = [*also_known, *names]
+            close = difflib.get_close_matches(key, known, n=1)
+            whose = f" for task {owner}" if owner else ""
+            hint = f" (did you mean {prefix}{close[0]}?)" if close else f"{whose} (known: {', '.join(known)})"
             raise ConfigError(f"{prefix}{key}: unknown config key{hint}")
         kwargs[key] = _coerce(hints[key], value, prefix + key)
     return cls(**kwargs)
+
+
+def build_options(cls, data: dict, prefix: str, section, owner: str):
+    """A task family's keys (``TaskConfig.options``) built into its options dataclass ``cls`` by the
+    same coercion as every section: wrong types and unknown keys refused in one line naming the key
+    (``task.doc_stride: unknown config key for task wnut16 (known: ...)``)."""
+    common = tuple(f.name for f in dataclasses.fields(section) if f.name != getattr(section, "OPEN_KEYS", None))
+    return _build(cls, data, prefix, common, owner)
 
 
 def _coerce(tp, value, key: str):

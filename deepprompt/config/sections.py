@@ -7,8 +7,10 @@ DeepSpeed JSON's ``"auto"`` values are filled from here (see ``engine/ds_setup.p
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from deepprompt.errors import ConfigError
 
@@ -97,50 +99,58 @@ class TaskConfig:
     test_file: str | None = None
     """The test file (or directory), instead of the task's default name under data_dir (e.g. CoNLL-2005
     ``test.brown``)."""
-    labels: list[str] | None = None
-    """custom tasks, conll05/conll12: the label set, in this order; None = every label of the
-    training split (sorted; ``O`` first for tagging)."""
-    text_column: str = "text"
-    """custom_classification: the JSONL field / CSV column of the text."""
-    text_pair_column: str | None = None
-    """custom_classification: the field / column of the second text (sentence pairs); None = single text."""
-    label_column: str = "label"
-    """custom_classification: the field / column of the label."""
-    word_column: int = 0
-    """custom_tagging: the column of the word in the CoNLL file (0-based; negative counts from the end)."""
-    tag_column: int = -1
-    """custom_tagging: the column of the tag in the CoNLL file (0-based; negative counts from the end)."""
-    max_eval_examples: int | None = None
-    """qa: score only the first N questions (file order) of dev/test (quick or budgeted
-    evaluation); None = all."""
-    doc_stride: int = 32
-    """qa: context tokens shared by consecutive windows when a context does not fit in one; must be
-    less than max_seq_length - max_query_length - the special tokens."""
-    max_query_length: int = 64
-    """qa: questions longer than this many sub-word tokens are cut to it (counted in the log)."""
-    max_answer_length: int = 30
-    """qa: longest answer span, in sub-word tokens, the n-best search considers."""
-    n_best: int = 20
-    """qa: start and end candidates per window (top-n each) in the span search."""
-    train_files: list[str] | None = None
-    """qa: JSON files (paths, names inside data_dir, or SQuADShifts set names new_wiki, nyt,
-    reddit, amazon) concatenated as the train split; None = the data_dir's train file (for the
-    squad asset: all four SQuADShifts sets)."""
+    options: dict = field(default_factory=dict)
+    """(no key of its own) The task family's own keys, given as ``task.<key>`` like the keys above
+    (e.g. qa's ``task.doc_stride``): typed, defaulted and checked by the task class (``Task.Options``,
+    at start-up in ``engine/preflight.check_names``); this file knows no task family."""
+
+    OPEN_KEYS: ClassVar[str] = "options"
+    """Keys that are not fields go to ``options`` (``loading._build``) instead of being refused here."""
+
+    def to_dict(self) -> dict:
+        """The section as given: its fields, and the family's keys beside them (not nested)."""
+        out = {f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "options"}
+        return {**out, **copy.deepcopy(self.options)}
 
     def check(self) -> None:
-        if self.train_file and self.train_files:
-            raise ConfigError("task.train_files: set task.train_file (one file) or task.train_files (several), not both")
         if self.max_seq_length < 8:
             raise ConfigError(f"task.max_seq_length: must be >= 8, got {self.max_seq_length}")
         if self.formulation not in ("classification", "cloze"):
             raise ConfigError(f"task.formulation: must be classification or cloze, got {self.formulation!r}")
-        for k in ("max_query_length", "max_answer_length", "n_best"):
-            if getattr(self, k) < 1:
-                raise ConfigError(f"task.{k}: must be >= 1, got {getattr(self, k)}")
-        if self.doc_stride < 0:
-            raise ConfigError(f"task.doc_stride: must be >= 0, got {self.doc_stride}")
-        if self.max_eval_examples is not None and self.max_eval_examples < 1:
-            raise ConfigError(f"task.max_eval_examples: must be >= 1, got {self.max_eval_examples}")
+
+
+def _task_config_init(init):
+    """``TaskConfig(name=..., doc_stride=16)``: keyword arguments that are not fields are family keys
+    (``options``), as in a config file."""
+    def __init__(self, *args, options: dict | None = None, **kwargs):
+        names = {f.name for f in dataclasses.fields(TaskConfig)}
+        family = {k: kwargs.pop(k) for k in list(kwargs) if k not in names}
+        init(self, *args, options={**(options or {}), **family}, **kwargs)
+    return __init__
+
+
+TaskConfig.__init__ = _task_config_init(TaskConfig.__init__)
+
+
+LEGACY_TASK_DEFAULTS = {"labels": None, "text_column": "text", "text_pair_column": None, "label_column": "label",
+                       "word_column": 0, "tag_column": -1, "max_eval_examples": None, "doc_stride": 32,
+                       "max_query_length": 64, "max_answer_length": 30, "n_best": 20, "train_files": None}
+"""The family keys every task section carried (at these defaults) before they moved to the task
+classes: a saved run config (an artifact, a checkpoint's signature) drops them where they hold
+these values, so what older versions wrote still loads and resumes."""
+
+
+def without_legacy_defaults(task: dict) -> dict:
+    """A saved task section without the family keys at their old defaults (``LEGACY_TASK_DEFAULTS``)."""
+    return {k: v for k, v in task.items() if not (k in LEGACY_TASK_DEFAULTS and v == LEGACY_TASK_DEFAULTS[k])}
+
+
+def flat_without_legacy_defaults(flat: dict) -> dict:
+    """``without_legacy_defaults`` of a flattened config (``task.doc_stride``, ``tasks[1].n_best``: a
+    checkpoint's signature)."""
+    return {k: v for k, v in flat.items()
+            if not (k.startswith(("task.", "tasks[")) and (key := k.rsplit(".", 1)[-1]) in LEGACY_TASK_DEFAULTS
+                    and v == LEGACY_TASK_DEFAULTS[key])}
 
 
 @dataclass
@@ -337,4 +347,10 @@ class RunConfig:
             raise ConfigError("output_dir: must not be empty")
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The config as plain data (run_config.json, an artifact's "run", the checkpoint signature);
+        ``config_from_dict`` reads it back to the same config."""
+        out = dataclasses.asdict(self)
+        out["task"] = self.task.to_dict()
+        if self.tasks is not None:
+            out["tasks"] = [t.to_dict() for t in self.tasks]
+        return out

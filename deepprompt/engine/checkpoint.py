@@ -43,6 +43,7 @@ import torch
 from safetensors.torch import save_file
 
 from deepprompt.config import RunConfig, flatten
+from deepprompt.config.sections import flat_without_legacy_defaults
 from deepprompt.engine import comm
 from deepprompt.engine.ds_setup import inner_optimizer, master_partitions
 from deepprompt.errors import ConfigError, DeepPromptError
@@ -71,7 +72,7 @@ def signature(run: RunConfig) -> dict:
 
 
 def check_compatible(saved: dict, run: RunConfig, where: Path) -> None:
-    now = signature(run)
+    saved, now = flat_without_legacy_defaults(saved), flat_without_legacy_defaults(signature(run))
     # a key added to the config after the checkpoint was written counts as its default then
     defaults = signature(RunConfig())
     changed = [f"{k} ({saved.get(k, defaults.get(k))!r} -> {now.get(k)!r})" for k in sorted(set(saved) | set(now))

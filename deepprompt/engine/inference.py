@@ -11,6 +11,7 @@ from pathlib import Path
 
 from deepprompt.artifacts import Artifact, _atomic_write, apply_artifact, check_backbone, load_artifact
 from deepprompt.config import RunConfig, config_from_dict
+from deepprompt.config.sections import without_legacy_defaults
 from deepprompt.engine import comm, preflight, setup
 from deepprompt.engine.evaluate import evaluate
 from deepprompt.errors import ConfigError
@@ -22,7 +23,12 @@ log = logging.getLogger("deepprompt")
 def run_config_from_artifact(artifact: Artifact, overrides: list[str] | None = None) -> RunConfig:
     """The run config the artifact was trained with, updated by dotted ``key=value`` overrides
     (e.g. ``task.data_dir=...`` for data elsewhere, ``model.path=...`` for a moved backbone)."""
-    return config_from_dict(artifact.description["run"], overrides)
+    run = dict(artifact.description["run"])
+    if isinstance(run.get("task"), dict):  # written before the family keys moved to the task classes?
+        run["task"] = without_legacy_defaults(run["task"])
+    if isinstance(run.get("tasks"), list):
+        run["tasks"] = [without_legacy_defaults(t) if isinstance(t, dict) else t for t in run["tasks"]]
+    return config_from_dict(run, overrides)
 
 
 def check_task(artifact: Artifact, task: Task) -> None:

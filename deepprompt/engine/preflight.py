@@ -150,13 +150,15 @@ def first_problem(reports: list[RankReport]) -> str | None:
 # ------------------------------------------------------------------------------ local checks
 
 def check_names(run: RunConfig) -> None:
-    """``prompt.method`` and every task's name are registered (one line naming the key otherwise)."""
+    """``prompt.method`` and every task's name are registered, and every task section's family keys
+    are ones its task has, of the right types (one line naming the key otherwise)."""
     import deepprompt.prompts  # noqa: F401  (registers the methods)
     import deepprompt.tasks  # noqa: F401
 
     PROMPTS.get(run.prompt.method, "prompt.method")
     for i, task in enumerate(run.task_configs()):
-        TASKS.get(task.name, "task.name" if run.tasks is None else f"tasks[{i}].name")
+        prefix = "task." if run.tasks is None else f"tasks[{i}]."
+        TASKS.get(task.name, f"{prefix}name").options_of(task, prefix)  # the family's own keys, typed
 
 
 def check_model_path(path: str) -> str:

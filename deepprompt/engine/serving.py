@@ -7,6 +7,7 @@ own head, in ONE backbone forward.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,13 +16,14 @@ import torch
 
 from deepprompt.artifacts import Artifact, check_backbone, copy_tensors
 from deepprompt.config import PromptConfig, TaskConfig, from_dict
+from deepprompt.config.sections import without_legacy_defaults
 from deepprompt.data.files import iter_jsonl
 from deepprompt.errors import ConfigError, DataError
 from deepprompt.models.assembly import HeadSpec, assemble
 from deepprompt.models.loading import load_tokenizer, resolve_backbone
 from deepprompt.models.prompted_model import PromptedModel
 from deepprompt.prompts import MultiPrompt
-from deepprompt.registry import BACKBONES, PROMPTS
+from deepprompt.registry import BACKBONES, PROMPTS, TASKS
 from deepprompt.tasks import Task, build_task
 
 
@@ -31,6 +33,11 @@ class Server:
     tasks: dict[str, Task]
     """Task name -> task (tokenisation and predictions); every task has a head in ``model``."""
     device: torch.device
+
+
+def option_names(task: str) -> set[str]:
+    """The ``task.*`` keys of a task's family (``Task.Options``)."""
+    return {f.name for f in dataclasses.fields(TASKS.get(task, "task.name").Options)}
 
 
 def _unique_tasks(artifacts: Sequence[Artifact]) -> None:
@@ -72,8 +79,10 @@ def build_server(artifacts: Sequence[Artifact], model_path: str | None = None, d
         specs += [HeadSpec(t["name"], t["head"], len(t["labels"])) for t in a.description["tasks"]]
         for t in a.description["tasks"]:
             # the task as trained (column names, windows ...), its label list fixed: no data is read
-            saved = t.get("config") or {"name": t["name"], "max_seq_length": t["max_seq_length"]}
-            task = build_task(from_dict(TaskConfig, {**saved, "labels": t["labels"]}, "task."), tokenizer)
+            saved = without_legacy_defaults(t.get("config") or {"name": t["name"], "max_seq_length": t["max_seq_length"]})
+            if "labels" in option_names(t["name"]):  # a label set from training data: fix it as trained
+                saved["labels"] = t["labels"]
+            task = build_task(from_dict(TaskConfig, saved, "task."), tokenizer)
             if list(task.labels) != t["labels"]:
                 raise ConfigError(f"--artifact: {a.path}: the labels of task {t['name']!r} differ from this "
                                   f"deepprompt's ({task.labels} vs {t['labels']})")

@@ -13,6 +13,7 @@ import inspect
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -20,6 +21,7 @@ import torch
 
 from deepprompt import assets
 from deepprompt.config import TaskConfig
+from deepprompt.config.loading import build_options
 from deepprompt.errors import ConfigError, DataError
 from deepprompt.registry import TASKS
 
@@ -71,7 +73,14 @@ class FeatureSet:
         return FeatureSet(self.dataset.select(range(min(n, len(self)))))
 
 
+@dataclass
+class NoOptions:
+    """A task family without ``task.*`` keys of its own."""
+
+
 class Task:
+    Options: ClassVar[type] = NoOptions
+    """The dataclass of the family's own ``task.*`` keys (``TaskConfig.options`` built into it: ``self.opts``)."""
     head: ClassVar[str]
     """Registered head name (deepprompt.models.heads)."""
     main_metric: ClassVar[str]
@@ -89,6 +98,7 @@ class Task:
             raise ConfigError(f"task.formulation: task {cfg.name} supports only {' or '.join(self.formulations)}, "
                               f"not {cfg.formulation!r}")
         self.cfg = cfg
+        self.opts = self.options_of(cfg)
         self.tokenizer = tokenizer
         self._features: dict[str, FeatureSet] = {}
         self._located: set[str] = set()  # splits whose source was asked for through ``split_source``
@@ -96,6 +106,17 @@ class Task:
     @property
     def name(self) -> str:
         return self.cfg.name
+
+    @classmethod
+    def options_of(cls, cfg: TaskConfig, prefix: str = "task."):
+        """``cfg.options`` built into ``cls.Options`` by the config's own coercion; a key the family
+        does not have, or a bad value, is one line naming ``<prefix><key>``. Checked at start-up by
+        ``engine/preflight.check_names`` (with each task's prefix), before any data loads."""
+        opts = build_options(cls.Options, cfg.options, prefix, TaskConfig, cfg.name)
+        check = getattr(opts, "check", None)
+        if check is not None:
+            check(cfg, prefix)
+        return opts
 
     @property
     def labels(self) -> list[str]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from deepprompt.data.files import iter_jsonl
@@ -25,7 +26,25 @@ from deepprompt.metrics.classification import accuracy, macro_f1
 from deepprompt.registry import TASKS
 from deepprompt.tasks.base import Task, log
 from deepprompt.tasks.readers import read_conll
-from deepprompt.tasks.tagging import TaggingTask
+from deepprompt.tasks.tagging import LabelOptions, TaggingTask
+
+
+@dataclass
+class TaggingColumns(LabelOptions):
+    word_column: int = 0
+    """The column of the word in the CoNLL file (0-based; negative counts from the end)."""
+    tag_column: int = -1
+    """The column of the tag in the CoNLL file (0-based; negative counts from the end)."""
+
+
+@dataclass
+class ClassificationColumns(LabelOptions):
+    text_column: str = "text"
+    """The JSONL field / CSV column of the text."""
+    text_pair_column: str | None = None
+    """The field / column of the second text (sentence pairs); None = single text."""
+    label_column: str = "label"
+    """The field / column of the label."""
 
 
 def _split_files(extensions: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
@@ -39,12 +58,13 @@ class CustomTagging(TaggingTask):
 
     Truncation: words past ``task.max_seq_length`` sub-words are predicted ``O`` (counted in the log)."""
 
+    Options = TaggingColumns
     labels_from_train = True
     EXTENSIONS = (".txt", ".conll", ".tsv", "")
     split_files, source_kind, needs_files = _split_files(EXTENSIONS), "file", True
 
     def read_split(self, split):
-        w, t = self.cfg.word_column, self.cfg.tag_column
+        w, t = self.opts.word_column, self.opts.tag_column
         return read_conll(self.split_source(split), tag_col=t, word_col=w,
                           columns=f"a word in column {w} and a tag in column {t}")
 
@@ -57,6 +77,7 @@ class CustomClassification(Task):
     Truncation: text (+ pair) is cut to ``task.max_seq_length`` sub-words, the longer text first;
     the number of truncated examples is logged."""
 
+    Options = ClassificationColumns
     head = "classification"
     main_metric = "accuracy"
     EXTENSIONS = (".jsonl", ".json", ".csv", ".tsv")
@@ -64,8 +85,8 @@ class CustomClassification(Task):
 
     @property
     def labels(self) -> list[str]:
-        if self.cfg.labels:
-            return list(self.cfg.labels)
+        if self.opts.labels:
+            return list(self.opts.labels)
         if getattr(self, "_train_labels", None) is None:
             self._train_labels = sorted({r["label"] for r, _ in self._rows("train")})
         return self._train_labels
@@ -74,7 +95,7 @@ class CustomClassification(Task):
         return super().cache_key() + json.dumps(self.labels)
 
     def _fields(self) -> list[str]:
-        c = self.cfg
+        c = self.opts
         return [c.text_column, *([c.text_pair_column] if c.text_pair_column else []), c.label_column]
 
     def _rows(self, split: str) -> list[tuple[dict, str]]:
@@ -83,7 +104,7 @@ class CustomClassification(Task):
         if split in cached:
             return cached[split]
         path = self.split_source(split)
-        c = self.cfg
+        c = self.opts
         rename = {c.text_column: "text", c.text_pair_column: "text_pair", c.label_column: "label"}
         rows = []
         for raw, where in (self._read_csv(path) if path.suffix in (".csv", ".tsv") else self._read_jsonl(path)):
@@ -148,7 +169,7 @@ class CustomClassification(Task):
         examples = []
         for idx, (rec, where) in enumerate(self._rows(split)):
             if rec["label"] not in label_set:
-                seen = "task.labels" if self.cfg.labels else "the training split"
+                seen = "task.labels" if self.opts.labels else "the training split"
                 raise DataError(f"{where}: unknown label {rec['label']!r} (not in {seen}: {', '.join(self.labels)})")
             examples.append({"id": idx, **rec})
         return examples
@@ -174,7 +195,7 @@ class CustomClassification(Task):
     def raw_features(self, record, where="input"):
         """``{"text": ..., "text_pair": ...}`` (the pair only when the task has one) -> a feature."""
         rec = {}
-        for key in ("text", "text_pair") if self.cfg.text_pair_column else ("text",):
+        for key in ("text", "text_pair") if self.opts.text_pair_column else ("text",):
             if not isinstance(record.get(key), str) or not record[key].strip():
                 raise DataError(f"{where}: task {self.name} needs {key!r} (a non-empty string)")
             rec[key] = record[key]

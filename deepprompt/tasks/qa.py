@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -104,7 +105,40 @@ def read_squad_json(path: Path, version_2: bool) -> tuple[list[dict], int]:
     return records, moved
 
 
+@dataclass
+class QAOptions:
+    max_eval_examples: int | None = None
+    """Score only the first N questions (file order) of dev/test (quick or budgeted evaluation);
+    None = all."""
+    doc_stride: int = 32
+    """Context tokens shared by consecutive windows when a context does not fit in one; must be
+    less than max_seq_length - max_query_length - the special tokens."""
+    max_query_length: int = 64
+    """Questions longer than this many sub-word tokens are cut to it (counted in the log)."""
+    max_answer_length: int = 30
+    """Longest answer span, in sub-word tokens, the n-best search considers."""
+    n_best: int = 20
+    """Start and end candidates per window (top-n each) in the span search."""
+    train_files: list[str] | None = None
+    """JSON files (paths, names inside data_dir, or SQuADShifts set names new_wiki, nyt,
+    reddit, amazon) concatenated as the train split; None = the data_dir's train file (for the
+    squad asset: all four SQuADShifts sets)."""
+
+    def check(self, cfg, prefix: str) -> None:
+        if cfg.train_file and self.train_files:
+            raise ConfigError(f"{prefix}train_files: set {prefix}train_file (one file) or {prefix}train_files "
+                              f"(several), not both")
+        for k in ("max_query_length", "max_answer_length", "n_best"):
+            if getattr(self, k) < 1:
+                raise ConfigError(f"{prefix}{k}: must be >= 1, got {getattr(self, k)}")
+        if self.doc_stride < 0:
+            raise ConfigError(f"{prefix}doc_stride: must be >= 0, got {self.doc_stride}")
+        if self.max_eval_examples is not None and self.max_eval_examples < 1:
+            raise ConfigError(f"{prefix}max_eval_examples: must be >= 1, got {self.max_eval_examples}")
+
+
 class QATask(Task):
+    Options = QAOptions
     head = "qa"
     version_2: ClassVar[bool] = False
     source_kind, data_help = "file", "train/dev JSON"
@@ -115,10 +149,11 @@ class QATask(Task):
         super().__init__(cfg, tokenizer)
         self._records: dict[str, list[dict]] = {}
         n_special = tokenizer.num_special_tokens_to_add(pair=True)
-        room = cfg.max_seq_length - cfg.max_query_length - n_special
-        if room <= cfg.doc_stride:
-            raise ConfigError(f"task.doc_stride: {cfg.doc_stride} leaves no new context per window: max_seq_length "
-                              f"{cfg.max_seq_length} - max_query_length {cfg.max_query_length} - {n_special} special "
+        opts = self.opts
+        room = cfg.max_seq_length - opts.max_query_length - n_special
+        if room <= opts.doc_stride:
+            raise ConfigError(f"task.doc_stride: {opts.doc_stride} leaves no new context per window: max_seq_length "
+                              f"{cfg.max_seq_length} - max_query_length {opts.max_query_length} - {n_special} special "
                               f"tokens = {room} context tokens per window; it must exceed doc_stride")
 
     @property
@@ -139,8 +174,8 @@ class QATask(Task):
         ``task.train_files`` or the SQuADShifts sets (only when ``task.train_file`` is not set)."""
         if split == "train" and self.explicit_file(split) is None:
             root = self.data_dir()
-            if self.cfg.train_files:
-                return [self._resolve(root, name) for name in self.cfg.train_files]
+            if self.opts.train_files:
+                return [self._resolve(root, name) for name in self.opts.train_files]
             if not any((root / n).is_file() for n in self.split_names("train")):
                 shifts = [root / f"{s}_v1.0.json" for s in SHIFT_SETS]
                 if any(p.is_file() for p in shifts):
@@ -170,10 +205,10 @@ class QATask(Task):
                     raise DataError(f"{path}: question {r['id']!r}: duplicate id (also in {seen[r['id']]})")
                 seen[r["id"]] = path
             records += recs
-        if split != "train" and self.cfg.max_eval_examples is not None and len(records) > self.cfg.max_eval_examples:
+        if split != "train" and self.opts.max_eval_examples is not None and len(records) > self.opts.max_eval_examples:
             log.info("%s/%s: scoring the first %d of %d questions (task.max_eval_examples)", self.name, split,
-                     self.cfg.max_eval_examples, len(records))
-            records = records[:self.cfg.max_eval_examples]
+                     self.opts.max_eval_examples, len(records))
+            records = records[:self.opts.max_eval_examples]
         self._records[split] = records
         return records
 
@@ -184,7 +219,7 @@ class QATask(Task):
         cut = sum(feats.dataset["question_cut"])
         if cut:
             log.warning("%s/%s: %d question(s) longer than task.max_query_length=%d tokens were cut to it",
-                        self.name, split, cut, self.cfg.max_query_length)
+                        self.name, split, cut, self.opts.max_query_length)
         held = {i for i, s in zip(feats.dataset["id"], feats.dataset["start_positions"]) if s > 0}
         lost = [r["id"] for r in self._records[split] if r["answer_texts"] and r["id"] not in held]
         if lost and split == "train":
@@ -192,22 +227,22 @@ class QATask(Task):
                         "doc_stride + 1 tokens across a window edge, e.g. %r); all their windows are labelled "
                         "[CLS] in training", self.name, split, len(lost), lost[0])
         log.info("%s/%s: %d questions -> %d windows (max_seq_length %d, doc_stride %d)", self.name, split,
-                 len(self._records[split]), len(feats), self.cfg.max_seq_length, self.cfg.doc_stride)
+                 len(self._records[split]), len(feats), self.cfg.max_seq_length, self.opts.doc_stride)
         return feats
 
     def _cut_questions(self, questions: list[str]) -> tuple[list[str], list[int]]:
         enc = self.tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)
         out, cut = [], []
         for q, offsets in zip(questions, enc["offset_mapping"]):
-            over = len(offsets) > self.cfg.max_query_length
-            out.append(q[:offsets[self.cfg.max_query_length - 1][1]] if over else q)
+            over = len(offsets) > self.opts.max_query_length
+            out.append(q[:offsets[self.opts.max_query_length - 1][1]] if over else q)
             cut.append(int(over))
         return out, cut
 
     def encode(self, batch):
         questions, cut = self._cut_questions([q.lstrip() for q in batch["question"]])
         enc = self.tokenizer(questions, batch["context"], truncation="only_second", max_length=self.cfg.max_seq_length,
-                             stride=self.cfg.doc_stride, return_overflowing_tokens=True, return_offsets_mapping=True)
+                             stride=self.opts.doc_stride, return_overflowing_tokens=True, return_offsets_mapping=True)
         out = {k: [] for k in ("input_ids", "attention_mask", "token_type_ids", "start_positions", "end_positions",
                                "id", "char_start", "char_end", "question_cut")}
         if "token_type_ids" not in enc:
@@ -277,7 +312,7 @@ class QATask(Task):
         spans ``[char_start, char_end, score]`` inside the context, at most max_answer_length
         tokens long, start <= end."""
         out = []
-        n_best, max_len = self.cfg.n_best, self.cfg.max_answer_length
+        n_best, max_len = self.opts.n_best, self.opts.max_answer_length
         for row, feat in zip(logits, features):
             n = len(feat["char_start"])
             start, end = row[:n, 0], row[:n, 1]

@@ -24,7 +24,7 @@ from deepprompt.metrics.seqeval_f1 import entity_f1
 from deepprompt.registry import TASKS
 from deepprompt.tasks.base import log
 from deepprompt.tasks.readers import Sentence, brackets_to_bio
-from deepprompt.tasks.tagging import GOLD_CONLL_DIRS, GOLD_CONLL_HELP, TaggingTask, read_gold_conll_split
+from deepprompt.tasks.tagging import GOLD_CONLL_DIRS, GOLD_CONLL_HELP, LabelOptions, TaggingTask, read_gold_conll_split
 
 
 @dataclass
@@ -125,6 +125,7 @@ def read_words_props(words_path: Path, props_path: Path, skipped: list[int]) -> 
 
 
 class SrlTask(TaggingTask):
+    Options = LabelOptions
     labels_from_train = True
     count_unseen = True
     pair_field = "predicate"

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import ClassVar
 
 from deepprompt.errors import DataError
 from deepprompt.metrics.seqeval_f1 import entity_f1
 from deepprompt.tasks.base import PAD_LABEL, Task, log
 from deepprompt.tasks.readers import GoldConllSentence, Sentence, gold_conll_files, iob1_to_iob2, read_gold_conll
+
+
+@dataclass
+class LabelOptions:
+    labels: list[str] | None = None
+    """The label set, in this order; None = every label of the training split (sorted; ``O`` first
+    for tagging)."""
 
 
 class TaggingTask(Task):
@@ -33,12 +41,17 @@ class TaggingTask(Task):
     def labels(self) -> list[str]:
         if not self.labels_from_train:
             return ["O"] + [f"{p}-{t}" for t in self.entity_types for p in ("B", "I")]
-        if self.cfg.labels:
-            return list(self.cfg.labels)
+        if self.given_labels:
+            return list(self.given_labels)
         if getattr(self, "_train_labels", None) is None:
             seen = {t for sent in self.read_split("train") for t in iob1_to_iob2(sent.tags)}
             self._train_labels = ["O"] + sorted(seen - {"O"})
         return self._train_labels
+
+    @property
+    def given_labels(self) -> list[str] | None:
+        """``task.labels`` of a family that has the key (``LabelOptions``), else None."""
+        return getattr(self.opts, "labels", None)
 
     def cache_key(self) -> str:  # the label ids depend on the label set, which may come from train
         return super().cache_key() + json.dumps(self.labels)
@@ -53,7 +66,7 @@ class TaggingTask(Task):
             tags = iob1_to_iob2(sent.tags)
             for j, t in enumerate(tags):
                 if t not in label_id:
-                    if self.count_unseen and split != "train" and not self.cfg.labels:
+                    if self.count_unseen and split != "train" and not self.given_labels:
                         unseen += 1
                         continue
                     path, line = sent.where.rsplit(":", 1)

@@ -205,3 +205,18 @@ def test_pruning_removes_only_checkpoints_older_than_the_one_written(tmp_path):
                                                       aside.name]
     checkpoint._prune(root, 1, paths[1])
     assert sorted(p.name for p in root.iterdir()) == ["latest", "step_00000006", "step_00000009", aside.name]
+
+
+def test_a_checkpoint_from_before_the_task_family_keys_moved_still_resumes(tmp_path):
+    """Before, every task section carried the QA/custom keys at their defaults (config.LEGACY_TASK_DEFAULTS)."""
+    from deepprompt.config import load_config
+    from deepprompt.config.sections import LEGACY_TASK_DEFAULTS
+    from deepprompt.errors import ConfigError
+
+    run = load_config(None, [])
+    old = {**checkpoint.signature(run), **{f"task.{k}": v for k, v in LEGACY_TASK_DEFAULTS.items()}}
+    assert "task.doc_stride" not in checkpoint.signature(run)
+    assert checkpoint.check_compatible(old, run, tmp_path) is None
+    old["task.doc_stride"] = 16  # a value of its own was part of that run: not the same run
+    with pytest.raises(ConfigError, match=r"task.doc_stride \(16 -> None\)"):
+        checkpoint.check_compatible(old, run, tmp_path)
