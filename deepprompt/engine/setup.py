@@ -38,12 +38,11 @@ class ResolvedRun:
         return self.backbone.family_name
 
 
-def read_tasks(run: RunConfig, tokenizer, splits: dict[str, tuple[str, ...]] | None = None) -> list[Task]:
-    """The run's tasks, every split (or ``splits[name]``) read and tokenised now, before any weights
-    load: data errors fail fast."""
+def read_tasks(run: RunConfig, tokenizer) -> list[Task]:
+    """The run's tasks, every split read and tokenised now, before any weights load: data errors fail fast."""
     tasks = [build_task(cfg, tokenizer) for cfg in run.task_configs()]
     for task in tasks:
-        for split in (splits or {}).get(task.name, task.splits):
+        for split in task.splits:
             task.features(split)
     return tasks
 

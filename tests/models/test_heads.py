@@ -7,8 +7,8 @@ import torch
 from deepprompt.config import PromptConfig
 from deepprompt.models.heads import (ClassificationHead, MultipleChoiceHead, QAHead,
                                      TokenClassificationHead)
-from deepprompt.models.prompted_model import PromptedModel
-from deepprompt.registry import HEADS, PROMPTS
+from deepprompt.models.assembly import HeadSpec, assemble
+from deepprompt.registry import HEADS
 from tests.conftest import tiny_backbone
 
 CLS, PAD = 2, 0
@@ -21,8 +21,8 @@ def prompted(tmp_path, head, method="prefix", length=4, **cfg):
     backbone, adapter = tiny_backbone("bert", tmp_path)
     spec = adapter.spec()
     torch.manual_seed(0)
-    prompt = PROMPTS.get(method)(PromptConfig(method=method, length=length, **cfg), spec)
-    return PromptedModel(backbone, adapter, prompt, {"t": head(spec.hidden)}), spec
+    name = next(n for n, c in HEADS.items() if c is head)
+    return assemble(backbone, adapter, PromptConfig(method=method, length=length, **cfg), [HeadSpec("t", name, 0)]), spec
 
 
 def fit(model, batch, steps=60, lr=2e-2):

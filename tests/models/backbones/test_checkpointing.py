@@ -16,7 +16,7 @@ from torch.utils.checkpoint import checkpoint as torch_checkpoint
 import deepprompt.models.backbones.base as base
 from deepprompt.config import PromptConfig, load_config
 from deepprompt.models.backbones.glm import GLMAdapter
-from deepprompt.models.heads import TokenClassificationHead
+from deepprompt.models.assembly import HeadSpec, assemble
 from deepprompt.models.prompted_model import PromptedModel
 from deepprompt.prompts import MultiPrompt
 from deepprompt.registry import PROMPTS
@@ -55,8 +55,7 @@ def prompted(family: str, tmp_path, method: str, *overrides: str) -> PromptedMod
     cfg = load_config(None, [f"prompt.method={method}", "prompt.length=3", f"prompt.dropout={DROPOUT}",
                              *overrides]).prompt
     torch.manual_seed(0)
-    prompt = PROMPTS.get(method)(cfg, adapter.spec())
-    return PromptedModel(model, adapter, prompt, {"t": TokenClassificationHead(hidden, LABELS)}).train()
+    return assemble(model, adapter, cfg, [HeadSpec("t", "token", LABELS)]).train()
 
 
 def loss_and_grads(pm: PromptedModel, batches: list[dict], seed: int = 7, task="t"):
@@ -170,8 +169,7 @@ def _multi(family, tmp_path) -> PromptedModel:
         torch.manual_seed(10 + i)
         prompts.append(PROMPTS.get("prefix")(cfg, adapter.spec()))
     multi = MultiPrompt(prompts, {"a": 0, "b": 1})
-    heads = {"a": TokenClassificationHead(hidden, LABELS), "b": TokenClassificationHead(hidden, LABELS)}
-    return PromptedModel(model, adapter, multi, heads).train()
+    return assemble(model, adapter, multi, [HeadSpec("a", "token", LABELS), HeadSpec("b", "token", LABELS)]).train()
 
 
 @pytest.mark.parametrize("family", FAMILIES)

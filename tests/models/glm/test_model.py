@@ -7,9 +7,7 @@ import torch
 from deepprompt.config import load_config
 from deepprompt.models.backbones.glm import GLMAdapter
 from deepprompt.models.glm.model import glm_attention_mask
-from deepprompt.models.heads import HEADS
-from deepprompt.models.prompted_model import PromptedModel
-from deepprompt.registry import PROMPTS
+from deepprompt.models.assembly import HeadSpec, assemble
 from tests.models.glm.tiny_glm import tiny_model
 
 B, L = 2, 7
@@ -110,8 +108,7 @@ def _prompted(method, head="classification", reparam=False, layers=None, seed=0)
         over.append(f"prompt.layers={layers}")
     cfg = load_config(None, over).prompt
     torch.manual_seed(seed)
-    prompt = PROMPTS.get(method)(cfg, adapter.spec())
-    return PromptedModel(model, adapter, prompt, {"t": HEADS.get(head)(32, 3, dropout=0.0)})
+    return assemble(model, adapter, cfg, [HeadSpec("t", head, 3, dropout=0.0)])
 
 
 def _batch(head):

@@ -14,9 +14,8 @@ import torch
 from deepprompt.config import load_config
 from deepprompt.engine import comm, ds_setup
 from deepprompt.models.backbones.glm import GLMAdapter
-from deepprompt.models.heads import ClozeHead
+from deepprompt.models.assembly import HeadSpec, assemble
 from deepprompt.models.prompted_model import PromptedModel
-from deepprompt.registry import PROMPTS
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -33,7 +32,7 @@ def prompted(backbone) -> PromptedModel:
     adapter = GLMAdapter(backbone)
     cfg = load_config(None, ["prompt.length=3", "prompt.dropout=0"]).prompt
     torch.manual_seed(1)
-    return PromptedModel(backbone, adapter, PROMPTS.get("prefix")(cfg, adapter.spec()), {"t": ClozeHead(32)})
+    return assemble(backbone, adapter, cfg, [HeadSpec("t", "cloze", 0)])
 
 
 def run(model_dir: str, out_dir: str, ds_config: str = "ds_configs/zero3.json") -> dict:
