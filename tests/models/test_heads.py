@@ -17,12 +17,12 @@ NEEDLE = 7  # classification / multiple-choice marker
 FILLER = (8, 30)  # ordinary token ids
 
 
-def prompted(tmp_path, head, method="prefix", length=4, **cfg):
+def prompted(tmp_path, head, method="prefix", length=4, num_labels=0, **cfg):
     backbone, adapter = tiny_backbone("bert", tmp_path)
     spec = adapter.spec()
     torch.manual_seed(0)
     name = next(n for n, c in HEADS.items() if c is head)
-    return assemble(backbone, adapter, PromptConfig(method=method, length=length, **cfg), [HeadSpec("t", name, 0)]), spec
+    return assemble(backbone, adapter, PromptConfig(method=method, length=length, **cfg), [HeadSpec("t", name, num_labels)]), spec
 
 
 def fit(model, batch, steps=60, lr=2e-2):
@@ -155,7 +155,7 @@ def test_qa_head_without_attention_mask_masks_nothing():
 
 @pytest.mark.parametrize("method,cfg", [("prompt", {}), ("ptuning", {"encoder_hidden": 20})])
 def test_input_prompt_is_stripped_before_the_head(method, cfg, tmp_path):
-    model, spec = prompted(tmp_path, lambda h: TokenClassificationHead(h, 3), method=method, length=5, **cfg)
+    model, spec = prompted(tmp_path, TokenClassificationHead, method=method, length=5, num_labels=3, **cfg)
     model.eval()
     batch = token_batch()
     seen = []
