@@ -108,14 +108,14 @@ def test_head_parameter_count(head, num_labels):
 
 # ------------------------------------------------------------------------------- learning
 
-@pytest.mark.parametrize("head, make_batch, logits_shape", [
-    (lambda h: ClassificationHead(h, 2), classification_batch, (24, 2)),
-    (lambda h: TokenClassificationHead(h, 3), token_batch, (16, 9, 3)),
-    (QAHead, qa_batch, (16, 10, 2)),
-    (MultipleChoiceHead, multiple_choice_batch, (12, 3)),
+@pytest.mark.parametrize("head, num_labels, make_batch, logits_shape", [
+    (ClassificationHead, 2, classification_batch, (24, 2)),
+    (TokenClassificationHead, 3, token_batch, (16, 9, 3)),
+    (QAHead, 0, qa_batch, (16, 10, 2)),
+    (MultipleChoiceHead, 0, multiple_choice_batch, (12, 3)),
 ], ids=["classification", "token", "qa", "multiple_choice"])
-def test_head_learns(tmp_path, head, make_batch, logits_shape):
-    model, _ = prompted(tmp_path, head)
+def test_head_learns(tmp_path, head, num_labels, make_batch, logits_shape):
+    model, _ = prompted(tmp_path, head, num_labels=num_labels)
     batch = make_batch()
     with torch.no_grad():
         assert model.eval()(batch, "t").logits.shape == logits_shape
