@@ -132,6 +132,14 @@ class TaskConfig:
     """qa: longest answer span, in sub-word tokens, the n-best search considers."""
     n_best: int = 20
     """qa: start and end candidates per window (top-n each) in the span search."""
+    folds: int | None = None
+    """k-fold re-split for small data (``deepprompt sweep --folds k``): every labelled example of the
+    task's train, dev and test splits is pooled, shuffled with a fixed seed and cut into k parts; fold
+    ``task.fold`` holds out its part, the first half as dev and the second as test, and trains on the
+    other k-1 parts (k=5: 80/10/10; over the k folds every example is held out exactly once). None =
+    the task's own splits."""
+    fold: int = 0
+    """With task.folds: which fold (0 .. folds-1)."""
     train_files: list[str] | None = None
     """qa: JSON files (paths, names inside data_dir, or SQuADShifts set names new_wiki, nyt,
     reddit, amazon) concatenated as the train split; None = the data_dir's train file (for the
@@ -149,6 +157,10 @@ class TaskConfig:
                 raise ConfigError(f"task.{k}: must be >= 1, got {getattr(self, k)}")
         if self.doc_stride < 0:
             raise ConfigError(f"task.doc_stride: must be >= 0, got {self.doc_stride}")
+        if self.folds is not None and self.folds < 2:
+            raise ConfigError(f"task.folds: must be >= 2 (or null for the task's own splits), got {self.folds}")
+        if not 0 <= self.fold < (self.folds or 1):
+            raise ConfigError(f"task.fold: must be in 0..{(self.folds or 1) - 1} (task.folds={self.folds}), got {self.fold}")
         if self.max_eval_examples is not None and self.max_eval_examples < 1:
             raise ConfigError(f"task.max_eval_examples: must be >= 1, got {self.max_eval_examples}")
 

@@ -136,6 +136,7 @@ class Trainer:
         self.frozen_before = ds_setup.frozen_fingerprint(self.model) if self.tr.verify_frozen else None
         self.scalars = Scalars(self.out_dir, self.rank == 0)
         self.train_log = _TrainLog(self.out_dir / "train_log.jsonl", self.start_step, enabled=self.rank == 0)
+        self.eval_log = _TrainLog(self.out_dir / "eval_log.jsonl", self.start_step, enabled=self.rank == 0)
         self.stop = StopFlag().install()
         self.meter = throughput.Meter(self.start_step, _warmup_steps(self.tr.max_steps - self.start_step))
         self.pending: _StepRecord | None = None  # the last step, its reduction still on its way to the host
@@ -344,6 +345,7 @@ class Trainer:
             entry["test"] = test
             self._save_best_artifact(step)
         self.progress.history.append(entry)
+        self.eval_log.write_record({"step": step, "dev_mean_main": value, "dev": dev})  # read live by deepprompt sweep
         log.info("step %d | dev %s | best dev %s %.2f at step %d", step, " | ".join(
             f"{n} " * (len(tasks) > 1) + " ".join(f"{k} {v:.2f}" for k, v in m.items()) for n, m in dev.items()),
             _criterion(tasks), best["value"], best["step"])
@@ -552,8 +554,9 @@ def _log_layout(run: RunConfig, built, tasks, world: int) -> list[int]:
 
 
 class _TrainLog:
-    """output_dir/train_log.jsonl: one line per optimizer step (rank 0). A resumed run drops the
-    lines after its checkpoint's step, so the file always tells one consistent history."""
+    """output_dir/train_log.jsonl: one line per optimizer step (rank 0); eval_log.jsonl: one line per
+    dev evaluation. A resumed run drops the lines after its checkpoint's step, so the file always
+    tells one consistent history."""
 
     def __init__(self, path: Path, start_step: int, enabled: bool):
         self.path, self.enabled = path, enabled
@@ -564,9 +567,12 @@ class _TrainLog:
             path.write_text("".join(l + "\n" for l in kept))
 
     def write(self, step: int, loss: float, lr: float, task: str | None = None) -> None:
+        self.write_record({"step": step, "loss": loss, "lr": lr, **({"task": task} if task else {})})
+
+    def write_record(self, record: dict) -> None:
         if self.enabled:
             with self.path.open("a") as fh:
-                fh.write(json.dumps({"step": step, "loss": loss, "lr": lr, **({"task": task} if task else {})}) + "\n")
+                fh.write(json.dumps(record) + "\n")
 
 
 def _logged_step(line: str) -> float:

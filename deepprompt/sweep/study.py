@@ -1,0 +1,419 @@
+"""``deepprompt sweep``: an Optuna study over run-config keys whose trials are real launcher runs.
+
+One trial = one configuration (the base config + overrides + one value per ``--space`` key), run on
+every fold (``--folds``) x every seed (``--seeds``), one after the other; its value is the mean dev
+score of those runs (LAST or BEST-DEV, ``--select``): a choice on dev only. Each dev evaluation of
+each run is reported to Optuna as it happens, at step ``run_index * STRIDE + step``, so a trial is
+compared with others on the same fold, seed and step; the median pruner may stop it there.
+
+The study lives in ``<dir>/study.journal`` (Optuna's JournalStorage, file backend, file-locked): any
+number of workers on any nodes run the same command against one shared directory and split the
+trials; a worker that is stopped (SIGTERM/SIGINT) hands its trial back, one that died (kill -9, a
+lost node) is noticed by the others (its heartbeat stops) and its trial is handed back too; the
+trial's runs then continue from their checkpoints. When the last trial ends, the best ``--confirm-top``
+configurations are re-run on ``--confirm-seeds`` (seeds the search never saw) over all folds, and
+the report (``report.py``) is written."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import signal
+import socket
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from deepprompt.errors import ConfigError, DeepPromptError
+from deepprompt.sweep import runs as R
+from deepprompt.sweep.space import Dimension, check_against, parse_space
+
+log = logging.getLogger("deepprompt")
+
+STRIDE = 1_000_000
+"""Intermediate-value steps: run i of a trial reports its dev at step i * STRIDE + training step."""
+OWNED_KEYS = ("train.seed", "task.fold", "task.folds", "output_dir")
+"""Set by the sweep itself (--seeds, --folds, the run directories), never by --space or overrides."""
+EXIT_INTERRUPTED = 75
+
+
+class Interrupted(DeepPromptError):
+    """SIGTERM/SIGINT: the worker handed its trial back; the same command continues the sweep."""
+
+
+@dataclass
+class SweepConfig:
+    dir: str = "runs/sweep"
+    """The sweep directory: study.journal, sweep.json, runs/, confirm/, report/ (shared by all workers)."""
+    config: str | None = None
+    """Base run config (None = the embedded default)."""
+    overrides: list[str] = field(default_factory=list)
+    """key=value overrides of every run."""
+    space: list[str] = field(default_factory=list)
+    """``key=distribution(args)`` per searched key (space.py)."""
+    seeds: list[int] = field(default_factory=lambda: [42])
+    """Every configuration runs with each seed."""
+    folds: int | None = None
+    """k: every configuration runs on each fold of the task's k-fold re-split (task.folds); None = the task's splits."""
+    trials: int = 20
+    """Trials of the whole sweep (all workers together; pruned ones count)."""
+    select: str = "last"
+    """Which dev score a trial's value is: ``last`` (the model after the last step) or ``best_dev``."""
+    sampler: str = "tpe"
+    """tpe | random."""
+    sampler_seed: int = 0
+    """Seed of the sampler (one worker: the same trials on a re-run)."""
+    startup_trials: int = 5
+    """TPE: random trials before the model-based ones."""
+    prune: bool = True
+    """Median pruner: stop a run whose best dev so far is below the median of earlier trials at that step."""
+    prune_startup: int = 3
+    """Trials that complete before any pruning."""
+    prune_warmup: int = 0
+    """No pruning before this training step of a trial's first run."""
+    confirm_seeds: list[int] = field(default_factory=list)
+    """Fresh seeds the winner(s) are re-run with over all folds; must not be among ``seeds``."""
+    confirm_top: int = 1
+    """How many of the best trials (by dev) are confirmed; the final choice among them is by dev too."""
+    confirm_overrides: list[str] = field(default_factory=list)
+    """key=value overrides of the confirmation runs only (e.g. train.max_steps=600: screen short, confirm long)."""
+    ranks: int = 1
+    """Ranks per run on this machine (ignored with deepspeed_args)."""
+    deepspeed_args: list[str] | None = None
+    """The deepspeed launcher's own arguments instead of the local ones (e.g. --hostfile ...)."""
+    ds_config: str = str(R.REPO / "ds_configs" / "zero3.json")
+    stale_after_min: float = 15.0
+    """A RUNNING trial whose worker has not been heard from for this long is handed back."""
+    report_only: bool = False
+    """Write the report from the study as it stands; run nothing."""
+
+    def definition(self) -> dict:
+        """What every worker of one sweep directory must agree on (sweep.json)."""
+        cfg_text = Path(self.config).read_bytes() if self.config else b""
+        return {"config": self.config, "config_sha256": hashlib.sha256(cfg_text).hexdigest()[:16],
+                "overrides": self.overrides, "space": self.space, "seeds": self.seeds, "folds": self.folds,
+                "select": self.select, "confirm_seeds": self.confirm_seeds, "confirm_top": self.confirm_top,
+                "confirm_overrides": self.confirm_overrides}
+
+    def check(self) -> list[Dimension]:
+        if self.trials < 1:
+            raise ConfigError(f"--trials: must be >= 1, got {self.trials}")
+        if not self.seeds:
+            raise ConfigError("--seeds: at least one seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"--seeds: a seed is listed twice: {self.seeds}")
+        if self.folds is not None and self.folds < 2:
+            raise ConfigError(f"--folds: must be >= 2, got {self.folds}")
+        if self.select not in R.WHICH:
+            raise ConfigError(f"--select: last or best_dev, got {self.select!r}")
+        if self.sampler not in ("tpe", "random"):
+            raise ConfigError(f"--sampler: tpe or random, got {self.sampler!r}")
+        if self.ranks < 1:
+            raise ConfigError(f"--ranks: must be >= 1, got {self.ranks}")
+        both = sorted(set(self.seeds) & set(self.confirm_seeds))
+        if both:
+            raise ConfigError(f"--confirm-seeds: {both} also searched with (--seeds); confirmation needs fresh seeds")
+        if self.confirm_top < 1:
+            raise ConfigError(f"--confirm-top: must be >= 1, got {self.confirm_top}")
+        if self.config and not Path(self.config).is_file():
+            raise ConfigError(f"--config: file not found: {self.config}")
+        if not Path(self.ds_config).is_file():
+            raise ConfigError(f"--ds_config: file not found: {self.ds_config}")
+        if not self.space and not self.report_only:
+            raise ConfigError("--space: give at least one searched key, e.g. --space 'train.lr=loguniform(3e-3,1e-1)'")
+        dims = parse_space(self.space)
+        for flag, items in (("overrides", self.overrides), ("--confirm-set", self.confirm_overrides)):
+            for item in items:
+                if item.split("=", 1)[0].strip() in OWNED_KEYS:
+                    raise ConfigError(f"{flag}: {item.split('=', 1)[0]} is set by the sweep (--seeds, --folds, --dir)")
+        for d in dims:
+            if d.key in OWNED_KEYS:
+                raise ConfigError(f"--space {d.text!r}: {d.key} is set by the sweep (--seeds, --folds, --dir)")
+        from deepprompt.config import load_config
+
+        def load(extra: list[str]):
+            return load_config(self.config, [*self.overrides, *extra, *self._fold_overrides(0)])
+        load([])
+        load(self.confirm_overrides)
+        check_against(dims, load)
+        return dims
+
+    def _fold_overrides(self, fold: int | None) -> list[str]:
+        return [] if self.folds is None else [f"task.folds={self.folds}", f"task.fold={fold}"]
+
+    def plan(self, seeds: list[int]) -> list[tuple[int | None, int]]:
+        """(fold, seed) of a configuration's runs, fold-major (fold 0 with every seed first)."""
+        return [(f, s) for f in (range(self.folds) if self.folds else [None]) for s in seeds]
+
+    def launch(self) -> R.Launch:
+        return R.Launch(config=self.config, overrides=tuple(self.overrides), ds_config=self.ds_config,
+                        ranks=self.ranks, deepspeed_args=tuple(self.deepspeed_args) if self.deepspeed_args is not None
+                        else None)
+
+
+def config_id(params: dict) -> str:
+    """The run directories of one configuration: the same parameters always land in the same place."""
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def run_name(fold: int | None, seed: int) -> str:
+    return f"{'all' if fold is None else f'fold{fold}'}-seed{seed}"
+
+
+def param_overrides(dims: list[Dimension], params: dict) -> list[str]:
+    return [d.override(params[d.key]) for d in dims]
+
+
+class Sweep:
+    def __init__(self, cfg: SweepConfig):
+        import optuna
+
+        self.cfg, self.dims = cfg, cfg.check()
+        self.dir = Path(cfg.dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._agree_on_definition()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        self.storage = JournalStorage(JournalFileBackend(str(self.dir / "study.journal")))
+        pruner = (optuna.pruners.MedianPruner(n_startup_trials=cfg.prune_startup, n_warmup_steps=cfg.prune_warmup)
+                  if cfg.prune else optuna.pruners.NopPruner())
+        self.study = optuna.create_study(study_name="sweep", storage=self.storage, direction="maximize",
+                                         pruner=pruner, load_if_exists=True)
+        self.study_id = self.storage.get_study_id_from_name("sweep")
+        self.me = {"host": socket.gethostname(), "pid": os.getpid()}
+        (self.dir / "trials").mkdir(exist_ok=True)
+
+    # ---- one definition per directory
+    def _agree_on_definition(self) -> None:
+        path, mine = self.dir / "sweep.json", self.cfg.definition()
+        if path.is_file():
+            theirs = json.loads(path.read_text())
+            diff = [k for k in mine if mine[k] != theirs.get(k)]
+            if diff:
+                raise ConfigError(f"--dir {self.dir}: this sweep was started with a different {diff[0]} "
+                                  f"({theirs.get(diff[0])!r}, now {mine[diff[0]]!r}); use a new --dir")
+        elif not self.cfg.report_only:
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(mine, indent=2))
+            os.replace(tmp, path)
+
+    # ---- trials and who runs them
+    def trials(self):
+        return self.study.get_trials(deepcopy=False)
+
+    def counted(self, below: int | None = None) -> int:
+        """Trials that use up the budget: complete, pruned, failed or running, not handed back."""
+        from optuna.trial import TrialState
+
+        return sum(1 for t in self.trials() if t.state != TrialState.WAITING and not t.user_attrs.get("handed_back")
+                   and (below is None or t.number < below))
+
+    def _beat(self, number: int) -> None:
+        path = self.dir / "trials" / f"{number}.alive"
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({**self.me, "time": time.time()}))
+        os.replace(tmp, path)
+
+    def _stale(self, t) -> bool:
+        path = self.dir / "trials" / f"{t.number}.alive"
+        try:
+            beat = json.loads(path.read_text())
+        except (OSError, ValueError):
+            started = t.datetime_start.timestamp() if t.datetime_start else time.time()
+            return time.time() - started > 60 * self.cfg.stale_after_min
+        if beat["host"] == self.me["host"] and beat["pid"] != self.me["pid"] and not _alive(beat["pid"]):
+            return True
+        return time.time() - beat["time"] > 60 * self.cfg.stale_after_min
+
+    def hand_back(self, number: int, why: str) -> None:
+        """A RUNNING trial's configuration goes back in the queue (the next worker reruns it; its runs
+        continue from their checkpoints); the trial itself ends FAIL and stops counting."""
+        from optuna.trial import TrialState
+
+        tid = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
+        t = self.storage.get_trial(tid)
+        if t.state != TrialState.RUNNING:
+            return
+        self.storage.set_trial_user_attr(tid, "handed_back", why)
+        self.study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+        self.study.enqueue_trial(t.params, user_attrs={"retry_of": number})
+        log.info("sweep: trial %d handed back (%s); its configuration is queued again", number, why)
+
+    def recover_stale(self) -> None:
+        from optuna.trial import TrialState
+
+        for t in self.trials():
+            if t.state == TrialState.RUNNING and self._stale(t):
+                self.hand_back(t.number, "its worker stopped answering")
+
+    def _sampler(self):
+        import optuna
+
+        seed = self.cfg.sampler_seed + len(self.trials())  # distinct per trial, reproducible for one worker
+        if self.cfg.sampler == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.cfg.startup_trials, constant_liar=True)
+
+    def work(self) -> None:
+        """Run trials until the sweep has ``trials`` of them, then confirm and report (whoever ends last)."""
+        failures = 0
+        while True:
+            self.recover_stale()
+            if self.counted() >= self.cfg.trials:
+                break
+            self.study.sampler = self._sampler()
+            trial = self.study.ask()
+            if self.counted(below=trial.number) >= self.cfg.trials:  # another worker took the last one
+                self.hand_back(trial.number, "surplus") if "retry_of" in trial.user_attrs else self._drop(trial.number)
+                break
+            try:
+                self.run_trial(trial)
+                failures = 0
+            except R.RunFailed as e:
+                failures += 1
+                log.error("sweep: trial %d failed: %s", trial.number, e)
+                if failures >= 3:
+                    raise DeepPromptError(f"sweep: 3 trials in a row failed on this worker; the last: {e}") from None
+        self.finish()
+
+    def _drop(self, number: int) -> None:
+        from optuna.trial import TrialState
+
+        tid = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
+        self.storage.set_trial_user_attr(tid, "handed_back", "surplus")
+        self.study.tell(number, state=TrialState.FAIL)
+
+    def run_trial(self, trial) -> None:
+        from optuna.trial import TrialState
+
+        cfg = self.cfg
+        params = {d.key: d.suggest(trial) for d in self.dims}
+        cid = config_id(params)
+        trial.set_user_attr("config_id", cid)
+        trial.set_user_attr("worker", f"{self.me['host']}:{self.me['pid']}")
+        self._beat(trial.number)
+        log.info("sweep: trial %d: %s", trial.number, " ".join(param_overrides(self.dims, params)))
+        self._wait_for_twin(trial.number, cid)
+        done = []
+        try:
+            for i, (fold, seed) in enumerate(cfg.plan(cfg.seeds)):
+                out = self.dir / "runs" / cid / run_name(fold, seed)
+
+                def on_eval(step: int, value: float, i=i) -> bool:
+                    trial.report(value, i * STRIDE + step)
+                    return trial.should_prune()
+
+                res = R.launch(cfg.launch(), out, [*param_overrides(self.dims, params), *cfg._fold_overrides(fold),
+                                                   f"train.seed={seed}"], on_eval=on_eval,
+                               tick=lambda: self._beat(trial.number))
+                done.append({"fold": fold, "seed": seed, "dir": str(out), "scores": R.scores(res),
+                             "wall_time_s": res.get("wall_time_s")})
+                trial.set_user_attr("runs", done)
+        except R.Stopped as s:
+            trial.set_user_attr("pruned_at", {"run": len(done), "step": s.args[0]})
+            self.study.tell(trial, state=TrialState.PRUNED)
+            log.info("sweep: trial %d pruned at run %d step %s", trial.number, len(done), s.args[0])
+            return
+        except R.RunFailed as e:
+            trial.set_user_attr("error", str(e))
+            self.study.tell(trial, state=TrialState.FAIL)
+            raise
+        except BaseException:
+            self.hand_back(trial.number, "its worker was interrupted")
+            raise
+        value = statistics.fmean(r["scores"][cfg.select]["dev"] for r in done)
+        self.study.tell(trial, value)
+        log.info("sweep: trial %d: dev %.2f (%s, mean of %d run(s))", trial.number, value, cfg.select, len(done))
+
+    def _wait_for_twin(self, number: int, cid: str) -> None:
+        """Two trials of one configuration never write into the same run directories at once: wait for
+        an earlier RUNNING twin (its runs are then reused, or continued when it was pruned)."""
+        from optuna.trial import TrialState
+
+        while any(t.state == TrialState.RUNNING and t.number != number and t.user_attrs.get("config_id") == cid
+                  for t in self.trials()):
+            self._beat(number)
+            time.sleep(5)
+            self.recover_stale()
+
+    # ---- the end: confirmation and report
+    def finish(self) -> None:
+        from optuna.trial import TrialState
+
+        states = [t.state for t in self.trials()]
+        if TrialState.RUNNING in states or TrialState.WAITING in states:
+            log.info("sweep: this worker is done; trials still run elsewhere (the last worker confirms and reports)")
+            return
+        if self.cfg.confirm_seeds:
+            self.confirm()
+        self.report()
+
+    def confirm(self) -> None:
+        lock = self.dir / "confirm.lock"
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            os.write(fd, json.dumps({**self.me, "time": time.time()}).encode())
+            os.close(fd)
+        except FileExistsError:
+            other = json.loads(lock.read_text() or "{}")
+            if other.get("host") == self.me["host"] and not _alive(other.get("pid", -1)):
+                lock.unlink(missing_ok=True)  # its worker died: take over (its runs continue)
+                return self.confirm()
+            log.info("sweep: worker %s:%s is confirming", other.get("host"), other.get("pid"))
+            return
+        try:
+            for t in self.top():
+                params = t.params
+                for fold, seed in self.cfg.plan(self.cfg.confirm_seeds):
+                    out = self.dir / "confirm" / config_id(params) / run_name(fold, seed)
+                    log.info("sweep: confirming trial %d on %s", t.number, run_name(fold, seed))
+                    R.launch(self.cfg.launch(), out, [*param_overrides(self.dims, params), *self.cfg._fold_overrides(fold),
+                                                      f"train.seed={seed}", *self.cfg.confirm_overrides])
+        finally:
+            lock.unlink(missing_ok=True)
+
+    def top(self) -> list:
+        from optuna.trial import TrialState
+
+        complete = [t for t in self.trials() if t.state == TrialState.COMPLETE]
+        return sorted(complete, key=lambda t: (-t.value, t.number))[:self.cfg.confirm_top]
+
+    def report(self) -> Path:
+        from deepprompt.sweep.report import write_report
+
+        return write_report(self)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_sweep(cfg: SweepConfig) -> Path | None:
+    """The ``deepprompt sweep`` command: work on the sweep in ``cfg.dir``, then (last worker) report."""
+    from deepprompt.cli import setup_logging
+
+    setup_logging(0)
+    sweep = Sweep(cfg)
+    if cfg.report_only:
+        return sweep.report()
+
+    def interrupted(signum, frame):
+        raise Interrupted(f"sweep: stopped by {signal.Signals(signum).name}; the trial in progress was handed back "
+                          f"(its runs keep their checkpoints); run the same command to continue")
+    old = {s: signal.signal(s, interrupted) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        sweep.work()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    return sweep.dir / "report"
