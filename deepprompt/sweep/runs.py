@@ -27,6 +27,7 @@ from deepprompt.errors import DeepPromptError
 
 REPO = Path(__file__).resolve().parent.parent.parent
 TRAIN_SCRIPT = REPO / "launcher" / "train.py"
+LAUNCH_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_SIZE", "MASTER_ADDR", "MASTER_PORT")
 WHICH = ("last", "best_dev")
 """LAST: the model after the last step; BEST-DEV: the model at the step with the best dev score."""
 
@@ -122,7 +123,8 @@ def launch(how: Launch, out: Path, extra: list[str] | None = None,
         return r
     out.mkdir(parents=True, exist_ok=True)
     cmd = how.command(out, list(extra or []))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    env = {**{k: v for k, v in os.environ.items() if k not in LAUNCH_VARS},  # the run makes its own process group
+           "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]),
            "TOKENIZERS_PARALLELISM": "false", **how.env}
     with (out / "launch.log").open("a") as log:
         log.write(f"$ {' '.join(cmd)}\n")

@@ -50,6 +50,17 @@ class Dimension:
         return f"{self.key}={json.dumps(value)}"
 
 
+def _scalar(text: str):
+    """A YAML scalar, where a number is a number even in YAML 1.1's eyes a string (``1e-7``)."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
 def parse_dimension(text: str) -> Dimension:
     """One ``--space`` argument."""
     def bad(why: str) -> ConfigError:
@@ -66,7 +77,7 @@ def parse_dimension(text: str) -> Dimension:
     if any(p == "" for p in parts):
         raise bad("empty argument")
     try:
-        values = [yaml.safe_load(p) for p in parts]
+        values = [_scalar(p) for p in parts]
     except yaml.YAMLError:
         raise bad(f"cannot read the arguments {inner!r}") from None
     if kind == "choice":
