@@ -55,6 +55,8 @@ class Launch:
     any world size, the user's own ``deepspeed`` command."""
     env: dict[str, str] = field(default_factory=dict)
     """Extra environment of the run (e.g. OMP_NUM_THREADS)."""
+    cwd: str | None = None
+    """Where the run starts (relative paths of its arguments); None = here."""
 
     def command(self, out: Path, extra: list[str]) -> list[str]:
         args = ["--ds_config", self.ds_config, *(["--config", self.config] if self.config else []),
@@ -129,7 +131,8 @@ def launch(how: Launch, out: Path, extra: list[str] | None = None,
     with (out / "launch.log").open("a") as log:
         log.write(f"$ {' '.join(cmd)}\n")
         log.flush()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=how.cwd,
+                                preexec_fn=_die_with_parent)
         try:
             while proc.poll() is None:
                 time.sleep(poll_s)
@@ -159,6 +162,20 @@ def stop(proc: subprocess.Popen, grace_s: float = 60.0) -> None:
         proc.wait()
     except ProcessLookupError:
         pass
+
+
+def plan(folds: int | None, seeds: list[int]) -> list[tuple[int | None, int]]:
+    """(fold, seed) of one configuration's runs, fold-major (fold 0 with every seed first)."""
+    return [(f, s) for f in (range(folds) if folds else [None]) for s in seeds]
+
+
+def run_overrides(folds: int | None, fold: int | None, seed: int) -> list[str]:
+    """The overrides that make a run fold ``fold`` of ``folds`` (task.folds) with ``seed``."""
+    return ([] if folds is None else [f"task.folds={folds}", f"task.fold={fold}"]) + [f"train.seed={seed}"]
+
+
+def run_name(fold: int | None, seed: int) -> str:
+    return f"{'all' if fold is None else f'fold{fold}'}-seed{seed}"
 
 
 # ------------------------------------------------------------------------------------ scores

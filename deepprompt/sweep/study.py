@@ -134,18 +134,14 @@ class SweepConfig:
         from deepprompt.config import load_config
 
         def load(extra: list[str]):
-            return load_config(self.config, [*self.overrides, *extra, *self._fold_overrides(0)])
+            return load_config(self.config, [*self.overrides, *extra, *R.run_overrides(self.folds, 0, self.seeds[0])])
         load([])
         load(self.confirm_overrides)
         check_against(dims, load)
         return dims
 
-    def _fold_overrides(self, fold: int | None) -> list[str]:
-        return [] if self.folds is None else [f"task.folds={self.folds}", f"task.fold={fold}"]
-
     def plan(self, seeds: list[int]) -> list[tuple[int | None, int]]:
-        """(fold, seed) of a configuration's runs, fold-major (fold 0 with every seed first)."""
-        return [(f, s) for f in (range(self.folds) if self.folds else [None]) for s in seeds]
+        return R.plan(self.folds, seeds)
 
     def launch(self) -> R.Launch:
         return R.Launch(config=self.config, overrides=tuple(self.overrides), ds_config=self.ds_config,
@@ -158,8 +154,7 @@ def config_id(params: dict) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def run_name(fold: int | None, seed: int) -> str:
-    return f"{'all' if fold is None else f'fold{fold}'}-seed{seed}"
+run_name = R.run_name
 
 
 def param_overrides(dims: list[Dimension], params: dict) -> list[str]:
@@ -307,8 +302,8 @@ class Sweep:
                     trial.report(value, i * STRIDE + step)
                     return trial.should_prune()
 
-                res = R.launch(cfg.launch(), out, [*param_overrides(self.dims, params), *cfg._fold_overrides(fold),
-                                                   f"train.seed={seed}"], on_eval=on_eval,
+                res = R.launch(cfg.launch(), out, [*param_overrides(self.dims, params),
+                                                   *R.run_overrides(cfg.folds, fold, seed)], on_eval=on_eval,
                                tick=lambda: self._beat(trial.number))
                 done.append({"fold": fold, "seed": seed, "dir": str(out), "scores": R.scores(res),
                              "wall_time_s": res.get("wall_time_s")})
@@ -371,8 +366,8 @@ class Sweep:
                 for fold, seed in self.cfg.plan(self.cfg.confirm_seeds):
                     out = self.dir / "confirm" / config_id(params) / run_name(fold, seed)
                     log.info("sweep: confirming trial %d on %s", t.number, run_name(fold, seed))
-                    R.launch(self.cfg.launch(), out, [*param_overrides(self.dims, params), *self.cfg._fold_overrides(fold),
-                                                      f"train.seed={seed}", *self.cfg.confirm_overrides])
+                    R.launch(self.cfg.launch(), out, [*param_overrides(self.dims, params),
+                                                      *R.run_overrides(self.cfg.folds, fold, seed), *self.cfg.confirm_overrides])
         finally:
             lock.unlink(missing_ok=True)
 
