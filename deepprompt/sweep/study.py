@@ -163,9 +163,12 @@ def param_overrides(dims: list[Dimension], params: dict) -> list[str]:
 
 class Sweep:
     def __init__(self, cfg: SweepConfig):
-        import optuna
-
         self.cfg, self.dims = cfg, cfg.check()
+        try:
+            import optuna
+        except ImportError:
+            raise DeepPromptError("deepprompt sweep needs Optuna: pip install 'deepprompt[sweep]' "
+                                  "(or pip install optuna matplotlib)") from None
         self.dir = Path(cfg.dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self._agree_on_definition()
