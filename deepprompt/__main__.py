@@ -1,7 +1,6 @@
 """The ``deepprompt`` command (``pip install`` puts it on the PATH; ``python -m deepprompt`` is the
-same): ``train``, ``evaluate``, ``predict`` (``commands.py``: the launchers' own parsers), ``sweep``
-(``sweep/cli.py``), ``list
-methods|tasks|heads|backbones``, ``memory``, ``scaling``, ``config-docs``, ``fetch-assets``, ``export-peft`` and
+same): ``train``, ``evaluate``, ``predict`` (``commands.py``: the launchers' own parsers),
+``sweep`` (``sweep/cli.py``), ``list methods|tasks|heads|backbones``, ``memory``, ``scaling``, ``config-docs``, ``fetch-assets``, ``export-peft`` and
 ``check-hostfile``."""
 from __future__ import annotations
 

@@ -184,6 +184,7 @@ class Sweep:
         self.study_id = self.storage.get_study_id_from_name("sweep")
         self.me = {"host": socket.gethostname(), "pid": os.getpid()}
         (self.dir / "trials").mkdir(exist_ok=True)
+        self._beats: dict[int, float] = {}
 
     # ---- one definition per directory
     def _agree_on_definition(self) -> None:
@@ -210,7 +211,11 @@ class Sweep:
         return sum(1 for t in self.trials() if t.state != TrialState.WAITING and not t.user_attrs.get("handed_back")
                    and (below is None or t.number < below))
 
-    def _beat(self, number: int) -> None:
+    def _beat(self, number: int, every_s: float = 30.0) -> None:
+        """This worker is alive and runs trial ``number`` (a file written at most every ``every_s``)."""
+        if time.time() - self._beats.get(number, 0.0) < every_s:
+            return
+        self._beats[number] = time.time()
         path = self.dir / "trials" / f"{number}.alive"
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps({**self.me, "time": time.time()}))
