@@ -337,7 +337,7 @@ class Sweep:
         an earlier RUNNING twin (its runs are then reused, or continued when it was pruned)."""
         from optuna.trial import TrialState
 
-        while any(t.state == TrialState.RUNNING and t.number != number and t.user_attrs.get("config_id") == cid
+        while any(t.state == TrialState.RUNNING and t.number < number and t.user_attrs.get("config_id") == cid
                   for t in self.trials()):
             self._beat(number)
             time.sleep(5)
