@@ -124,7 +124,7 @@ def launch(how: Launch, out: Path, extra: list[str] | None = None,
         feed(r.get("eval_history", []))
         return r
     out.mkdir(parents=True, exist_ok=True)
-    cmd = how.command(out, list(extra or []))
+    cmd = how.command(out.resolve(), list(extra or []))  # absolute: ranks on other nodes may start elsewhere
     env = {**{k: v for k, v in os.environ.items() if k not in LAUNCH_VARS},  # the run makes its own process group
            "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]),
            "TOKENIZERS_PARALLELISM": "false", **how.env}
