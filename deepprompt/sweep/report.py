@@ -22,7 +22,8 @@ LABEL = {"last": "LAST", "best_dev": "BEST-DEV"}
 
 def _trial_row(t) -> dict:
     runs = t.user_attrs.get("runs") or []
-    return {"number": t.number, "state": t.state.name.lower(), "params": t.params, "value": t.value,
+    complete = t.state.name == "COMPLETE"  # Optuna gives a pruned trial its last intermediate value: not a score
+    return {"number": t.number, "state": t.state.name.lower(), "params": t.params, "value": t.value if complete else None,
             "config_id": t.user_attrs.get("config_id"), "runs": runs,
             "scores": R.aggregate([r["scores"] for r in runs]) if runs else None,
             "pruned_at": t.user_attrs.get("pruned_at"), "error": t.user_attrs.get("error"),

@@ -80,6 +80,7 @@ def test_sweep_over_folds_prunes_a_bad_trial_and_reports(tiny, learnable, tmp_pa
     data = json.loads((report / "report.json").read_text())
     winner = max((good0, good1), key=lambda t: (t.value, -t.number))
     assert data["search_winner"] == data["final"] == winner.number and data["counts"]["pruned"] == 1
+    assert next(r for r in data["trials"] if r["number"] == bad.number)["value"] is None  # not a score
     assert load_config(str(report / "winner.yaml")).train.lr == winner.params["train.lr"]
     for png in ("history.png", "score_train_lr.png"):
         assert (report / png).stat().st_size > 1000
