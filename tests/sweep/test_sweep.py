@@ -46,10 +46,12 @@ def test_sweep_over_folds_prunes_a_bad_trial_and_reports(tiny, learnable, tmp_pa
         monkeypatch.setenv(k, v)
     for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(k, raising=False)
-    cfg = SweepConfig(dir=str(tmp_path / "s"), overrides=base(tiny, data=learnable), space=["train.lr=choice(0.1,0.03,1e-7)"],
+    cfg = SweepConfig(dir=str(tmp_path / "s"), overrides=base(tiny, data=learnable), space=["train.lr=choice(0.1,1e-7)"],
                       seeds=[42], folds=2, trials=3, prune_startup=2)
     sweep = Sweep(cfg)
-    for lr in (0.1, 0.03, 1e-7):  # two sensible rates, then one that cannot learn anything in 20 steps
+    # a sensible rate, the same configuration again (its finished runs are reused, not re-run), then a
+    # rate that cannot learn anything in 20 steps
+    for lr in (0.1, 0.1, 1e-7):
         sweep.study.enqueue_trial({"train.lr": lr})
     sweep.work()
     good0, good1, bad = sweep.study.get_trials()
@@ -72,6 +74,9 @@ def test_sweep_over_folds_prunes_a_bad_trial_and_reports(tiny, learnable, tmp_pa
             (2, 0, t.params["train.lr"]), (2, 1, t.params["train.lr"])]
         # every dev evaluation of both runs was reported, the second run's after the first's
         assert sorted(t.intermediate_values) == [10, 20, STRIDE + 10, STRIDE + 20]
+    assert good1.user_attrs["config_id"] == good0.user_attrs["config_id"] and good1.value == good0.value
+    log = tmp_path / "s" / "runs" / good0.user_attrs["config_id"] / "fold0-seed42" / "launch.log"
+    assert log.read_text().count("$ ") == 1  # launched once, by trial 0
     report = tmp_path / "s" / "report"
     md = (report / "report.md").read_text()
     assert "Protocol" in md and "pruned" in md
