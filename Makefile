@@ -6,7 +6,7 @@ TORCH   ?= torch==2.13.0
 RANKS_ENV := OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
 DS_LOCAL  := --hostfile hostfile.example --no_ssh_check --master_addr 127.0.0.1
 
-.PHONY: venv sysdeps assets demo test test-fast bench gpu-wheels gpu-check-cpu clean
+.PHONY: venv sysdeps assets demo test test-fast bench bench-sweep gpu-wheels gpu-check-cpu clean
 venv: .venv/.installed
 
 .venv/.installed: pyproject.toml
@@ -46,6 +46,11 @@ bench: venv assets
 	$(RANKS_ENV) $(PY) benchmarks/ablation.py --name wnut16
 	$(RANKS_ENV) $(PY) benchmarks/mpt2.py
 	$(RANKS_ENV) $(PY) benchmarks/mpt2.py --target squad
+
+# The sweeps of docs/sweep.md's measurements (WNUT-16 FT vs P-Tuning v2 with folds, MultiEmo, QA): many hours on 2 cores.
+bench-sweep: venv assets
+	$(PY) -m pip install -q -e '.[test,bench,sweep]'
+	benchmarks/sweep_wnut16.sh $(ARGS)
 
 # What the GPU image lacks (docs/gpu.md), as Python 3.12 manylinux wheels in the git-ignored .gpu-wheels/
 # (a device call carries it; benchmarks/gpu_check.sh installs it there). Versions: this venv's.

@@ -1,14 +1,18 @@
 """Shared by the benchmark scripts: runs through the real launcher (reused when their results.json
-exists), tables, JSON and plots under docs/benchmarks/."""
+exists), tables, JSON and plots under docs/benchmarks/. Launching runs and aggregating their scores
+is ``deepprompt.sweep.runs``, the same code ``deepprompt sweep`` runs its trials with."""
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # the checkout's deepprompt, also when it is not installed
+
+from deepprompt.sweep import runs  # noqa: E402
+from deepprompt.sweep.runs import free_port, mean_std  # noqa: E402,F401  (re-exported for the scripts)
+
 LR = {"prefix": "1e-2", "prompt": "3e-2", "ptuning": "5e-3", "finetune": "5e-5"}
 """Each method's default learning rate in the benchmarks (prompts want 100-1000x fine-tuning's)."""
 
@@ -21,23 +25,17 @@ def method_run(runs: str, name: str, method: str, seed: int, steps: int, lr: str
             [f"prompt.method={method}", f"train.lr={lr}", f"train.max_steps={steps}", f"train.seed={seed}"])
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def launch(out: Path, overrides: list[str], ranks: int = 2, config: str | None = None,
            ds_config: str = "ds_configs/zero3.json", threads: int = 1) -> dict:
     """``deepspeed --num_gpus <ranks> launcher/train.py ...`` on this machine (CPU ranks, loopback,
-    ``threads`` intra-op threads each), with ``output_dir=out``; returns its results.json."""
-    if not (out / "results.json").is_file():
-        cmd = [str(REPO / ".venv/bin/deepspeed"), "--num_gpus", str(ranks), "--no_ssh_check",
-               "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "launcher/train.py",
-               "--ds_config", ds_config, *(["--config", config] if config else []), *overrides, f"output_dir={out}"]
-        subprocess.run(cmd, cwd=REPO, check=True,
-                       env={**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"})
-    return json.loads((out / "results.json").read_text())
+    ``threads`` intra-op threads each), with ``output_dir=out``; returns its results.json (the run's
+    output is in ``out/launch.log``)."""
+    how = runs.Launch(config=config, ds_config=ds_config, cwd=str(REPO), env={"OMP_NUM_THREADS": str(threads)},
+                      deepspeed_args=("--num_gpus", str(ranks), "--no_ssh_check", "--master_addr", "127.0.0.1",
+                                      "--master_port", str(free_port())))
+    if not (Path(out) / "results.json").is_file():
+        print(f"run {out} (log: {Path(out) / 'launch.log'})", file=sys.stderr, flush=True)
+    return runs.launch(how, Path(out), overrides)
 
 
 def dir_bytes(path: Path) -> int:
@@ -57,15 +55,9 @@ def print_table(head: tuple[str, ...], rows: list[tuple]) -> None:
         print("| " + " | ".join(str(c) for c in r) + " |")
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    import statistics
-    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
 def fmt_mean_std(ms: tuple[float, float], n: int) -> str:
     """``mean ± std`` over ``n`` seeds; just the value for one seed (its 0 std means nothing)."""
-    return f"{ms[0]:.2f} ± {ms[1]:.2f}" if n > 1 else f"{ms[0]:.2f}"
+    return runs.fmt(ms, n)
 
 
 def save_plot(name: str, draw) -> Path:

@@ -1,6 +1,6 @@
 """The ``deepprompt`` command (``pip install`` puts it on the PATH; ``python -m deepprompt`` is the
-same): ``train``, ``evaluate``, ``predict`` (``commands.py``: the launchers' own parsers), ``list
-methods|tasks|heads|backbones``, ``memory``, ``scaling``, ``config-docs``, ``fetch-assets``, ``export-peft`` and
+same): ``train``, ``evaluate``, ``predict`` (``commands.py``: the launchers' own parsers),
+``sweep`` (``sweep/cli.py``), ``list methods|tasks|heads|backbones``, ``memory``, ``scaling``, ``config-docs``, ``fetch-assets``, ``export-peft`` and
 ``check-hostfile``."""
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ def main(argv=None) -> None:
 
 def run(argv=None) -> None:
     from deepprompt import commands
+    from deepprompt.sweep import cli as _sweep  # noqa: F401  (registers the sweep command)
 
     parser = argparse.ArgumentParser(prog="deepprompt")
     sub = parser.add_subparsers(dest="cmd", required=True)

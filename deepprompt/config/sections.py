@@ -99,6 +99,14 @@ class TaskConfig:
     test_file: str | None = None
     """The test file (or directory), instead of the task's default name under data_dir (e.g. CoNLL-2005
     ``test.brown``)."""
+    folds: int | None = None
+    """k-fold re-split for small data (``deepprompt sweep --folds k``): every labelled example of the
+    task's train, dev and test splits is pooled, shuffled with a fixed seed and cut into k parts; fold
+    ``task.fold`` holds out its part, the first half as dev and the second as test, and trains on the
+    other k-1 parts (k=5: 80/10/10; over the k folds every example is held out exactly once). None =
+    the task's own splits."""
+    fold: int = 0
+    """With task.folds: which fold (0 .. folds-1)."""
     options: dict = field(default_factory=dict)
     """(no key of its own) The task family's own keys, given as ``task.<key>`` like the keys above
     (e.g. qa's ``task.doc_stride``): typed, defaulted and checked by the task class (``Task.Options``,
@@ -117,6 +125,10 @@ class TaskConfig:
             raise ConfigError(f"task.max_seq_length: must be >= 8, got {self.max_seq_length}")
         if self.formulation not in ("classification", "cloze"):
             raise ConfigError(f"task.formulation: must be classification or cloze, got {self.formulation!r}")
+        if self.folds is not None and self.folds < 2:
+            raise ConfigError(f"task.folds: must be >= 2 (or null for the task's own splits), got {self.folds}")
+        if not 0 <= self.fold < (self.folds or 1):
+            raise ConfigError(f"task.fold: must be in 0..{(self.folds or 1) - 1} (task.folds={self.folds}), got {self.fold}")
 
 
 def _task_config_init(init):

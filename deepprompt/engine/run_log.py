@@ -60,8 +60,9 @@ def warmup_steps(steps: int) -> int:
 
 
 class TrainLog:
-    """output_dir/train_log.jsonl: one line per optimizer step (rank 0). A resumed run drops the
-    lines after its checkpoint's step, so the file always tells one consistent history."""
+    """output_dir/train_log.jsonl: one line per optimizer step (rank 0); eval_log.jsonl: one line per
+    dev evaluation. A resumed run drops the lines after its checkpoint's step, so the file always
+    tells one consistent history."""
 
     def __init__(self, path: Path, start_step: int, enabled: bool):
         self.path, self.enabled = path, enabled
@@ -72,9 +73,12 @@ class TrainLog:
             path.write_text("".join(l + "\n" for l in kept))
 
     def write(self, step: int, loss: float, lr: float, task: str | None = None) -> None:
+        self.write_record({"step": step, "loss": loss, "lr": lr, **({"task": task} if task else {})})
+
+    def write_record(self, record: dict) -> None:
         if self.enabled:
             with self.path.open("a") as fh:
-                fh.write(json.dumps({"step": step, "loss": loss, "lr": lr, **({"task": task} if task else {})}) + "\n")
+                fh.write(json.dumps(record) + "\n")
 
 
 def _logged_step(line: str) -> float:

@@ -95,6 +95,7 @@ class Trainer:
         self.frozen_before = ds_setup.frozen_fingerprint(self.model) if self.tr.verify_frozen else None
         self.scalars = Scalars(self.out_dir, self.rank == 0)
         self.train_log = TrainLog(self.out_dir / "train_log.jsonl", self.start_step, enabled=self.rank == 0)
+        self.eval_log = TrainLog(self.out_dir / "eval_log.jsonl", self.start_step, enabled=self.rank == 0)
         self.stop = StopFlag().install()
         self.meter = throughput.Meter(self.start_step, warmup_steps(self.tr.max_steps - self.start_step))
         self.pending: StepRecord | None = None  # the last step, its reduction still on its way to the host
@@ -302,6 +303,7 @@ class Trainer:
             entry["test"] = test
             self._save_best_artifact(step)
         self.progress.history.append(entry)
+        self.eval_log.write_record({"step": step, "dev_mean_main": value, "dev": dev})  # read live by deepprompt sweep
         log.info("step %d | dev %s | best dev %s %.2f at step %d", step, " | ".join(
             f"{n} " * (len(tasks) > 1) + " ".join(f"{k} {v:.2f}" for k, v in m.items()) for n, m in dev.items()),
             criterion(tasks), best["value"], best["step"])

@@ -226,6 +226,36 @@ class Task:
         validated; errors name file:line or the example id."""
         raise NotImplementedError
 
+    FOLD_SEED: ClassVar[int] = 1234
+    """The shuffle of ``task.folds`` (fixed: every run of every sweep sees the same folds)."""
+
+    def fold_examples(self, split: str) -> list[dict]:
+        """``split`` of fold ``task.fold`` of ``task.folds`` (see ``TaskConfig.folds``): the records of
+        every split pooled in split order, shuffled with ``FOLD_SEED``, cut into k parts; the fold's
+        part gives dev (first half) and test (second half), the rest is train, each in pooled order.
+        A record's integer ``id`` (its position in its split) is renumbered within the new split."""
+        import random
+
+        if "test" not in self.splits:
+            raise ConfigError(f"task.folds: task {self.name} has no labelled test split to pool and rotate "
+                              f"(splits: {', '.join(self.splits)})")
+        if not hasattr(self, "_fold_pool"):
+            pool = [r for s in ("train", "dev", "test") for r in self.read_examples(s)]
+            if pool and not isinstance(pool[0].get("id"), int):
+                raise ConfigError(f"task.folds: task {self.name} cannot be re-split (its records are keyed by "
+                                  f"their own ids, not by position)")
+            self._fold_pool = pool
+        pool, k, f = self._fold_pool, self.cfg.folds, self.cfg.fold
+        if len(pool) < 2 * k:
+            raise ConfigError(f"task.folds: {k} folds need at least {2 * k} examples; task {self.name} has {len(pool)}")
+        order = list(range(len(pool)))
+        random.Random(self.FOLD_SEED).shuffle(order)
+        lo, hi = f * len(pool) // k, (f + 1) * len(pool) // k
+        mid = (lo + hi) // 2
+        held = {"dev": order[lo:mid], "test": order[mid:hi]}
+        held["train"] = order[:lo] + order[hi:]
+        return [{**pool[i], "id": n} for n, i in enumerate(sorted(held[split]))]
+
     def encode(self, batch: dict[str, list]) -> dict[str, list]:
         """Tokenise a batch of records (column-wise, as ``datasets.Dataset.map(batched=True)``
         passes it) into features (column-wise; any number of rows)."""
@@ -244,7 +274,7 @@ class Task:
     def build_features(self, split: str) -> FeatureSet:
         import datasets
 
-        examples = self.read_examples(split)
+        examples = self.fold_examples(split) if self.cfg.folds else self.read_examples(split)
         if getattr(self.cfg, f"{split}_file", None) and split not in self._located:
             raise ConfigError(f"task.{split}_file: task {self.name} cannot read its {split} split from a file "
                               f"of its own; unset it (and use task.data_dir)")

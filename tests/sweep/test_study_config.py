@@ -1,0 +1,47 @@
+"""The sweep's own settings and its score bookkeeping, without runs."""
+import pytest
+
+from deepprompt.errors import ConfigError
+from deepprompt.sweep import runs
+from deepprompt.sweep.study import Sweep, SweepConfig
+
+
+@pytest.mark.parametrize("kw, says", [
+    (dict(seeds=[42, 43], confirm_seeds=[43, 44]), "--confirm-seeds: [43] also searched"),
+    (dict(space=["train.seed=choice(1,2)"]), "train.seed is set by the sweep"),
+    (dict(overrides=["task.fold=1"]), "overrides: task.fold is set by the sweep"),
+    (dict(folds=1), "--folds: must be >= 2"),
+    (dict(trials=0), "--trials: must be >= 1"),
+    (dict(space=[]), "--space: give at least one searched key"),
+    (dict(overrides=["train.lr=-1"]), "train.lr: must be > 0"),
+    (dict(confirm_overrides=["train.max_steps=0"]), "train.max_steps"),
+])
+def test_bad_settings_are_one_line(kw, says, tmp_path):
+    cfg = SweepConfig(**{"dir": str(tmp_path / "s"), "space": ["train.lr=loguniform(1e-3,1e-1)"], **kw})
+    with pytest.raises(ConfigError) as e:
+        cfg.check()
+    assert says in str(e.value) and "\n" not in str(e.value)
+
+
+def test_workers_of_one_directory_must_run_the_same_sweep(tmp_path):
+    base = dict(dir=str(tmp_path / "s"), space=["train.lr=loguniform(1e-3,1e-1)"], seeds=[42], trials=4)
+    Sweep(SweepConfig(**base))
+    Sweep(SweepConfig(**{**base, "trials": 8}))  # the budget may grow; the definition may not change
+    with pytest.raises(ConfigError, match=r"this sweep was started with a different space .*use a new --dir"):
+        Sweep(SweepConfig(**{**base, "space": ["train.lr=loguniform(1e-3,1e-2)"]}))
+
+
+def test_scores_keep_last_and_best_dev_apart_and_average_tasks():
+    def task(last_dev, last_test, best_dev, best_test, metric="f1"):
+        return {"main_metric": metric, "last": {f"dev_{metric}": last_dev, f"test_{metric}": last_test},
+                "best_dev": {f"dev_{metric}": best_dev, f"test_{metric}": best_test, "step": 200}}
+    one = runs.scores({"tasks": {"wnut16": task(40.0, 41.0, 43.0, 39.0)}}, ["f1"])
+    assert one == {"last": {"dev": 40.0, "test": 41.0, "dev_f1": 40.0, "test_f1": 41.0},
+                   "best_dev": {"dev": 43.0, "test": 39.0, "dev_f1": 43.0, "test_f1": 39.0, "step": 200}}
+    two = runs.scores({"tasks": {"a": task(40.0, 41.0, 43.0, 39.0), "b": task(60.0, 50.0, 61.0, 52.0, "acc")}})
+    assert two["last"] == {"dev": 50.0, "test": 45.5} and two["best_dev"]["dev"] == 52.0
+    qa = runs.scores({"tasks": {"squad": {"main_metric": "f1", "last": {"dev_f1": 16.0},
+                                          "best_dev": {"dev_f1": 16.0, "step": 300}}}})
+    assert qa["last"] == {"dev": 16.0}  # no test split: no test score, not a zero
+    agg = runs.aggregate([one, runs.scores({"tasks": {"wnut16": task(44.0, 45.0, 45.0, 43.0)}})])
+    assert agg["last"]["dev"] == (42.0, pytest.approx(2 ** 1.5)) and agg["best_dev"]["test"][0] == 41.0
