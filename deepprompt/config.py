@@ -121,7 +121,7 @@ class TaskConfig:
     tag_column: int = -1
     """custom_tagging: the column of the tag in the CoNLL file (0-based; negative counts from the end)."""
     max_eval_examples: int | None = None
-    """qa: score only the first N questions (file order) of dev/test (quick or budgeted
+    """qa, squad_gen, generation: score only the first N questions/examples (file order) of dev/test (quick or budgeted
     evaluation); None = all."""
     doc_stride: int = 32
     """qa: context tokens shared by consecutive windows when a context does not fit in one; must be
@@ -136,8 +136,40 @@ class TaskConfig:
     """qa: JSON files (paths, names inside data_dir, or SQuADShifts set names new_wiki, nyt,
     reddit, amazon) concatenated as the train split; None = the data_dir's train file (for the
     squad asset: all four SQuADShifts sets)."""
+    prompt_field: str = "prompt"
+    """generation: the JSONL field of the prompt (ChatGLM's ADGEN: ``content``)."""
+    response_field: str = "response"
+    """generation: the JSONL field of the response, a string or a list of references (ADGEN: ``summary``)."""
+    messages_field: str = "messages"
+    """generation: the JSONL field of a chat (``[{"role", "content"}, ...]``, the last one the
+    assistant's response), rendered with the tokenizer's chat template."""
+    use_chat_template: bool = False
+    """generation, squad_gen: render a plain prompt as one user turn through the tokenizer's chat
+    template (instruction-tuned decoders)."""
+    max_new_tokens: int = 32
+    """generation, squad_gen: most tokens generated per example in evaluation and prediction
+    (generation stops earlier at EOS)."""
+    do_sample: bool = False
+    """generation, squad_gen: sample (with ``temperature``, ``top_k``, ``top_p`` and
+    ``sample_seed``) instead of greedy decoding."""
+    temperature: float = 1.0
+    """generation, squad_gen: softmax temperature when sampling."""
+    top_k: int = 0
+    """generation, squad_gen: sample among the k most likely tokens only; 0 = all."""
+    top_p: float = 1.0
+    """generation, squad_gen: nucleus sampling: the smallest set of tokens of total probability >= top_p."""
+    sample_seed: int = 0
+    """generation, squad_gen: seed of the sampling generator (the same samples for the same run)."""
 
     def check(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"task.max_new_tokens: must be >= 1, got {self.max_new_tokens}")
+        if self.temperature <= 0:
+            raise ConfigError(f"task.temperature: must be > 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"task.top_p: must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ConfigError(f"task.top_k: must be >= 0, got {self.top_k}")
         if self.train_file and self.train_files:
             raise ConfigError("task.train_files: set task.train_file (one file) or task.train_files (several), not both")
         if self.max_seq_length < 8:
