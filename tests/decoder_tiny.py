@@ -74,3 +74,23 @@ def padded_batch(lengths=(7, 5), side: str = "right", seed: int = 0, vocab: int 
         sl = slice(0, n) if side == "right" else slice(width - n, width)
         ids[b, sl], mask[b, sl] = real, 1
     return {"input_ids": ids, "attention_mask": mask}
+
+
+ANSWERS = ["red", "blue", "green", "one", "two", "three", "cat", "dog"]
+
+
+def write_generation_data(root: Path, n_train: int = 64, n_dev: int = 8, chat: bool = False) -> Path:
+    """A copy task in the tiny vocabulary: ``what is the answer ? <w>`` -> ``<w>``
+    (``messages`` form with ``chat``), as train.jsonl / dev.jsonl."""
+    import json
+
+    root.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("dev", n_dev)):
+        rows = []
+        for i in range(n):
+            w = ANSWERS[(i * 3 + (split == "dev")) % len(ANSWERS)]
+            prompt = f"what is the answer ? {w}"
+            rows.append({"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": w}]}
+                        if chat else {"prompt": prompt, "response": w})
+        (root / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
