@@ -73,7 +73,7 @@ def task_overrides(data: str, dev: int, data_dir: Path | None) -> list[str]:
               "task.max_new_tokens=16", "prompt.dropout=0.0"]
     if data == "squad":
         return common + ["task.name=squad_gen", "task.max_seq_length=256"]
-    return common + ["task.name=generation", f"task.data_dir={data_dir}", "task.max_seq_length=96"]
+    return common + ["task.name=generation", f"task.data_dir={data_dir}", "task.max_seq_length=160"]
 
 
 def zero_shot(overrides: list[str], eval_batch: int) -> dict:

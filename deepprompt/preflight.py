@@ -254,9 +254,12 @@ def estimate_trainable_numel(run: RunConfig, model_path: str) -> int:
     path = resolve_model_path(model_path)
     config = load_model_config(path)
     family_for_model_type(config.model_type, run.model.family)  # an unknown model type fails here, in one line
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     spec = BackboneSpec(family=run.model.family, num_layers=config.num_hidden_layers, hidden=config.hidden_size,
-                        num_heads=config.num_attention_heads,
-                        max_positions=getattr(config, "max_position_embeddings", 512))
+                        num_heads=heads, max_positions=getattr(config, "max_position_embeddings", 512),
+                        kv_heads=getattr(config, "num_key_value_heads", None) or heads,
+                        head_size=None if head_dim * heads == config.hidden_size else head_dim)
     method = PROMPTS.get(run.prompt.method, "prompt.method")
     numel = method.num_params(run.prompt, spec) + 2 * spec.hidden * 64  # heads: up to ~64 labels, two of them
     if not method.freezes_backbone:
