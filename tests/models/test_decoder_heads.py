@@ -88,3 +88,16 @@ def test_lm_head_loss_counts_the_response_only_and_learns_it():
     with torch.no_grad():
         assert pm(batch, "t").loss < 0.2 * out.loss
     assert all(torch.equal(frozen[k], v) for k, v in pm.backbone.state_dict().items())
+
+
+def test_cloze_on_a_decoder_scores_candidates_as_the_next_token_through_the_lm_head():
+    from deepprompt.models.heads import ClozeHead
+
+    pm, _ = prompted(ClozeHead(32), model_type="mistral")
+    b = padded_batch(lengths=(6, 4), side="left")
+    b["candidate_ids"] = torch.tensor([[5, 9], [7, 11]])
+    with torch.no_grad():
+        got = pm(b, "t").logits
+        pm.adapter.set_prefix(pm.prompt(2).layer_kv)
+        nxt = pm.adapter.lm_logits(pm.adapter.forward(**b)[:, -1])  # left padding: the last column is real
+    torch.testing.assert_close(got, nxt.gather(1, b["candidate_ids"]))
