@@ -12,7 +12,7 @@ from tests.decoder_tiny import save_tiny_decoder, write_generation_data
 from tests.engine.test_decoder_serving import plain_decoder_model
 
 
-@pytest.mark.parametrize("model_type", ["llama", "qwen3"])
+@pytest.mark.parametrize("model_type", ["llama", "qwen3", "glm4"])
 def test_exported_decoder_prefix_gives_the_same_logits_under_peft(model_type, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
