@@ -13,7 +13,7 @@ Every trained run is one ZeRO-3 rank through the real launcher (runs reused when
 exists); zero-shot runs the same task, generation code and metric in process with an empty prefix.
 
     .venv/bin/python -m deepprompt fetch-assets smollm2-135m-instruct
-    .venv/bin/python benchmarks/decoder_qa.py --data wnut16 --steps 20 --dev 100
+    .venv/bin/python benchmarks/decoder_qa.py --data wnut16 --steps 12 --batch 4 --micro 4 --dev 24 --seeds 42,43
 
 Prints a table and writes docs/benchmarks/decoder_<data>.json.
 """
@@ -37,6 +37,7 @@ METHODS = {  # name -> (overrides, lr)
     "prompt-P16": (["prompt.method=prompt", "prompt.length=16"], "3e-2"),
     "finetune": (["prompt.method=finetune"], "5e-5"),
 }
+NEW_TOKENS = 10
 INSTRUCTION = ("List the named entities (people, places, companies, products, teams, shows ...) in this tweet, "
                "separated by ' ; '. Answer 'none' if there are none.\nTweet: {text}")
 
@@ -70,10 +71,10 @@ def wnut16_jsonl(root: Path) -> Path:
 
 def task_overrides(data: str, dev: int, data_dir: Path | None) -> list[str]:
     common = ["model.path=smollm2-135m-instruct", "task.use_chat_template=true", f"task.max_eval_examples={dev}",
-              "task.max_new_tokens=16", "prompt.dropout=0.0"]
+              f"task.max_new_tokens={NEW_TOKENS}", "prompt.dropout=0.0"]
     if data == "squad":
         return common + ["task.name=squad_gen", "task.max_seq_length=256"]
-    return common + ["task.name=generation", f"task.data_dir={data_dir}", "task.max_seq_length=160"]
+    return common + ["task.name=generation", f"task.data_dir={data_dir}", "task.max_seq_length=128"]
 
 
 def zero_shot(overrides: list[str], eval_batch: int) -> dict:
@@ -127,7 +128,7 @@ def main() -> None:
     ap.add_argument("--dev", type=int, default=1000, help="dev examples scored (file order)")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--micro", type=int, default=4)
-    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--seeds", default="42", help="comma-separated; each trained method runs once per seed")
     ap.add_argument("--methods", default="zero-shot," + ",".join(METHODS))
     ap.add_argument("--runs", default="runs/decoder_qa")
     args = ap.parse_args()
@@ -136,35 +137,52 @@ def main() -> None:
     base = task_overrides(args.data, args.dev, data_dir)
     budget = [f"train.max_steps={args.steps}", f"train.batch_size={args.batch}", f"train.micro_batch_size={args.micro}",
               f"train.eval_batch_size={args.micro * 2}", "train.eval_every=0", "train.save_every=0",
-              f"train.seed={args.seed}", "train.warmup_ratio=0.06"]
+              "train.warmup_ratio=0.06"]
     main_metrics = ("dev_exact_match", "dev_f1") if args.data == "squad" else ("dev_exact_match", "dev_rougeL")
+    seeds = [int(x) for x in args.seeds.split(",")]
     results = []
     for name in args.methods.split(","):
-        if name == "zero-shot":
+        if name == "zero-shot":  # deterministic (greedy, no training): one run
             cache = runs / "zero-shot.json"
             if not cache.is_file():
                 cache.write_text(json.dumps(zero_shot(base, args.micro * 2), indent=2))
-            results.append(json.loads(cache.read_text()))
+            results.append({**json.loads(cache.read_text()), "seeds": []})
             continue
         extra, lr = METHODS[name]
-        r = train_run(runs / f"{name}-s{args.seed}-{args.steps}", base + budget + extra + [f"train.lr={lr}"])
-        (task, t), = r["tasks"].items()
-        results.append({"method": name, "last": t["last"], "trainable": r["params"]["trainable"],
-                        "trainable_percent": r["params"]["trainable_percent"], "total": r["params"]["total"],
-                        "train_loss": r["train_loss"], "step_time_s": r["throughput"]["step_time_s"],
-                        "tokens_per_s": r["throughput"]["tokens_per_s"], "wall_time_s": r["wall_time_s"]})
+        per_seed = []
+        for seed in seeds:
+            r = train_run(runs / f"{name}-s{seed}-{args.steps}",
+                          base + budget + extra + [f"train.lr={lr}", f"train.seed={seed}"])
+            (task, t), = r["tasks"].items()
+            per_seed.append({"seed": seed, "last": t["last"], "train_loss": r["train_loss"],
+                             "step_time_s": r["throughput"]["step_time_s"],
+                             "tokens_per_s": r["throughput"]["tokens_per_s"], "wall_time_s": r["wall_time_s"],
+                             "trainable": r["params"]["trainable"], "trainable_percent": r["params"]["trainable_percent"],
+                             "total": r["params"]["total"]})
+        mean = {k: sum(p["last"][k] for p in per_seed) / len(per_seed) for k in per_seed[0]["last"]}
+        spread = {k: (max(p["last"][k] for p in per_seed) - min(p["last"][k] for p in per_seed)) / 2
+                  for k in per_seed[0]["last"]}
+        results.append({"method": name, "last": mean, "half_range": spread, "seeds": per_seed,
+                        "trainable": per_seed[0]["trainable"], "trainable_percent": per_seed[0]["trainable_percent"],
+                        "total": per_seed[0]["total"],
+                        "step_time_s": sum(p["step_time_s"] for p in per_seed) / len(per_seed),
+                        "tokens_per_s": sum(p["tokens_per_s"] for p in per_seed) / len(per_seed)})
     rows = []
     for r in results:
-        rows.append((r["method"], *(f"{r['last'].get(m, float('nan')):.1f}" for m in main_metrics),
-                     f"{r['trainable']:,}", f"{r['trainable_percent']:.3f}",
+        def cell(m):
+            v = r["last"].get(m, float("nan"))
+            return f"{v:.1f} ± {r['half_range'][m]:.1f}" if len(r["seeds"]) > 1 else f"{v:.1f}"
+        rows.append((r["method"], *(cell(m) for m in main_metrics), f"{r['trainable']:,}",
+                     f"{r['trainable_percent']:.3f}",
                      f"{r['step_time_s']:.2f}" if "step_time_s" in r else "-",
                      f"{r['tokens_per_s']:.0f}" if "tokens_per_s" in r else "-"))
     print_table(("method", *main_metrics, "trainable", "trainable %", "s/step", "tokens/s"), rows)
     path = write_json(f"decoder_{args.data}.json", {
         "backbone": "SmolLM2-135M-Instruct (GGUF Q4_1 dequantised to fp32)", "data": args.data,
         "protocol": {"steps": args.steps, "batch": args.batch, "micro_batch": args.micro, "dev_examples": args.dev,
-                     "seed": args.seed, "decoding": "greedy, max_new_tokens 16, chat template",
-                     "ranks": 1, "zero_stage": 3, "device": "CPU (2 shared cores)"},
+                     "seeds": seeds, "decoding": f"greedy, max_new_tokens {NEW_TOKENS}, chat template",
+                     "ranks": 1, "zero_stage": 3, "device": "CPU (2 cores shared with other jobs)",
+                     "metric": "LAST checkpoint; ± = half the range over seeds"},
         "results": results})
     print(f"wrote {path}")
 
