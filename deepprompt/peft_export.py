@@ -54,7 +54,7 @@ def _from_model(model) -> tuple[dict, dict[str, torch.Tensor]]:
     cfg = getattr(module.prompt, "cfg", None)  # a MultiPrompt has none: refused below as not "prefix"
     desc = {"method": cfg.method if cfg is not None else type(module.prompt).__name__,
             "prompt": dataclasses.asdict(cfg) if cfg is not None else {},
-            "spec": dataclasses.asdict(module.adapter.spec()),
+            "spec": module.adapter.spec().as_dict(),
             "backbone": {"family": module.adapter.family,
                          "path": getattr(module.backbone.config, "_name_or_path", "")}}
     return desc, tensors
