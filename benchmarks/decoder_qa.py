@@ -15,7 +15,7 @@ exists); zero-shot runs the same task, generation code and metric in process wit
     .venv/bin/python -m deepprompt fetch-assets smollm2-135m-instruct
     .venv/bin/python benchmarks/decoder_qa.py --data wnut16 --steps 12 --batch 4 --micro 4 --dev 24 --seeds 42,43
 
-Prints a table and writes docs/benchmarks/decoder_<data>.json.
+Prints a table and writes docs/benchmarks/decoder_<data>.json and decoder_<data>.png.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from _bench import REPO, print_table, write_json
+from _bench import REPO, print_table, save_plot, write_json
 
 sys.path.insert(0, str(REPO))
 
@@ -184,7 +184,17 @@ def main() -> None:
                      "ranks": 1, "zero_stage": 3, "device": "CPU (2 cores shared with other jobs)",
                      "metric": "LAST checkpoint; ± = half the range over seeds"},
         "results": results})
-    print(f"wrote {path}")
+    metric = main_metrics[-1]
+
+    def draw(ax):
+        names = [r["method"] for r in results]
+        ax.bar(names, [r["last"][metric] for r in results],
+               yerr=[r.get("half_range", {}).get(metric, 0.0) for r in results], capsize=4)
+        ax.set_ylabel(f"{metric} (LAST)")
+        ax.set_title(f"SmolLM2-135M-Instruct, {args.data}, {args.steps} steps x {args.batch}")
+        ax.tick_params(axis="x", labelrotation=20)
+    plot = save_plot(f"decoder_{args.data}.png", draw)
+    print(f"wrote {path} and {plot}")
 
 
 if __name__ == "__main__":
