@@ -75,3 +75,22 @@ def test_sampling_is_seeded_and_top_k_1_is_greedy():
     greedy = generate(pm, PROMPTS_IDS, "t", max_new_tokens=8, eos_id=2, pad_id=0, sync=False)
     assert generate(pm, PROMPTS_IDS, "t", seed=5, **{**kw, "top_k": 1}) == greedy
     assert generate(pm, PROMPTS_IDS, "t", seed=5, **{**kw, "top_p": 1e-6}) == greedy
+
+
+def test_a_finished_rank_keeps_stepping_while_another_rank_is_not_done(monkeypatch):
+    """ZeRO-3: every forward gathers weights collectively, so a rank whose sequences all hit EOS
+    must keep running forwards (on padding) until every rank is done; its own outputs do not change."""
+    from deepprompt.engine import comm
+
+    pm = prompted("llama")
+    free = generate(pm, PROMPTS_IDS, "t", max_new_tokens=6, eos_id=2, pad_id=0, sync=False)
+    eos = free[0][0]  # row 0 stops at once; make every row stop at its first token
+    prompts = [PROMPTS_IDS[0]] * 2
+    calls = []
+    pm.adapter.body.register_forward_hook(lambda *a: calls.append(1))
+    assert generate(pm, prompts, "t", max_new_tokens=6, eos_id=eos, pad_id=0, sync=True) == [[], []]
+    assert len(calls) == 1  # alone (world 1): done after the first forward
+    calls.clear()
+    monkeypatch.setattr(comm, "any_rank", lambda flag: True)  # another rank is still generating
+    assert generate(pm, prompts, "t", max_new_tokens=6, eos_id=eos, pad_id=0, sync=True) == [[], []]
+    assert len(calls) == 6  # the prompt forward + one per further step, up to max_new_tokens
