@@ -137,3 +137,24 @@ def test_gradients_reach_the_prefix_of_every_layer():
     adapter.set_prefix(kv)
     adapter.forward(**padded_batch(side="left")).sum().backward()
     assert all(t.grad is not None and t.grad.abs().sum() > 0 for pair in kv.values() for t in pair)
+
+
+def test_activation_checkpointing_gives_the_same_prefix_gradients():
+    from deepprompt.models.heads import LMHead
+    from deepprompt.models.prompted_model import PromptedModel
+
+    grads = []
+    for checkpointing in (False, True):
+        model, adapter = tiny_decoder("mistral", dtype=torch.float64)
+        torch.manual_seed(0)
+        prefix = DeepPrefix(PromptConfig(method="prefix", length=3, dropout=0.0), adapter.spec()).double()
+        pm = PromptedModel(model, adapter, prefix, {"t": LMHead(32)}).train()
+        if checkpointing:
+            adapter.enable_checkpointing()
+            assert adapter.checkpointing_enabled()
+        batch = padded_batch(side="left")
+        batch["labels"] = torch.where(batch["attention_mask"].bool(), batch["input_ids"], -100)
+        pm(batch, "t").loss.backward()
+        grads.append(prefix.embedding.weight.grad.clone())
+    assert grads[0].abs().sum() > 0
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=1e-12)
