@@ -29,8 +29,8 @@ from deepprompt.data.files import iter_jsonl
 from deepprompt.errors import ConfigError, DataError
 from deepprompt.metrics.generation import generation_metrics
 from deepprompt.metrics.squad import squad_v1
-from deepprompt.models.heads import IGNORE
 from deepprompt.registry import TASKS
+from deepprompt.tasks.base import PAD_LABEL as IGNORE
 from deepprompt.tasks.base import Task, log
 from deepprompt.tasks.qa import QATask
 
@@ -179,7 +179,10 @@ class Generation(GenerativeTask):
         return out
 
     def metrics(self, predictions, split):
-        refs = {r["id"]: r["references"] for r in self.read_examples(split)}
+        if not hasattr(self, "_refs") or split not in self._refs:  # read once per split, not per evaluation
+            self._refs = {**getattr(self, "_refs", {}),
+                          split: {r["id"]: r["references"] for r in self.read_examples(split)}}
+        refs = self._refs[split]
         return generation_metrics([p["text"] for p in predictions], [refs[p["id"]] for p in predictions])
 
 
