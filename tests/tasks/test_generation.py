@@ -90,3 +90,14 @@ def test_generation_metrics():
     assert m["exact_match"] == 100.0 and m["rouge1"] == 100.0 and m["bleu4"] == pytest.approx(100.0)
     m = generation_metrics(["the cat"], [["the cat sat on the mat"]])
     assert 0 < m["rougeL"] < 100 and m["exact_match"] == 0.0 and m["bleu4"] < 100
+
+
+def test_generation_task_scores_predictions_by_id(tmp_path):
+    write_generation_data(tmp_path, n_train=2, n_dev=4)
+    t = task(tmp_path)
+    ids = [f["id"] for f in t.features("dev")]
+    refs = [f["references"][0] for f in t.features("dev")]
+    assert t.metrics([{"id": i, "text": r} for i, r in zip(ids, refs)], "dev")["exact_match"] == 100.0
+    assert t.metrics([{"id": i, "text": "zzz"} for i in ids], "dev")["exact_match"] == 0.0
+    generated = [t.tokenizer(r, add_special_tokens=False)["input_ids"] for r in refs]
+    assert [p["text"] for p in t.predict(generated, t.features("dev")[:4])] == refs
