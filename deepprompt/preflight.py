@@ -181,10 +181,19 @@ def check_positions(run: RunConfig) -> None:
     positions = family_for_model_type(config.model_type, run.model.family).positions_of(config)
     method = run.prompt.method
     prompt = run.prompt.length if PROMPTS.get(method, "prompt.method").puts_prompt_at_input else 0
+    import deepprompt.tasks  # noqa: F401  (registers the tasks)
+    from deepprompt.registry import TASKS
+
     for i, task in enumerate(run.task_configs()):
         key = "task.max_seq_length" if run.tasks is None else f"tasks[{i}].max_seq_length"
-        if task.max_seq_length + prompt <= positions:
+        # a generative task's prompts grow by up to max_new_tokens while generating
+        new = task.max_new_tokens if task.name in TASKS and getattr(TASKS.get(task.name), "generates", False) else 0
+        if task.max_seq_length + prompt + new <= positions:
             continue
+        if new and task.max_seq_length + prompt <= positions:
+            raise ConfigError(f"{key}: {task.max_seq_length}{f' + {prompt} prompt tokens' if prompt else ''} + "
+                              f"task.max_new_tokens {new} generated = {task.max_seq_length + prompt + new} exceeds the "
+                              f"backbone's {positions} positions ({run.model.path})")
         if prompt:  # (the words of ds_setup.build's own check, which this one runs ahead of)
             raise ConfigError(f"prompt.length: {prompt} prompt tokens + {key} {task.max_seq_length} = "
                               f"{task.max_seq_length + prompt} exceeds the backbone's {positions} positions (method "

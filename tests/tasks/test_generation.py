@@ -101,3 +101,21 @@ def test_generation_task_scores_predictions_by_id(tmp_path):
     assert t.metrics([{"id": i, "text": "zzz"} for i in ids], "dev")["exact_match"] == 0.0
     generated = [t.tokenizer(r, add_special_tokens=False)["input_ids"] for r in refs]
     assert [p["text"] for p in t.predict(generated, t.features("dev")[:4])] == refs
+
+
+def test_preflight_counts_the_generated_tokens_against_the_positions(tmp_path):
+    from deepprompt import preflight
+    from deepprompt.config import load_config
+    from deepprompt.errors import ConfigError
+    from tests.decoder_tiny import save_tiny_decoder
+
+    model = save_tiny_decoder(tmp_path / "model", "llama")  # 64 positions
+    data = write_generation_data(tmp_path / "data", n_train=2, n_dev=1)
+    ok = load_config(None, [f"model.path={model}", "task.name=generation", f"task.data_dir={data}",
+                            "task.max_seq_length=56", "task.max_new_tokens=8"])
+    preflight.check_positions(ok)
+    bad = load_config(None, [f"model.path={model}", "task.name=generation", f"task.data_dir={data}",
+                             "task.max_seq_length=60", "task.max_new_tokens=8"])
+    with pytest.raises(ConfigError, match=r"^task.max_seq_length: 60 \+ task.max_new_tokens 8 generated = 68 "
+                                          r"exceeds the backbone's 64 positions"):
+        preflight.check_positions(bad)
