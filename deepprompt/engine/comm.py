@@ -263,6 +263,12 @@ def all_reduce_ints(values: list[int], op: str = "sum") -> list[int]:
     return [int(v) for v in all_reduce(torch.tensor(values, dtype=torch.long), op).tolist()]
 
 
+def any_rank(flag: bool) -> bool:
+    """True on every rank when ``flag`` is true on any (e.g. "my generation is not finished": every
+    rank then runs one more forward, so ZeRO-3's per-forward gathers stay matched)."""
+    return all_reduce_ints([int(bool(flag))], "max")[0] > 0
+
+
 def all_gather_object(obj) -> list:
     """Every rank's ``obj``, indexed by rank (pickled; for small, rare messages)."""
     if not is_initialized():

@@ -158,7 +158,8 @@ def log_layout(run: RunConfig, built, tasks: list) -> list[int]:
     frozen = built.total_params - built.trainable_params
     w = workload(run, built, tasks, world, per_node)
     spec = built.adapter.spec()
-    bb = memory.module_backbone(built.model.backbone, spec.hidden, spec.num_layers, spec.num_heads, run.model.path)
+    bb = memory.module_backbone(built.model.backbone, spec.hidden, spec.num_layers, spec.num_heads, run.model.path,
+                                spec.kv_width)
     log.info("layout: %s | %d node(s) x %d rank(s)", memory.layout_line(w), w.nodes, min(per_node, world))
     group = shard_group(built.model.backbone)
     if group is not None:

@@ -188,10 +188,25 @@ def check_model_path(path: str) -> str:
 def check_positions(run: RunConfig, backbone: Backbone) -> None:
     """Every task's ``max_seq_length`` (plus ``prompt.length`` for a method that puts the prompt at
     the input) fits the backbone's positions, read from its config before any weights load
-    (``models.assembly.check_positions``, the check the assembly runs again on the built backbone)."""
+    (``models.assembly.check_positions``, the check the assembly runs again on the built backbone);
+    a generative task's prompt also leaves room for its ``task.max_new_tokens``."""
     keys = [("task.max_seq_length" if run.tasks is None else f"tasks[{i}].max_seq_length", t.max_seq_length)
             for i, t in enumerate(run.task_configs())]
-    assembly.check_positions(run.prompt, keys, backbone.max_positions, run.model.path)
+    positions = backbone.max_positions
+    assembly.check_positions(run.prompt, keys, positions, run.model.path)
+    import deepprompt.tasks  # noqa: F401  (registers the tasks)
+
+    at_input = run.prompt.length if PROMPTS.get(run.prompt.method, "prompt.method").puts_prompt_at_input else 0
+    for i, task in enumerate(run.task_configs()):
+        prefix = "task." if run.tasks is None else f"tasks[{i}]."
+        cls = TASKS.get(task.name, f"{prefix}name")
+        if not getattr(cls, "generates", False):
+            continue
+        new = cls.options_of(task, prefix).max_new_tokens  # the prompt grows by this much while generating
+        if task.max_seq_length + at_input + new > positions:
+            raise ConfigError(f"{prefix}max_seq_length: {task.max_seq_length}{f' + {at_input} prompt tokens' if at_input else ''}"
+                              f" + {prefix}max_new_tokens {new} generated = {task.max_seq_length + at_input + new} "
+                              f"exceeds the backbone's {positions} positions ({run.model.path})")
 
 
 def check_output_dir(path: str) -> None:
@@ -256,9 +271,12 @@ def estimate_trainable_numel(run: RunConfig, backbone: Backbone) -> int:
     import deepprompt.prompts  # noqa: F401  (registers)
 
     path, config = backbone.path, backbone.config
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     spec = BackboneSpec(family=run.model.family, num_layers=config.num_hidden_layers, hidden=config.hidden_size,
-                        num_heads=config.num_attention_heads,
-                        max_positions=getattr(config, "max_position_embeddings", 512))
+                        num_heads=heads, max_positions=getattr(config, "max_position_embeddings", 512),
+                        kv_heads=getattr(config, "num_key_value_heads", None) or heads,
+                        head_size=None if head_dim * heads == config.hidden_size else head_dim)
     method = PROMPTS.get(run.prompt.method, "prompt.method")
     numel = method.num_params(run.prompt, spec) + 2 * spec.hidden * 64  # heads: up to ~64 labels, two of them
     if not method.freezes_backbone:

@@ -120,6 +120,9 @@ def predict(server: Server, records: Sequence[dict], batch_size: int = 32) -> li
     collate = next(iter(server.tasks.values())).collate  # one backbone, one tokenizer: any task pads alike
     per_record: list[list[dict]] = [[] for _ in records]
     words: dict[int, list[str]] = {}
+    generative = [f for f in feats if getattr(server.tasks[records[f["input"]]["task"]], "generates", False)]
+    _generate_mixed(server, records, generative, batch_size, per_record)
+    feats = [f for f in feats if not getattr(server.tasks[records[f["input"]]["task"]], "generates", False)]
     for start in range(0, len(feats), batch_size):
         chunk = feats[start:start + batch_size]
         names = [records[f["input"]]["task"] for f in chunk]
@@ -141,3 +144,28 @@ def predict(server: Server, records: Sequence[dict], batch_size: int = 32) -> li
         row.update(server.tasks[rec["task"]].raw_prediction(rec, per_record[i]))
         out.append(row)
     return out
+
+
+def _generate_mixed(server: Server, records: Sequence[dict], feats: list[dict], batch_size: int,
+                    per_record: list[list[dict]]) -> None:
+    """Generative tasks' features: batches that mix tasks (each example with its own prefix, in one
+    forward per step), grouped by decoding options (greedy/sampling settings); a batch runs to the
+    longest ``max_new_tokens`` among its tasks and each example keeps its own task's."""
+    from deepprompt.engine.generate import generate
+
+    def name(f):
+        return records[f["input"]]["task"]
+
+    groups: dict[tuple, list[dict]] = {}
+    for f in feats:
+        opts = server.tasks[name(f)].generation_options()
+        groups.setdefault(tuple(sorted((k, v) for k, v in opts.items() if k != "max_new_tokens")), []).append(f)
+    for key, group in groups.items():
+        for start in range(0, len(group), batch_size):
+            chunk = group[start:start + batch_size]
+            names = [name(f) for f in chunk]
+            limits = [server.tasks[n].generation_options()["max_new_tokens"] for n in names]
+            out = generate(server.model, [f["prompt_ids"] for f in chunk], names, max_new_tokens=max(limits),
+                           sync=False, **dict(key))
+            for f, n, tokens, limit in zip(chunk, names, out, limits):
+                per_record[f["input"]] += server.tasks[n].predict([tokens[:limit]], [f])

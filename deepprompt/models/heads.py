@@ -39,19 +39,44 @@ class Head(nn.Module):
         raise NotImplementedError
 
 
+def pooled(hidden: torch.Tensor, batch: dict, last: bool) -> torch.Tensor:
+    """[B, h]: the first token's state (an encoder's [CLS]) or, for a causal decoder, the LAST real
+    token's (the only one that has seen the whole input), found from the attention mask so right
+    and left padding alike work."""
+    if not last:
+        return hidden[:, 0]
+    mask = batch.get("attention_mask")
+    if mask is None:
+        return hidden[:, -1]
+    mask = mask.reshape(hidden.shape[:2])
+    idx = torch.arange(mask.shape[1], device=mask.device)
+    last_real = (mask.long() * (idx + 1)).argmax(-1)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last_real]
+
+
+class PooledHead(Head):
+    """A head on one state per sequence: [CLS] for encoders, the last real token for decoders."""
+
+    pool_last = False
+
+    def bind(self, adapter) -> None:
+        self.pool_last = getattr(adapter, "causal", False)
+
+
 @HEADS.register("classification")
-class ClassificationHead(Head):
-    """Linear on the first ([CLS]) token: logits [B, num_labels]; batch["labels"] [B]."""
+class ClassificationHead(PooledHead):
+    """Linear on the first ([CLS]) token, or a decoder's last real token: logits [B, num_labels];
+    batch["labels"] [B]."""
 
     def forward(self, hidden, batch):
-        return self.out(self.dropout(hidden[:, 0]))
+        return self.out(self.dropout(pooled(hidden, batch, self.pool_last)))
 
     def loss(self, logits, batch):
         return F.cross_entropy(logits.float(), batch["labels"])
 
 
 @HEADS.register("token")
-class TokenClassificationHead(ClassificationHead):
+class TokenClassificationHead(Head):
     """Linear on every token: logits [B, L, num_labels]; batch["labels"] [B, L] with -100 on
     special tokens, padding and every sub-word but a word's first."""
 
@@ -83,8 +108,9 @@ class QAHead(Head):
 
 
 @HEADS.register("multiple_choice")
-class MultipleChoiceHead(Head):
-    """One score per choice from its [CLS]: inputs [B, C, L] -> logits [B, C]; batch["labels"] [B]."""
+class MultipleChoiceHead(PooledHead):
+    """One score per choice from its [CLS] (a decoder: its last real token): inputs [B, C, L] ->
+    logits [B, C]; batch["labels"] [B]."""
 
     @staticmethod
     def width(num_labels):
@@ -92,7 +118,7 @@ class MultipleChoiceHead(Head):
 
     def forward(self, hidden, batch):
         num_choices = batch["input_ids"].shape[1]
-        return self.out(self.dropout(hidden[:, 0])).view(-1, num_choices)
+        return self.out(self.dropout(pooled(hidden, batch, self.pool_last))).view(-1, num_choices)
 
     def loss(self, logits, batch):
         return F.cross_entropy(logits.float(), batch["labels"])
@@ -110,6 +136,7 @@ class ClozeHead(Head):
         nn.Module.__init__(self)
         self.num_labels = num_labels
         self._embeddings = None
+        self._lm_logits = None
 
     @staticmethod
     def width(num_labels):
@@ -117,8 +144,13 @@ class ClozeHead(Head):
 
     def bind(self, adapter) -> None:
         self._embeddings = adapter.word_embeddings  # a method, not a module: no second owner of the weight
+        # a decoder scores the candidates as the NEXT token after its last real token, through its LM head
+        self._lm_logits = adapter.lm_logits if getattr(adapter, "causal", False) else None
 
     def forward(self, hidden, batch):
+        if self._lm_logits is not None:
+            logits = self._lm_logits(pooled(hidden, batch, last=True)).float()  # [B, vocab]
+            return logits.gather(1, batch["candidate_ids"])
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         at_mask = hidden[rows, batch["mask_positions"]]  # [B, h]
         candidates = self._embeddings()(batch["candidate_ids"])  # [B, C, h]
@@ -127,3 +159,36 @@ class ClozeHead(Head):
 
     def loss(self, logits, batch):
         return F.cross_entropy(logits.float(), batch["labels"])
+
+
+@HEADS.register("lm")
+class LMHead(Head):
+    """Causal language modelling through the decoder's own (frozen) LM head; no parameters of its
+    own. logits [B, L, vocab]; batch["labels"] [B, L] holds the token ids to predict (the response
+    tokens and EOS) and -100 elsewhere (prompt, padding): position t is scored on predicting the
+    label at t + 1, so only response tokens carry loss. Generation (``engine/generate.py``) reads
+    the same LM head at the last position."""
+
+    def __init__(self, hidden: int, num_labels: int = 0, dropout: float = 0.1):
+        nn.Module.__init__(self)
+        self.num_labels = num_labels
+        self._lm_logits = None
+
+    @staticmethod
+    def width(num_labels):
+        return 0
+
+    def bind(self, adapter) -> None:
+        from deepprompt.errors import ConfigError
+
+        if not hasattr(adapter, "lm_logits"):
+            raise ConfigError(f"task head lm: backbone family {adapter.family!r} has no LM head (the lm head and "
+                              f"generation need a decoder: model.family=decoder)")
+        self._lm_logits = adapter.lm_logits  # a method, not a module: no second owner of the weight
+
+    def forward(self, hidden, batch):
+        return self._lm_logits(hidden)
+
+    def loss(self, logits, batch):
+        shifted = logits[:, :-1].float().flatten(0, 1)
+        return F.cross_entropy(shifted, batch["labels"][:, 1:].flatten(), ignore_index=IGNORE)

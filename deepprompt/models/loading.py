@@ -123,9 +123,11 @@ def load_tokenizer_and_config(path: str, family: str = "auto"):
     return load_tokenizer(Backbone(path, config, family_for_model_type(config.model_type, family))), config
 
 
-def load_hf_backbone(path: str, dtype: torch.dtype, zero3_config: dict | None, load_kwargs: dict):
-    """``AutoModel.from_pretrained``; under ZeRO-3 (``HfDeepSpeedConfig`` alive) built partitioned."""
-    from transformers import AutoModel
+def load_hf_backbone(path: str, dtype: torch.dtype, zero3_config: dict | None, load_kwargs: dict,
+                     causal_lm: bool = False):
+    """``AutoModel.from_pretrained`` (``AutoModelForCausalLM`` for a decoder: its LM head is kept);
+    under ZeRO-3 (``HfDeepSpeedConfig`` alive) built partitioned."""
+    from transformers import AutoModel, AutoModelForCausalLM
     from transformers.integrations import HfDeepSpeedConfig
     from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
@@ -133,7 +135,8 @@ def load_hf_backbone(path: str, dtype: torch.dtype, zero3_config: dict | None, l
 
     hf_ds = HfDeepSpeedConfig(zero3_config) if zero3_config is not None else None
     try:
-        return AutoModel.from_pretrained(path, dtype=dtype, **load_kwargs)
+        auto = AutoModelForCausalLM if causal_lm else AutoModel
+        return auto.from_pretrained(path, dtype=dtype, **load_kwargs)
     except OSError as e:
         raise ConfigError(f"model.path: cannot load {path!r}: {str(e).splitlines()[0]}") from None
     except SafetensorError as e:  # a truncated or corrupt weight file; transformers does not say which

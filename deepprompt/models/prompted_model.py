@@ -46,14 +46,7 @@ class PromptedModel(nn.Module):
             per_example = ids.shape[1]
             seq = {k: v.flatten(0, 1) for k, v in seq.items()}
             ids = seq["input_ids"]
-        if isinstance(self.prompt, MultiPrompt):
-            if isinstance(task, str):
-                task = [task] * (ids.shape[0] // per_example)
-            index = self.prompt.route(task, ids.device).repeat_interleave(per_example)
-            prompt = self.prompt(index)
-        else:
-            prompt = self.prompt(ids.shape[0])
-        self.adapter.set_prefix(prompt.layer_kv, prompt.prefix_mask)
+        prompt = self.apply_prompt(ids.shape[0], task, ids.device, per_example)
         if prompt.input_embeds is None:
             hidden = self.adapter.forward(**seq)
         else:
@@ -64,6 +57,20 @@ class PromptedModel(nn.Module):
         logits = head(hidden, batch)
         loss = head.loss(logits, batch) if _has_targets(batch) else None
         return Output(logits=logits, loss=loss)
+
+    def apply_prompt(self, rows: int, task: str | Sequence[str], device, per_example: int = 1):
+        """Run the prompt for ``rows`` sequences (``per_example`` per example of ``task``), hand its
+        prefix to the backbone's attention, and return its ``PromptOutput`` (an input prompt's
+        embeddings are the caller's to prepend). Generation calls this once per batch."""
+        if isinstance(self.prompt, MultiPrompt):
+            if isinstance(task, str):
+                task = [task] * (rows // per_example)
+            index = self.prompt.route(task, device).repeat_interleave(per_example)
+            prompt = self.prompt(index)
+        else:
+            prompt = self.prompt(rows)
+        self.adapter.set_prefix(prompt.layer_kv, prompt.prefix_mask)
+        return prompt
 
     def _routed_heads(self, hidden: torch.Tensor, batch: dict, tasks: list[str], per_example: int) -> Output:
         """Each head on its own rows of the batch, scattered back to batch order. Every head runs,

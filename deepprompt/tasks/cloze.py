@@ -17,21 +17,27 @@ class ClozePattern:
     first), so the mask and the pattern's words always survive."""
 
     def __init__(self, task: str, tokenizer, pattern: tuple[str, ...], verbalizers: tuple[str, ...], truncate: str):
-        if tokenizer.mask_token_id is None:
-            raise ConfigError(f"task.formulation: task {task}: cloze needs a tokenizer with a mask token "
-                              f"({type(tokenizer).__name__} has none)")
-        self.mask_id = tokenizer.mask_token_id
         self.truncate = truncate
-        wrapped = tokenizer(tokenizer.mask_token)["input_ids"]  # e.g. [CLS] [MASK] [SEP]
-        if wrapped.count(self.mask_id) != 1:
-            raise ConfigError(f"task.formulation: task {task}: the tokenizer does not keep its mask token "
-                              f"{tokenizer.mask_token!r} as one token")
-        k = wrapped.index(self.mask_id)
-        self.prefix, self.suffix = wrapped[:k], wrapped[k + 1:]
+        # a tokenizer without a mask token is a decoder's: the pattern stops where the mask was and the
+        # verbalizer is scored as the NEXT token after the last one (the cloze head reads a decoder's
+        # last real token through its LM head); what followed the mask (a full stop) is dropped
+        self.causal = tokenizer.mask_token_id is None
+        if self.causal:
+            self.mask_id = None
+            pattern = pattern[:pattern.index(MASK) + 1]
+            self.prefix, self.suffix = tokenizer("")["input_ids"], []  # e.g. a BOS token, or nothing
+        else:
+            self.mask_id = tokenizer.mask_token_id
+            wrapped = tokenizer(tokenizer.mask_token)["input_ids"]  # e.g. [CLS] [MASK] [SEP]
+            if wrapped.count(self.mask_id) != 1:
+                raise ConfigError(f"task.formulation: task {task}: the tokenizer does not keep its mask token "
+                                  f"{tokenizer.mask_token!r} as one token")
+            k = wrapped.index(self.mask_id)
+            self.prefix, self.suffix = wrapped[:k], wrapped[k + 1:]
         self.parts = [p if p in (TEXT, PAIR, MASK) else tokenizer(p, add_special_tokens=False)["input_ids"]
                       for p in pattern]
-        self.fixed = len(self.prefix) + len(self.suffix) + sum(1 if p == MASK else len(p) for p in self.parts
-                                                               if p not in (TEXT, PAIR))
+        self.fixed = len(self.prefix) + len(self.suffix) + sum((0 if self.causal else 1) if p == MASK else len(p)
+                                                               for p in self.parts if p not in (TEXT, PAIR))
         self.candidate_ids = [verbalizer_id(tokenizer, task, w) for w in verbalizers]
 
     def encode(self, text: list[int], pair: list[int], max_length: int) -> tuple[list[int], int, bool]:
@@ -47,6 +53,9 @@ class ClozePattern:
         mask_at = -1
         for p in self.parts:
             if p == MASK:
+                if self.causal:  # the answer is the next token after the last one
+                    mask_at = len(ids) - 1
+                    continue
                 mask_at = len(ids)
                 ids.append(self.mask_id)
             else:

@@ -78,7 +78,8 @@ def _data_dirs():
     dirs = {"wnut16": FIXTURES / "wnut16", "conll03": FIXTURES / "conll03", "ontonotes": FIXTURES / "conll2012",
             "conll12": FIXTURES / "conll2012", "conll04": FIXTURES / "conll04", "conll05": FIXTURES / "conll05",
             "custom_tagging": FIXTURES / "custom_tagging", "custom_classification": FIXTURES / "custom_classification",
-            "squad": FIXTURES / "squad", "squad_v2": FIXTURES / "squad", "sst2": glue, "mrpc": glue, "qnli": glue}
+            "squad": FIXTURES / "squad", "squad_v2": FIXTURES / "squad", "squad_gen": FIXTURES / "squad",
+            "generation": FIXTURES / "generation", "sst2": glue, "mrpc": glue, "qnli": glue}
     dirs.update({name: sg for name in ("boolq", "cb", "copa", "multirc", "rte", "wic", "wsc", "record")})
     return dirs
 
