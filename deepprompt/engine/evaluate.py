@@ -21,7 +21,7 @@ def evaluate(engine, task: Task, split: str, batch_size: int) -> dict[str, float
     for idx in eval_shard(len(features), world, rank, batch_size):
         real = [i for i in idx if i >= 0]
         feats = [features[i] for i in (real or [0])]  # an all-padding batch still runs its forward
-        if getattr(task, "generates", False):  # every rank runs as many forwards (generate's sync)
+        if task.generates:  # every rank runs as many forwards (generate's sync)
             outputs = generate(engine, task.generation_prompts(feats), task.name, **task.generation_options())
         else:
             batch = {k: v.to(engine.device) for k, v in task.collate(feats).items()}

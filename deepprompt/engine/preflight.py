@@ -200,7 +200,7 @@ def check_positions(run: RunConfig, backbone: Backbone) -> None:
     for i, task in enumerate(run.task_configs()):
         prefix = "task." if run.tasks is None else f"tasks[{i}]."
         cls = TASKS.get(task.name, f"{prefix}name")
-        if not getattr(cls, "generates", False):
+        if not cls.generates:
             continue
         new = cls.options_of(task, prefix).max_new_tokens  # the prompt grows by this much while generating
         if task.max_seq_length + at_input + new > positions:

@@ -120,9 +120,9 @@ def predict(server: Server, records: Sequence[dict], batch_size: int = 32) -> li
     collate = next(iter(server.tasks.values())).collate  # one backbone, one tokenizer: any task pads alike
     per_record: list[list[dict]] = [[] for _ in records]
     words: dict[int, list[str]] = {}
-    generative = [f for f in feats if getattr(server.tasks[records[f["input"]]["task"]], "generates", False)]
+    generative = [f for f in feats if server.tasks[records[f["input"]]["task"]].generates]
     _generate_mixed(server, records, generative, batch_size, per_record)
-    feats = [f for f in feats if not getattr(server.tasks[records[f["input"]]["task"]], "generates", False)]
+    feats = [f for f in feats if not server.tasks[records[f["input"]]["task"]].generates]
     for start in range(0, len(feats), batch_size):
         chunk = feats[start:start + batch_size]
         names = [records[f["input"]]["task"] for f in chunk]

@@ -92,6 +92,8 @@ class Task:
     """Padding value per sequence key (input_ids pads with the tokenizer's pad id, others with 0)."""
     formulations: ClassVar[tuple[str, ...]] = ("classification",)
     """The ``task.formulation`` values the task supports."""
+    generates: ClassVar[bool] = False
+    """Evaluated and served by generating text (``engine/generate.py``), not from one forward's logits."""
 
     def __init__(self, cfg: TaskConfig, tokenizer):
         if cfg.formulation not in self.formulations:

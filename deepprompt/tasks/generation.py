@@ -94,8 +94,7 @@ class SquadGenOptions(GenerationOptions):
 class GenerativeTask(Task):
     Options = GenerationOptions
     head = "lm"
-    generates: ClassVar[bool] = True
-    """Evaluated by generating text (``engine/generate.py``), not from one forward's logits."""
+    generates = True
     tensor_keys = ("input_ids", "attention_mask", "labels")
     main_metric = "rougeL"
 
