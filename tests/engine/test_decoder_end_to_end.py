@@ -71,3 +71,18 @@ def test_sigterm_and_resume_of_a_generation_run_is_bit_identical(files, tmp_path
     assert losses(out) == losses(ref)
     a, b = final_state(ref), final_state(out)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_evaluate_launcher_on_a_generation_artifact_reproduces_the_runs_dev_scores(files, tmp_path):
+    out = tmp_path / "run"
+    proc = run(command(files, out, 1, 40, "train.eval_every=0", "train.lr=3e-1", "train.warmup_ratio=0"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    last = json.loads((out / "results.json").read_text())["tasks"]["generation"]["last"]
+    assert last["dev_exact_match"] > 0  # it learned the copy task, so equality below means something
+    scored = tmp_path / "eval"
+    proc = run([sys.executable, "launcher/evaluate.py", "--artifact", str(out / "artifact"), "--splits", "dev",
+                f"output_dir={scored}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads((scored / "eval_results.json").read_text())
+    assert r["task"] == "generation" and r["num_examples"] == {"dev": 7}
+    assert {f"dev_{k}": v for k, v in r["metrics"]["dev"].items()} == last
