@@ -69,6 +69,61 @@ def wnut16_jsonl(root: Path) -> Path:
     return root
 
 
+def entities(text: str) -> set[str]:
+    """The entity set of an answer in the ``a ; b`` / ``none`` format (case and spacing ignored)."""
+    items = {" ".join(e.lower().split()) for e in text.split(";")}
+    return items - {"", "none"}
+
+
+def entity_scores(predicted: list[str], gold: list[str]) -> dict:
+    """Entity-level micro precision/recall/F1 over (tweet, entity) pairs, and exact match on the
+    tweets that have an entity. Exact match over all tweets rewards answering ``none`` everywhere
+    (about half the tweets have no entity); these do not."""
+    tp = fp = fn = 0
+    for p, g in zip(predicted, gold, strict=True):
+        ps, gs = entities(p), entities(g)
+        tp, fp, fn = tp + len(ps & gs), fp + len(ps - gs), fn + len(gs - ps)
+    with_entity = [(p, g) for p, g in zip(predicted, gold) if entities(g)]
+    precision = 100 * tp / (tp + fp) if tp + fp else 0.0
+    recall = 100 * tp / (tp + fn) if tp + fn else 0.0
+    return {"entity_precision": precision, "entity_recall": recall,
+            "entity_f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+            "exact_match_with_entity": 100 * sum(entities(p) == entities(g) for p, g in with_entity)
+            / max(1, len(with_entity)), "tweets_with_entity": len(with_entity), "tweets": len(gold)}
+
+
+def served_texts(artifact: Path, rows: list[dict]) -> list[str]:
+    """What the saved artifact generates for ``rows``' prompts, through the serving path."""
+    from deepprompt.artifacts import load_artifact
+    from deepprompt.engine.serving import build_server, predict
+
+    art = load_artifact(artifact)
+    server = build_server([art])
+    (name,) = server.tasks
+    return [r["text"] for r in predict(server, [{"task": name, "prompt": row["prompt"]} for row in rows], 16)]
+
+
+def served_entity_scores(run_dir: Path, data_dir: Path, n: int, overrides: list[str], eval_batch: int) -> dict:
+    """entity_scores of the run's LAST model on the first ``n`` dev and test tweets (cached): its
+    artifact through serving, or for finetune its last checkpoint's backbone."""
+    cache = run_dir / "served_entities.json"
+    if not cache.is_file():
+        scores = {}
+        state = finetuned_state(run_dir) if "prompt.method=finetune" in overrides else None
+        for split in ("dev", "test"):
+            rows = first_rows(data_dir, split, n)
+            texts = (served_texts(run_dir / "artifact", rows) if state is None else
+                     plain_decoder_texts(overrides, eval_batch, split, state)[0])
+            scores.update({f"{split}_{k}": v for k, v in entity_scores(texts, [r["response"] for r in rows]).items()})
+            scores[f"{split}_examples"] = texts[:5]
+        cache.write_text(json.dumps(scores, indent=2))
+    return {k: v for k, v in json.loads(cache.read_text()).items() if not k.endswith("_examples")}
+
+
+def first_rows(data_dir: Path, split: str, n: int) -> list[dict]:
+    return [json.loads(line) for line in (data_dir / f"{split}.jsonl").read_text().splitlines()[:n]]
+
+
 def task_overrides(data: str, dev: int, data_dir: Path | None) -> list[str]:
     common = ["model.path=smollm2-135m-instruct", "task.use_chat_template=true", f"task.max_eval_examples={dev}",
               f"task.max_new_tokens={NEW_TOKENS}", "prompt.dropout=0.0"]
@@ -77,8 +132,11 @@ def task_overrides(data: str, dev: int, data_dir: Path | None) -> list[str]:
     return common + ["task.name=generation", f"task.data_dir={data_dir}", "task.max_seq_length=128"]
 
 
-def zero_shot(overrides: list[str], eval_batch: int) -> dict:
-    """The task's dev metrics with no training: the decoder with an empty prefix, same generation."""
+def plain_decoder_texts(overrides: list[str], eval_batch: int, split: str, backbone_state: dict | None = None
+                        ) -> tuple[list[str], dict, int]:
+    """Greedy generations, task metrics and backbone size of the decoder with an empty prefix on
+    ``split`` (its first ``task.max_eval_examples``): zero-shot, or with ``backbone_state`` the
+    weights of a finetune run (whose artifact holds only heads, so serving cannot load it)."""
     import torch
 
     import deepprompt.models.backbones  # noqa: F401
@@ -96,20 +154,38 @@ def zero_shot(overrides: list[str], eval_batch: int) -> dict:
     tokenizer, _ = load_tokenizer_and_config(path)
     task = build_task(run.task, tokenizer)
     backbone = DecoderAdapter.load_model(path, torch.float32)
+    if backbone_state is not None:
+        missing, unexpected = backbone.load_state_dict(backbone_state, strict=False)
+        tied = {"lm_head.weight"} if backbone.config.tie_word_embeddings else set()  # saved once, as the embedding
+        assert not unexpected and set(missing) <= tied, (missing, unexpected)
     adapter = DecoderAdapter(backbone)
     spec = adapter.spec()
     model = PromptedModel(backbone, adapter, DeepPrefix(PromptConfig(method="prefix", length=0), spec),
                           {task.name: LMHead(spec.hidden)}).eval()
-    feats = task.features("dev")
-    started, preds = time.time(), []
+    feats, preds = task.features(split), []
     for i in range(0, len(feats), eval_batch):
         chunk = feats[i:i + eval_batch]
         preds += task.predict(generate(model, task.generation_prompts(chunk), task.name, sync=False,
                                        **task.generation_options()), chunk)
-    metrics = {f"dev_{k}": v for k, v in task.metrics(preds, "dev").items()}
     total = sum(p.numel() for p in backbone.parameters())
-    return {"method": "zero-shot", "last": metrics, "trainable": 0, "trainable_percent": 0.0, "total": total,
-            "eval_time_s": time.time() - started, "examples": [p["text"] for p in preds[:5]]}
+    return [p["text"] for p in preds], task.metrics(preds, split), total
+
+
+def zero_shot(overrides: list[str], eval_batch: int) -> dict:
+    """The task's dev metrics with no training: the decoder with an empty prefix, same generation."""
+    started = time.time()
+    texts, metrics, total = plain_decoder_texts(overrides, eval_batch, "dev")
+    return {"method": "zero-shot", "last": {f"dev_{k}": v for k, v in metrics.items()}, "trainable": 0,
+            "trainable_percent": 0.0, "total": total, "eval_time_s": time.time() - started, "dev_texts": texts}
+
+
+def finetuned_state(run_dir: Path) -> dict:
+    """The backbone weights of a finetune run's last checkpoint (``param/backbone.*``)."""
+    from safetensors.torch import load_file
+
+    step = (run_dir / "checkpoints" / "latest").read_text().strip()
+    tensors = load_file(str(run_dir / "checkpoints" / step / "trainable.safetensors"))
+    return {k[len("param/backbone."):]: v for k, v in tensors.items() if k.startswith("param/backbone.")}
 
 
 def train_run(out: Path, overrides: list[str]) -> dict:
@@ -133,27 +209,35 @@ def main() -> None:
     ap.add_argument("--runs", default="runs/decoder_qa")
     args = ap.parse_args()
     runs = REPO / args.runs / args.data
+    load = os.getloadavg()[0]  # other jobs on the machine make s/step and tokens/s meaningless
     data_dir = wnut16_jsonl(runs / "data") if args.data == "wnut16" else None
     base = task_overrides(args.data, args.dev, data_dir)
     budget = [f"train.max_steps={args.steps}", f"train.batch_size={args.batch}", f"train.micro_batch_size={args.micro}",
               f"train.eval_batch_size={args.micro * 2}", "train.eval_every=0", "train.save_every=0",
               "train.warmup_ratio=0.06"]
-    main_metrics = ("dev_exact_match", "dev_f1") if args.data == "squad" else ("dev_exact_match", "dev_rougeL")
+    main_metrics = (("dev_exact_match", "dev_f1") if args.data == "squad" else
+                    ("dev_exact_match", "dev_rougeL", "dev_entity_f1", "dev_exact_match_with_entity", "test_entity_f1"))
     seeds = [int(x) for x in args.seeds.split(",")]
     results = []
     for name in args.methods.split(","):
         if name == "zero-shot":  # deterministic (greedy, no training): one run
-            cache = runs / "zero-shot.json"
+            cache = runs / f"zero-shot-dev{args.dev}.json"  # keyed by what it scored
             if not cache.is_file():
                 cache.write_text(json.dumps(zero_shot(base, args.micro * 2), indent=2))
-            results.append({**json.loads(cache.read_text()), "seeds": []})
+            zs = json.loads(cache.read_text())
+            if data_dir is not None:
+                gold = [r["response"] for r in first_rows(data_dir, "dev", args.dev)]
+                zs["last"].update({f"dev_{k}": v for k, v in entity_scores(zs["dev_texts"], gold).items()})
+            results.append({**zs, "examples": zs["dev_texts"][:5], "seeds": []})
             continue
         extra, lr = METHODS[name]
         per_seed = []
         for seed in seeds:
-            r = train_run(runs / f"{name}-s{seed}-{args.steps}",
-                          base + budget + extra + [f"train.lr={lr}", f"train.seed={seed}"])
+            out = runs / f"{name}-s{seed}-{args.steps}x{args.batch}-dev{args.dev}"
+            r = train_run(out, base + budget + extra + [f"train.lr={lr}", f"train.seed={seed}"])
             (task, t), = r["tasks"].items()
+            if data_dir is not None:  # entity-level scores of the LAST model
+                t["last"].update(served_entity_scores(out, data_dir, args.dev, base + extra, args.micro * 2))
             per_seed.append({"seed": seed, "last": t["last"], "train_loss": r["train_loss"],
                              "step_time_s": r["throughput"]["step_time_s"],
                              "tokens_per_s": r["throughput"]["tokens_per_s"], "wall_time_s": r["wall_time_s"],
@@ -181,18 +265,23 @@ def main() -> None:
         "backbone": "SmolLM2-135M-Instruct (GGUF Q4_1 dequantised to fp32)", "data": args.data,
         "protocol": {"steps": args.steps, "batch": args.batch, "micro_batch": args.micro, "dev_examples": args.dev,
                      "seeds": seeds, "decoding": f"greedy, max_new_tokens {NEW_TOKENS}, chat template",
-                     "ranks": 1, "zero_stage": 3, "device": "CPU (2 cores shared with other jobs)",
+                     "ranks": 1, "zero_stage": 3,
+                     "device": f"CPU ({os.cpu_count()} cores, load average {load:.1f} at the start)",
                      "metric": "LAST checkpoint; ± = half the range over seeds"},
         "results": results})
-    metric = main_metrics[-1]
+    plotted = ("dev_exact_match", "dev_f1") if args.data == "squad" else ("dev_exact_match", "dev_entity_f1")
 
     def draw(ax):
         names = [r["method"] for r in results]
-        ax.bar(names, [r["last"][metric] for r in results],
-               yerr=[r.get("half_range", {}).get(metric, 0.0) for r in results], capsize=4)
-        ax.set_ylabel(f"{metric} (LAST)")
-        ax.set_title(f"SmolLM2-135M-Instruct, {args.data}, {args.steps} steps x {args.batch}")
-        ax.tick_params(axis="x", labelrotation=20)
+        width = 0.8 / len(plotted)
+        for j, m in enumerate(plotted):
+            ax.bar([i + (j - (len(plotted) - 1) / 2) * width for i in range(len(names))],
+                   [r["last"].get(m, 0.0) for r in results], width, label=m,
+                   yerr=[r.get("half_range", {}).get(m, 0.0) for r in results], capsize=3)
+        ax.set_xticks(range(len(names)), names, rotation=20)
+        ax.set_ylabel("LAST checkpoint")
+        ax.legend()
+        ax.set_title(f"SmolLM2-135M-Instruct, {args.data}, {args.steps} steps x {args.batch}, {args.dev} dev")
     plot = save_plot(f"decoder_{args.data}.png", draw)
     print(f"wrote {path} and {plot}")
 
