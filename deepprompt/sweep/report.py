@@ -134,6 +134,7 @@ def plots(data: dict, dims, out: Path) -> list[Path]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     made = []
     done = [r for r in data["trials"] if r["state"] == "complete"]
@@ -161,6 +162,7 @@ def plots(data: dict, dims, out: Path) -> list[Path]:
             ys.append(best)
         ax.step(xs, ys, where="post", label="best so far")
         ax.set_xlabel("trial")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # trials are numbered, not measured
         ax.set_ylabel(label)
         ax.legend(fontsize=8)
     save("history.png", history)
