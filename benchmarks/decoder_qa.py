@@ -209,7 +209,7 @@ def main() -> None:
     ap.add_argument("--runs", default="runs/decoder_qa")
     args = ap.parse_args()
     runs = REPO / args.runs / args.data
-    load = os.getloadavg()[0]  # other jobs on the machine make s/step and tokens/s meaningless
+    load = os.getloadavg()[0]  # recorded: other jobs on the machine slow s/step and tokens/s
     data_dir = wnut16_jsonl(runs / "data") if args.data == "wnut16" else None
     base = task_overrides(args.data, args.dev, data_dir)
     budget = [f"train.max_steps={args.steps}", f"train.batch_size={args.batch}", f"train.micro_batch_size={args.micro}",
