@@ -99,16 +99,21 @@ def test_interrupted_sweep_continues_with_two_workers_sharing_the_study(tiny, tm
     d = tmp_path / "s"
     cmd = [sys.executable, "-m", "deepprompt", "sweep", "--dir", str(d), "--space", "train.lr=loguniform(1e-2,5e-2)",
            "--space", "prompt.length=choice(2,4)", "--trials", "4", "--sampler", "random", "--no-prune",
-           "--confirm-seeds", "7", *base(tiny)]
+           "--confirm-seeds", "7", *base(tiny, steps=40)]
     env = launch_env()
     a = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
-    while time.time() < deadline:  # stop worker A once its second trial's run has evaluated once
-        logs = sorted((d / "runs").glob("*/all-seed42/eval_log.jsonl")) if (d / "runs").is_dir() else []
-        if len(logs) == 2 and all(p.stat().st_size for p in logs) and sum(
-                (p.parent / "results.json").is_file() for p in logs) == 1:
+    while time.time() < deadline:  # stop worker A while its second trial's run is training (past step 1)
+        runs = sorted((d / "runs").glob("*/all-seed42")) if (d / "runs").is_dir() else []
+        finished = [r for r in runs if (r / "results.json").is_file()]
+        training = [r for r in runs if r not in finished and (r / "train_log.jsonl").is_file()
+                    and len((r / "train_log.jsonl").read_text().splitlines()) >= 2]
+        if len(finished) == 1 and len(training) == 1:
             break
-        time.sleep(0.5)
+        time.sleep(0.2)
+    else:
+        a.kill()
+        pytest.fail(f"worker A never reached its second trial's training: {runs}")
     a.send_signal(signal.SIGTERM)
     _, err_a = a.communicate(timeout=120)
     assert a.returncode == 75 and "handed back" in err_a, err_a[-2000:]
