@@ -92,30 +92,32 @@ def entity_scores(predicted: list[str], gold: list[str]) -> dict:
             / max(1, len(with_entity)), "tweets_with_entity": len(with_entity), "tweets": len(gold)}
 
 
-def served_texts(artifact: Path, rows: list[dict]) -> list[str]:
-    """What the saved artifact generates for ``rows``' prompts, through the serving path."""
+def served_texts(artifact: Path, rows: dict[str, list[dict]]) -> dict[str, list[str]]:
+    """What the saved artifact generates for each split's ``rows``' prompts, through the serving path
+    (the backbone loaded once)."""
     from deepprompt.artifacts import load_artifact
     from deepprompt.engine.serving import build_server, predict
 
-    art = load_artifact(artifact)
-    server = build_server([art])
+    server = build_server([load_artifact(artifact)])
     (name,) = server.tasks
-    return [r["text"] for r in predict(server, [{"task": name, "prompt": row["prompt"]} for row in rows], 16)]
+    return {split: [r["text"] for r in predict(server, [{"task": name, "prompt": row["prompt"]} for row in part], 16)]
+            for split, part in rows.items()}
 
 
-def served_entity_scores(run_dir: Path, data_dir: Path, n: int, overrides: list[str], eval_batch: int) -> dict:
+def served_entity_scores(run_dir: Path, method: str, data_dir: Path, n: int, overrides: list[str],
+                         eval_batch: int) -> dict:
     """entity_scores of the run's LAST model on the first ``n`` dev and test tweets (cached): its
     artifact through serving, or for finetune its last checkpoint's backbone."""
     cache = run_dir / "served_entities.json"
     if not cache.is_file():
-        scores = {}
-        state = finetuned_state(run_dir) if "prompt.method=finetune" in overrides else None
-        for split in ("dev", "test"):
-            rows = first_rows(data_dir, split, n)
-            texts = (served_texts(run_dir / "artifact", rows) if state is None else
-                     plain_decoder_texts(overrides, eval_batch, split, state)[0])
-            scores.update({f"{split}_{k}": v for k, v in entity_scores(texts, [r["response"] for r in rows]).items()})
-            scores[f"{split}_examples"] = texts[:5]
+        scores, splits = {}, ("dev", "test")
+        rows = {split: first_rows(data_dir, split, n) for split in splits}
+        texts = (served_texts(run_dir / "artifact", rows) if method != "finetune" else
+                 plain_decoder_texts(overrides, eval_batch, splits, finetuned_state(run_dir))[0])
+        for split in splits:
+            scores.update({f"{split}_{k}": v
+                           for k, v in entity_scores(texts[split], [r["response"] for r in rows[split]]).items()})
+            scores[f"{split}_examples"] = texts[split][:5]
         cache.write_text(json.dumps(scores, indent=2))
     return {k: v for k, v in json.loads(cache.read_text()).items() if not k.endswith("_examples")}
 
@@ -132,11 +134,12 @@ def task_overrides(data: str, dev: int, data_dir: Path | None) -> list[str]:
     return common + ["task.name=generation", f"task.data_dir={data_dir}", "task.max_seq_length=128"]
 
 
-def plain_decoder_texts(overrides: list[str], eval_batch: int, split: str, backbone_state: dict | None = None
-                        ) -> tuple[list[str], dict, int]:
-    """Greedy generations, task metrics and backbone size of the decoder with an empty prefix on
-    ``split`` (its first ``task.max_eval_examples``): zero-shot, or with ``backbone_state`` the
-    weights of a finetune run (whose artifact holds only heads, so serving cannot load it)."""
+def plain_decoder_texts(overrides: list[str], eval_batch: int, splits: tuple[str, ...],
+                        backbone_state: dict | None = None) -> tuple[dict[str, list[str]], dict[str, dict], int]:
+    """Greedy generations and task metrics per split (its first ``task.max_eval_examples``), and the
+    backbone size, of the decoder with an empty prefix, loaded once: zero-shot, or with
+    ``backbone_state`` the weights of a finetune run (whose artifact holds only heads, so serving
+    cannot load it)."""
     import torch
 
     import deepprompt.models.backbones  # noqa: F401
@@ -162,29 +165,33 @@ def plain_decoder_texts(overrides: list[str], eval_batch: int, split: str, backb
     spec = adapter.spec()
     model = PromptedModel(backbone, adapter, DeepPrefix(PromptConfig(method="prefix", length=0), spec),
                           {task.name: LMHead(spec.hidden)}).eval()
-    feats, preds = task.features(split), []
-    for i in range(0, len(feats), eval_batch):
-        chunk = feats[i:i + eval_batch]
-        preds += task.predict(generate(model, task.generation_prompts(chunk), task.name, sync=False,
-                                       **task.generation_options()), chunk)
-    total = sum(p.numel() for p in backbone.parameters())
-    return [p["text"] for p in preds], task.metrics(preds, split), total
+    texts, metrics = {}, {}
+    for split in splits:
+        feats, preds = task.features(split), []
+        for i in range(0, len(feats), eval_batch):
+            chunk = feats[i:i + eval_batch]
+            preds += task.predict(generate(model, task.generation_prompts(chunk), task.name, sync=False,
+                                           **task.generation_options()), chunk)
+        texts[split], metrics[split] = [p["text"] for p in preds], task.metrics(preds, split)
+    return texts, metrics, sum(p.numel() for p in backbone.parameters())
 
 
 def zero_shot(overrides: list[str], eval_batch: int) -> dict:
     """The task's dev metrics with no training: the decoder with an empty prefix, same generation."""
     started = time.time()
-    texts, metrics, total = plain_decoder_texts(overrides, eval_batch, "dev")
-    return {"method": "zero-shot", "last": {f"dev_{k}": v for k, v in metrics.items()}, "trainable": 0,
-            "trainable_percent": 0.0, "total": total, "eval_time_s": time.time() - started, "dev_texts": texts}
+    texts, metrics, total = plain_decoder_texts(overrides, eval_batch, ("dev",))
+    return {"method": "zero-shot", "last": {f"dev_{k}": v for k, v in metrics["dev"].items()}, "trainable": 0,
+            "trainable_percent": 0.0, "total": total, "eval_time_s": time.time() - started,
+            "dev_texts": texts["dev"]}
 
 
 def finetuned_state(run_dir: Path) -> dict:
     """The backbone weights of a finetune run's last checkpoint (``param/backbone.*``)."""
     from safetensors.torch import load_file
 
-    step = (run_dir / "checkpoints" / "latest").read_text().strip()
-    tensors = load_file(str(run_dir / "checkpoints" / step / "trainable.safetensors"))
+    from deepprompt.engine.checkpoint import TENSORS, find_latest
+
+    tensors = load_file(str(find_latest(run_dir) / TENSORS))
     return {k[len("param/backbone."):]: v for k, v in tensors.items() if k.startswith("param/backbone.")}
 
 
@@ -237,7 +244,8 @@ def main() -> None:
             r = train_run(out, base + budget + extra + [f"train.lr={lr}", f"train.seed={seed}"])
             (task, t), = r["tasks"].items()
             if data_dir is not None:  # entity-level scores of the LAST model
-                t["last"].update(served_entity_scores(out, data_dir, args.dev, base + extra, args.micro * 2))
+                t["last"].update(served_entity_scores(out, r["method"], data_dir, args.dev, base + extra,
+                                                      args.micro * 2))
             per_seed.append({"seed": seed, "last": t["last"], "train_loss": r["train_loss"],
                              "step_time_s": r["throughput"]["step_time_s"],
                              "tokens_per_s": r["throughput"]["tokens_per_s"], "wall_time_s": r["wall_time_s"],
