@@ -39,11 +39,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-prune", dest="prune", action="store_false", help="no median pruning")
     p.add_argument("--prune-startup", type=int, default=3, help="complete trials before any pruning (default: 3)")
     p.add_argument("--prune-warmup", type=int, default=0, help="no pruning before this step of a trial's first run")
-    p.add_argument("--confirm-seeds", type=_ints("--confirm-seeds"), default=[],
-                   help="fresh seeds the best trial(s) are re-run with over all folds at the end")
-    p.add_argument("--confirm-top", type=int, default=1, help="how many of the best trials are confirmed (default: 1)")
-    p.add_argument("--confirm-set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override of the confirmation runs only, e.g. train.max_steps=600 (repeatable)")
+    # the confirmation's flags default to the sweep's stored ones: they may be added to a sweep under way
+    p.add_argument("--confirm-seeds", type=_ints("--confirm-seeds"), default=None,
+                   help="fresh seeds the best trial(s) are re-run with over all folds at the end "
+                        "(default: as the sweep was last given, none for a new sweep)")
+    p.add_argument("--confirm-top", type=int, default=None, help="how many of the best trials are confirmed "
+                   "(default: as the sweep was last given, 1 for a new sweep)")
+    p.add_argument("--confirm-set", action="append", default=None, metavar="KEY=VALUE",
+                   help="override of the confirmation runs only, e.g. train.max_steps=600 (repeatable; default: "
+                        "as the sweep was last given)")
     p.add_argument("--ranks", type=int, default=1, help="ranks per run on this machine (default: 1)")
     p.add_argument("--deepspeed-args", default=None, help="the deepspeed launcher's arguments instead of the local "
                    "ones, e.g. '--hostfile hostfile --master_addr node0' (any world size)")
@@ -64,7 +68,7 @@ def to_config(args: argparse.Namespace):
                        sampler=args.sampler, sampler_seed=args.sampler_seed, startup_trials=args.startup_trials,
                        prune=args.prune, prune_startup=args.prune_startup, prune_warmup=args.prune_warmup,
                        confirm_seeds=args.confirm_seeds, confirm_top=args.confirm_top,
-                       confirm_overrides=list(args.confirm_set), ranks=args.ranks,
+                       confirm_overrides=args.confirm_set, ranks=args.ranks,
                        deepspeed_args=shlex.split(args.deepspeed_args) if args.deepspeed_args is not None else None,
                        ds_config=args.ds_config, stale_after_min=args.stale_after, report_only=args.report_only)
 

@@ -13,6 +13,9 @@ from deepprompt.sweep.space import Dimension, check_against, parse_space
 
 OWNED_KEYS = ("train.seed", "task.fold", "task.folds", "output_dir")
 """Set by the sweep itself (--seeds, --folds, the run directories), never by --space or overrides."""
+CONFIRMATION = {"confirm_seeds": [], "confirm_top": 1, "confirm_overrides": []}
+"""The settings of the confirmation, with their defaults: stored in sweep.json, but not part of the
+definition workers must agree on (``SweepConfig.settle_confirmation``)."""
 
 @dataclass
 class SweepConfig:
@@ -44,11 +47,12 @@ class SweepConfig:
     """Trials that complete before any pruning."""
     prune_warmup: int = 0
     """No pruning before this training step of a trial's first run."""
-    confirm_seeds: list[int] = field(default_factory=list)
-    """Fresh seeds the winner(s) are re-run with over all folds; must not be among ``seeds``."""
-    confirm_top: int = 1
-    """How many of the best trials (by dev) are confirmed; the final choice among them is by dev too."""
-    confirm_overrides: list[str] = field(default_factory=list)
+    confirm_seeds: list[int] | None = None
+    """Fresh seeds the winner(s) are re-run with over all folds; must not be among ``seeds``.
+    None (as the other two ``confirm_*``): as stored in the sweep's sweep.json (none for a new sweep)."""
+    confirm_top: int | None = None
+    """How many of the best trials (by dev) are confirmed; the final choice among them is by dev too (1)."""
+    confirm_overrides: list[str] | None = None
     """key=value overrides of the confirmation runs only (e.g. train.max_steps=600: screen short, confirm long)."""
     ranks: int = 1
     """Ranks per run on this machine (ignored with deepspeed_args)."""
@@ -60,8 +64,23 @@ class SweepConfig:
     report_only: bool = False
     """Write the report from the study as it stands; run nothing."""
 
+    def settle_confirmation(self, stored: dict | None) -> dict[str, tuple]:
+        """Fill the ``confirm_*`` settings this command left out (None) from ``stored`` (the sweep's
+        sweep.json; defaults without one) and return ``{key: (stored, this command's)}`` for those it
+        changes. The confirmation is not part of what a trial means, so a sweep that is under way may
+        be given one, or a different one, later (screen first, decide on the confirmation after)."""
+        changed = {}
+        for key, default in CONFIRMATION.items():
+            before = (stored or {}).get(key, default)
+            if getattr(self, key) is None:
+                setattr(self, key, before)
+            elif stored is not None and getattr(self, key) != before:
+                changed[key] = (before, getattr(self, key))
+        return changed
+
     def definition(self) -> dict:
-        """What every worker of one sweep directory must agree on (sweep.json)."""
+        """What sweep.json holds: what every worker of one sweep directory must agree on (all but
+        ``CONFIRMATION``), and the confirmation."""
         cfg_text = Path(self.config).read_bytes() if self.config else b""
         return {"config": self.config, "config_sha256": hashlib.sha256(cfg_text).hexdigest()[:16],
                 "overrides": self.overrides, "space": self.space, "seeds": self.seeds, "folds": self.folds,
@@ -69,6 +88,7 @@ class SweepConfig:
                 "confirm_overrides": self.confirm_overrides}
 
     def check(self) -> list[Dimension]:
+        self.settle_confirmation(None)  # a no-op after Sweep settled it against sweep.json
         if self.trials < 1:
             raise ConfigError(f"--trials: must be >= 1, got {self.trials}")
         if not self.seeds:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from deepprompt.errors import ConfigError, DeepPromptError
 from deepprompt.sweep import runs as R
-from deepprompt.sweep.settings import OWNED_KEYS, SweepConfig, config_id, param_overrides, run_name  # noqa: F401  (re-exported)
+from deepprompt.sweep.settings import CONFIRMATION, OWNED_KEYS, SweepConfig, config_id, param_overrides, run_name  # noqa: F401  (re-exported)
 
 log = logging.getLogger("deepprompt")
 
@@ -41,15 +41,18 @@ class Interrupted(DeepPromptError):
 
 class Sweep:
     def __init__(self, cfg: SweepConfig):
+        self.dir = Path(cfg.dir)
+        path = self.dir / "sweep.json"
+        stored = json.loads(path.read_text()) if path.is_file() else None
+        changed = cfg.settle_confirmation(stored)
         self.cfg, self.dims = cfg, cfg.check()
         try:
             import optuna
         except ImportError:
             raise DeepPromptError("deepprompt sweep needs Optuna: pip install 'deepprompt[sweep]' "
                                   "(or pip install optuna matplotlib)") from None
-        self.dir = Path(cfg.dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._agree_on_definition()
+        self._agree_on_definition(stored, changed)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
@@ -65,15 +68,23 @@ class Sweep:
         self._beats: dict[int, float] = {}
 
     # ---- one definition per directory
-    def _agree_on_definition(self) -> None:
+    def _agree_on_definition(self, theirs: dict | None, changed: dict[str, tuple]) -> None:
+        """The search must be the one sweep.json defines; the confirmation may be set or changed
+        (``SweepConfig.settle_confirmation``), except the confirmation runs' overrides once they ran."""
         path, mine = self.dir / "sweep.json", self.cfg.definition()
-        if path.is_file():
-            theirs = json.loads(path.read_text())
-            diff = [k for k in mine if mine[k] != theirs.get(k)]
+        if theirs is not None:
+            diff = [k for k in mine if k not in CONFIRMATION and mine[k] != theirs.get(k)]
             if diff:
                 raise ConfigError(f"--dir {self.dir}: this sweep was started with a different {diff[0]} "
                                   f"({theirs.get(diff[0])!r}, now {mine[diff[0]]!r}); use a new --dir")
-        elif not self.cfg.report_only:
+            if "confirm_overrides" in changed and any((self.dir / "confirm").glob("*/*")):
+                before, now = changed["confirm_overrides"]
+                raise ConfigError(f"--confirm-set: this sweep's confirmation already ran with {before!r} (now {now!r}), "
+                                  f"and its runs would mix the two; give the same --confirm-set or use a new --dir")
+            for key, (before, now) in changed.items():
+                log.info("sweep: %s changed from %r to %r%s", key, before, now,
+                         " for this report only" if self.cfg.report_only else "")
+        if (theirs is None or changed) and not self.cfg.report_only:
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_text(json.dumps(mine, indent=2))
             os.replace(tmp, path)

@@ -1,4 +1,7 @@
 """The sweep's own settings and its score bookkeeping, without runs."""
+import argparse
+import json
+
 import pytest
 
 from deepprompt.errors import ConfigError
@@ -29,6 +32,31 @@ def test_workers_of_one_directory_must_run_the_same_sweep(tmp_path):
     Sweep(SweepConfig(**{**base, "trials": 8}))  # the budget may grow; the definition may not change
     with pytest.raises(ConfigError, match=r"this sweep was started with a different space .*use a new --dir"):
         Sweep(SweepConfig(**{**base, "space": ["train.lr=loguniform(1e-3,1e-2)"]}))
+
+
+def test_a_confirmation_may_be_added_to_a_sweep_under_way_but_its_runs_never_mix(tmp_path):
+    from deepprompt.sweep.cli import add_arguments, to_config
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    base = ["--dir", str(tmp_path / "s"), "--space", "train.lr=loguniform(1e-3,1e-1)", "--trials", "4"]
+    Sweep(to_config(parser.parse_args(base)))  # screened first, with no confirmation
+    confirm = ["--confirm-seeds", "45,46", "--confirm-top", "2", "--confirm-set", "train.max_steps=600"]
+    Sweep(to_config(parser.parse_args(base + confirm)))  # added later: the trials mean the same
+    stored = json.loads((tmp_path / "s" / "sweep.json").read_text())
+    assert (stored["confirm_seeds"], stored["confirm_top"], stored["confirm_overrides"]) == (
+        [45, 46], 2, ["train.max_steps=600"])
+    again = Sweep(to_config(parser.parse_args(base)))  # a worker without the flags confirms as stored
+    assert (again.cfg.confirm_seeds, again.cfg.confirm_top, again.cfg.confirm_overrides) == (
+        [45, 46], 2, ["train.max_steps=600"])
+    (tmp_path / "s" / "confirm" / "0123456789ab" / "fold0-seed45").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=r"^--confirm-set: this sweep's confirmation already ran with "
+                                          r"\['train.max_steps=600'\] \(now \['train.max_steps=900'\]\)"):
+        Sweep(to_config(parser.parse_args(base + ["--confirm-set", "train.max_steps=900"])))
+    Sweep(to_config(parser.parse_args(base + ["--confirm-seeds", "45,46,47"])))  # more fresh seeds: new runs only
+    assert json.loads((tmp_path / "s" / "sweep.json").read_text())["confirm_seeds"] == [45, 46, 47]
+    with pytest.raises(ConfigError, match="this sweep was started with a different seeds"):
+        Sweep(to_config(parser.parse_args(base + ["--seeds", "43"])))  # the search itself still may not change
 
 
 def test_scores_keep_last_and_best_dev_apart_and_average_tasks():
