@@ -33,7 +33,8 @@ wnut16() {
     --seeds 42 --folds 3 --trials 6 --startup-trials 4 --prune-startup 3 --prune-warmup 100 \
     --confirm-top 1 --confirm-seeds 45,46,47 --confirm-set train.max_steps=600 \
     train.max_steps=300 train.eval_every=50 train.save_every=100
-  # FT vs PT-2, each its dev-chosen confirmed configuration, mean ± std over 3 seeds x 3 folds, with the s.e.
+  # FT vs PT-2, each its dev-chosen confirmed configuration, mean ± std over 3 seeds x 3 folds, and the difference
+  # paired by (fold, seed) with its 95 % interval: is PT-2 within 1 F1 of FT (--margin 1)?
   $PY benchmarks/sweep_compare.py --name wnut16 runs/sweep/wnut16_finetune runs/sweep/wnut16_prefix
   # the recipe to ship (review, then commit): the P-Tuning v2 winner as a run config
   cp runs/sweep/wnut16_prefix/report/winner.yaml launcher/configs/wnut16_tuned.yaml

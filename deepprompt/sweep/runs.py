@@ -220,6 +220,27 @@ def aggregate(per_run: list[dict]) -> dict:
     return out
 
 
+def paired_difference(runs: list[dict], ref_runs: list[dict], which: str, split: str) -> dict | None:
+    """``runs`` minus ``ref_runs`` matched by (fold, seed): two methods confirmed on the same folds and
+    seeds differ by far less from pair to pair than their scores vary across folds, so the paired
+    mean difference is the honest comparison. ``{"mean", "se", "ci95": [lo, hi], "n"}`` (Student's t
+    over the pairs); None unless both sets hold the same >= 2 (fold, seed) pairs, each once, with
+    that score."""
+    def keyed(rs):
+        return {(r["fold"], r["seed"]): r["scores"].get(which, {}).get(split) for r in rs}
+    mine, ref = keyed(runs), keyed(ref_runs)
+    if (len(mine) != len(runs) or len(ref) != len(ref_runs) or mine.keys() != ref.keys() or len(mine) < 2
+            or any(v is None for v in (*mine.values(), *ref.values()))):
+        return None
+    from scipy.stats import t  # scipy comes with scikit-learn (seqeval's dependency)
+
+    diffs = [mine[k] - ref[k] for k in sorted(mine, key=str)]
+    m, sd = mean_std(diffs)
+    se = sd / len(diffs) ** 0.5
+    half = float(t.ppf(0.975, len(diffs) - 1)) * se
+    return {"mean": m, "se": se, "ci95": [m - half, m + half], "n": len(diffs)}
+
+
 def fmt(ms: tuple[float, float], n: int) -> str:
     """``mean ± std`` over ``n`` runs; just the value for one run (its 0 std means nothing)."""
     return f"{ms[0]:.2f} ± {ms[1]:.2f}" if n > 1 else f"{ms[0]:.2f}"

@@ -73,3 +73,19 @@ def test_scores_keep_last_and_best_dev_apart_and_average_tasks():
     assert qa["last"] == {"dev": 16.0}  # no test split: no test score, not a zero
     agg = runs.aggregate([one, runs.scores({"tasks": {"wnut16": task(44.0, 45.0, 45.0, 43.0)}})])
     assert agg["last"]["dev"] == (42.0, pytest.approx(2 ** 1.5)) and agg["best_dev"]["test"][0] == 41.0
+
+
+def test_paired_difference_matches_runs_by_fold_and_seed():
+    def run(fold, seed, test):
+        return {"fold": fold, "seed": seed, "scores": {"last": {"dev": 0.0, "test": test}, "best_dev": {"dev": 0.0}}}
+    ref = [run(0, 45, 40.0), run(1, 45, 50.0), run(2, 45, 44.0)]
+    mine = [run(2, 45, 45.0), run(0, 45, 39.0), run(1, 45, 53.0)]  # another order: matched, not zipped
+    d = runs.paired_difference(mine, ref, "last", "test")
+    # differences -1, +3, +1: mean 1, sd 2, se 2/sqrt(3); t(0.975, 2 df) = 4.302652...
+    assert d["n"] == 3 and d["mean"] == pytest.approx(1.0) and d["se"] == pytest.approx(2 / 3 ** 0.5)
+    assert d["ci95"] == pytest.approx([1 - 4.302653 * 2 / 3 ** 0.5, 1 + 4.302653 * 2 / 3 ** 0.5], rel=1e-6)
+    # the pairs differ by sd 2 where the folds alone spread by 5: unpaired, that spread is the noise
+    assert runs.aggregate([r["scores"] for r in ref])["last"]["test"][1] == pytest.approx(5.033, abs=1e-3)
+    assert runs.paired_difference(mine[:2], ref, "last", "test") is None  # not the same pairs
+    assert runs.paired_difference([run(0, 46, 1.0), *mine[1:]], ref, "last", "test") is None
+    assert runs.paired_difference(mine, ref, "best_dev", "test") is None  # no such score (no test split)
