@@ -36,7 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", choices=["tpe", "random"], default="tpe")
     p.add_argument("--sampler-seed", type=int, default=0)
     p.add_argument("--startup-trials", type=int, default=5, help="TPE: random trials first (default: 5)")
-    p.add_argument("--no-prune", dest="prune", action="store_false", help="no median pruning")
+    p.add_argument("--no-prune", dest="prune", action="store_false", help="no pruning")
+    p.add_argument("--prune-percentile", type=float, default=50.0, help="stop a trial below this percentile of the "
+                   "complete trials' dev at the same step (default: 50, the median; 25: only the bottom quarter)")
     p.add_argument("--prune-startup", type=int, default=3, help="complete trials before any pruning (default: 3)")
     p.add_argument("--prune-warmup", type=int, default=0, help="no pruning before this step of a trial's first run")
     # the confirmation's flags default to the sweep's stored ones: they may be added to a sweep under way
@@ -66,7 +68,8 @@ def to_config(args: argparse.Namespace):
     return SweepConfig(dir=args.dir, config=args.config, overrides=list(args.overrides), space=list(args.space),
                        seeds=args.seeds, folds=args.folds, trials=args.trials, select=args.select,
                        sampler=args.sampler, sampler_seed=args.sampler_seed, startup_trials=args.startup_trials,
-                       prune=args.prune, prune_startup=args.prune_startup, prune_warmup=args.prune_warmup,
+                       prune=args.prune, prune_percentile=args.prune_percentile,
+                       prune_startup=args.prune_startup, prune_warmup=args.prune_warmup,
                        confirm_seeds=args.confirm_seeds, confirm_top=args.confirm_top,
                        confirm_overrides=args.confirm_set, ranks=args.ranks,
                        deepspeed_args=shlex.split(args.deepspeed_args) if args.deepspeed_args is not None else None,

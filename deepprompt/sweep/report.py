@@ -56,7 +56,7 @@ def gather(sweep) -> dict:
     elif complete:
         final = complete[0]["number"]
     return {"dir": str(sweep.dir), "definition": cfg.definition(), "trials_asked": cfg.trials,
-            "select": cfg.select, "sampler": cfg.sampler, "pruner": "median" if cfg.prune else None,
+            "select": cfg.select, "sampler": cfg.sampler, "pruner": _pruner(cfg.prune_percentile) if cfg.prune else None,
             "counts": {s: sum(r["state"] == s for r in rows) for s in ("complete", "pruned", "fail", "running")},
             "trials": rows, "ranking": [r["number"] for r in complete], "search_winner":
             complete[0]["number"] if complete else None, "confirmed": confirmed, "final": final}
@@ -66,6 +66,10 @@ def _fmt(ms, n: int) -> str:
     return "—" if ms is None else R.fmt(tuple(ms), n)
 
 
+def _pruner(percentile: float) -> str:
+    return "median" if percentile == 50 else f"{percentile:g}th-percentile"
+
+
 def markdown(data: dict, keys: list[str]) -> str:
     d, sel = data["definition"], data["select"]
     n_runs = len(d["seeds"]) * (d["folds"] or 1)
@@ -73,7 +77,7 @@ def markdown(data: dict, keys: list[str]) -> str:
     lines = [f"# Sweep `{data['dir']}`", "",
              f"Base config `{d['config'] or 'embedded default'}`" + (f" + `{' '.join(d['overrides'])}`" if d["overrides"] else "") +
              f"; searched: {', '.join(f'`{s}`' for s in d['space'])}; seeds {d['seeds']} × {folds} = {n_runs} run(s) per "
-             f"trial; {data['sampler']} sampler, {'median pruner' if data['pruner'] else 'no pruning'}; "
+             f"trial; {data['sampler']} sampler, {data['pruner'] + ' pruner' if data['pruner'] else 'no pruning'}; "
              f"{data['counts']['complete']} complete, {data['counts']['pruned']} pruned, {data['counts']['fail']} failed "
              f"of {data['trials_asked']} trials asked.", "",
              "**Protocol.** Trials are ranked by dev only: the mean over seeds and folds of the "
@@ -88,8 +92,9 @@ def markdown(data: dict, keys: list[str]) -> str:
         s = r["scores"] or {}
         n = len(r["runs"])
         value = f"{r['value']:.2f}" if r["value"] is not None else (
-            f"pruned (best so far {r['best_intermediate']:.2f})" if r["state"] == "pruned" and r["best_intermediate"]
-            is not None else r["state"])
+            f"pruned at step {r['pruned_at']['step']} of run {r['pruned_at']['run']} by the "
+            f"{_pruner(r['pruned_at'].get('percentile', 50.0))} (best so far {r['best_intermediate']:.2f})"
+            if r["state"] == "pruned" and r["best_intermediate"] is not None and r["pruned_at"] else r["state"])
         lines.append(f"| {r['number']} | {r['state']} | " + " | ".join(_val(r["params"].get(k)) for k in keys) +
                      f" | {value} | {_fmt(s.get('last', {}).get('dev'), n)} | {_fmt(s.get('best_dev', {}).get('dev'), n)}"
                      f" | {n} |")

@@ -4,7 +4,8 @@ One trial = one configuration (the base config + overrides + one value per ``--s
 every fold (``--folds``) x every seed (``--seeds``), one after the other; its value is the mean dev
 score of those runs (LAST or BEST-DEV, ``--select``): a choice on dev only. Each dev evaluation of
 each run is reported to Optuna as it happens, at step ``run_index * STRIDE + step``, so a trial is
-compared with others on the same fold, seed and step; the median pruner may stop it there.
+compared with others on the same fold, seed and step; the percentile (by default median) pruner may stop
+it there.
 
 The study lives in ``<dir>/study.journal`` (Optuna's JournalStorage, file backend, file-locked): any
 number of workers on any nodes run the same command against one shared directory and split the
@@ -58,7 +59,10 @@ class Sweep:
         from optuna.storages.journal import JournalFileBackend
 
         self.storage = JournalStorage(JournalFileBackend(str(self.dir / "study.journal")))
-        pruner = (optuna.pruners.MedianPruner(n_startup_trials=cfg.prune_startup, n_warmup_steps=cfg.prune_warmup)
+        # Optuna's percentile is the share of trials KEPT (a maximised study prunes below its 100 - p):
+        # ours is the share stopped, so "25" stops the bottom quarter
+        pruner = (optuna.pruners.PercentilePruner(100.0 - cfg.prune_percentile, n_startup_trials=cfg.prune_startup,
+                                                  n_warmup_steps=cfg.prune_warmup)
                   if cfg.prune else optuna.pruners.NopPruner())
         self.study = optuna.create_study(study_name="sweep", storage=self.storage, direction="maximize",
                                          pruner=pruner, load_if_exists=True)
@@ -206,7 +210,7 @@ class Sweep:
                              "wall_time_s": res.get("wall_time_s")})
                 trial.set_user_attr("runs", done)
         except R.Stopped as s:
-            trial.set_user_attr("pruned_at", {"run": len(done), "step": s.args[0]})
+            trial.set_user_attr("pruned_at", {"run": len(done), "step": s.args[0], "percentile": cfg.prune_percentile})
             self.study.tell(trial, state=TrialState.PRUNED)
             log.info("sweep: trial %d pruned at run %d step %s", trial.number, len(done), s.args[0])
             return

@@ -79,7 +79,7 @@ def test_sweep_over_folds_prunes_a_bad_trial_and_reports(tiny, learnable, tmp_pa
     assert log.read_text().count("$ ") == 1  # launched once, by trial 0
     report = tmp_path / "s" / "report"
     md = (report / "report.md").read_text()
-    assert "Protocol" in md and "pruned" in md
+    assert "Protocol" in md and "of run 0 by the median (best so far" in md
     table = md.split("## Trials (dev only)")[1].split("##")[0]
     assert "test" not in table  # no trial's test score is shown where the choice is made
     data = json.loads((report / "report.json").read_text())
