@@ -2,7 +2,6 @@
 median pruner stopping a clearly bad trial, an interrupted worker handing its trial back, two
 workers sharing one study, confirmation on a fresh seed, the report and the winner's run config."""
 import json
-import os
 import signal
 import statistics
 import subprocess
