@@ -32,7 +32,7 @@ wnut16() {
   # Fine-tuning: lr only. 6 trials x 3 folds x ~10 min = 3 h (~2.3 h pruned); confirmation 9 runs x ~20 min = 3 h.
   $SWEEP --dir runs/sweep/wnut16_finetune --config launcher/configs/wnut16_finetune.yaml \
     --space 'train.lr=loguniform(1e-5,3e-4)' \
-    --seeds 42 --folds 3 --trials 6 --startup-trials 4 --prune-startup 3 --prune-warmup 100 \
+    --seeds 42 --folds 3 --trials 6 --startup-trials 4 --prune-startup 3 --prune-warmup 100 --prune-percentile 25 \
     --confirm-top 1 --confirm-seeds 45,46,47 --confirm-set train.max_steps=600 \
     train.max_steps=300 train.eval_every=50 train.save_every=100
   # FT vs PT-2, each its dev-chosen confirmed configuration, mean ± std over 3 seeds x 3 folds, and the difference
@@ -50,12 +50,12 @@ sentiment() {
   $SWEEP --dir runs/sweep/sentiment_prefix --config launcher/configs/tweet_sentiment.yaml \
     --space 'train.lr=loguniform(3e-3,1e-1)' --space 'prompt.length=choice(8,16,32)' \
     --space 'prompt.reparam=choice(false,true)' \
-    --seeds 42 --folds 3 --trials 10 --startup-trials 4 --prune-startup 3 --prune-warmup 100 \
+    --seeds 42 --folds 3 --trials 10 --startup-trials 4 --prune-startup 3 --prune-warmup 100 --prune-percentile 25 \
     --confirm-seeds 45,46,47 --confirm-set train.max_steps=600 train.max_steps=300
   # FT: 5 trials x 3 folds x ~9 min = 2.3 h; confirmation 9 x ~18 min = 2.7 h.
   $SWEEP --dir runs/sweep/sentiment_finetune --config launcher/configs/tweet_sentiment.yaml \
     --space 'train.lr=loguniform(1e-5,3e-4)' \
-    --seeds 42 --folds 3 --trials 5 --startup-trials 3 --prune-startup 3 --prune-warmup 100 \
+    --seeds 42 --folds 3 --trials 5 --startup-trials 3 --prune-startup 3 --prune-warmup 100 --prune-percentile 25 \
     --confirm-seeds 45,46,47 --confirm-set train.max_steps=600 \
     prompt.method=finetune train.max_steps=300
   $PY benchmarks/sweep_compare.py --name sentiment runs/sweep/sentiment_finetune runs/sweep/sentiment_prefix
