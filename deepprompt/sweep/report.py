@@ -27,6 +27,7 @@ def _trial_row(t) -> dict:
             "config_id": t.user_attrs.get("config_id"), "runs": runs,
             "scores": R.aggregate([r["scores"] for r in runs]) if runs else None,
             "pruned_at": t.user_attrs.get("pruned_at"), "error": t.user_attrs.get("error"),
+            "note": t.user_attrs.get("note"),
             "best_intermediate": max(t.intermediate_values.values()) if t.intermediate_values else None}
 
 
@@ -98,6 +99,8 @@ def markdown(data: dict, keys: list[str]) -> str:
         lines.append(f"| {r['number']} | {r['state']} | " + " | ".join(_val(r["params"].get(k)) for k in keys) +
                      f" | {value} | {_fmt(s.get('last', {}).get('dev'), n)} | {_fmt(s.get('best_dev', {}).get('dev'), n)}"
                      f" | {n} |")
+    notes = [f"- Trial {r['number']}: {r['note']}" for r in data["trials"] if r.get("note")]
+    lines += ["", "Notes (a trial queued by hand with `user_attrs={\"note\": ...}`):", "", *notes] if notes else []
     win = next((r for r in data["trials"] if r["number"] == data["search_winner"]), None)
     lines += ["", "## The search's choice and its test", ""]
     if win is None:

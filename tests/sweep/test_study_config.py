@@ -112,3 +112,24 @@ def test_paired_difference_matches_runs_by_fold_and_seed():
     assert runs.paired_difference(mine[:2], ref, "last", "test") is None  # not the same pairs
     assert runs.paired_difference([run(0, 46, 1.0), *mine[1:]], ref, "last", "test") is None
     assert runs.paired_difference(mine, ref, "best_dev", "test") is None  # no such score (no test split)
+
+
+def test_the_report_names_each_pruned_trials_pruner_and_a_queued_trials_note(tmp_path):
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    sweep = Sweep(SweepConfig(dir=str(tmp_path / "s"), space=["train.lr=loguniform(1e-3,1e-1)"], trials=2,
+                              prune_percentile=25))
+    lr = {"train.lr": FloatDistribution(1e-3, 1e-1, log=True)}
+    sweep.study.add_trial(optuna.trial.create_trial(
+        params={"train.lr": 0.05}, distributions=lr, state=optuna.trial.TrialState.PRUNED,
+        intermediate_values={50: 12.5, 100: 38.4}, user_attrs={"pruned_at": {"run": 0, "step": 100}}))
+    sweep.study.add_trial(optuna.trial.create_trial(
+        params={"train.lr": 0.05}, distributions=lr, state=optuna.trial.TrialState.PRUNED,
+        intermediate_values={100: 0.0, 150: 0.0}, user_attrs={"pruned_at": {"run": 0, "step": 150, "percentile": 25.0},
+                                                              "note": "trial 0's configuration again, under the new pruner"}))
+    md = (sweep.report() / "report.md").read_text()
+    assert "25th-percentile pruner; 0 complete, 2 pruned" in md
+    assert "pruned at step 100 of run 0 by the median (best so far 38.40)" in md  # pruned before the change
+    assert "pruned at step 150 of run 0 by the 25th-percentile (best so far 0.00)" in md
+    assert "- Trial 1: trial 0's configuration again, under the new pruner" in md
