@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from deepprompt.errors import ConfigError, DeepPromptError
+from deepprompt.fileio import read_text
 from deepprompt.sweep import runs as R
 from deepprompt.sweep.settings import CONFIRMATION, OWNED_KEYS, SweepConfig, config_id, param_overrides, run_name  # noqa: F401  (re-exported)
 
@@ -44,7 +45,7 @@ class Sweep:
     def __init__(self, cfg: SweepConfig):
         self.dir = Path(cfg.dir)
         path = self.dir / "sweep.json"
-        stored = json.loads(path.read_text()) if path.is_file() else None
+        stored = _read_definition(path) if path.is_file() else None
         changed = cfg.settle_confirmation(stored)
         self.cfg, self.dims = cfg, cfg.check()
         try:
@@ -282,6 +283,17 @@ class Sweep:
         from deepprompt.sweep.report import write_report
 
         return write_report(self)
+
+
+def _read_definition(path: Path) -> dict:
+    try:
+        stored = json.loads(read_text(path, ConfigError))
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); it is the sweep's definition: restore it "
+                          f"or use a new --dir") from None
+    if not isinstance(stored, dict):
+        raise ConfigError(f"{path}: expected a JSON object (the sweep's definition); restore it or use a new --dir")
+    return stored
 
 
 def _alive(pid: int) -> bool:

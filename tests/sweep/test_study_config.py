@@ -33,6 +33,9 @@ def test_workers_of_one_directory_must_run_the_same_sweep(tmp_path):
     Sweep(SweepConfig(**{**base, "trials": 8}))  # the budget may grow; the definition may not change
     with pytest.raises(ConfigError, match=r"this sweep was started with a different space .*use a new --dir"):
         Sweep(SweepConfig(**{**base, "space": ["train.lr=loguniform(1e-3,1e-2)"]}))
+    (tmp_path / "s" / "sweep.json").write_text('{"config": null,\n "space": [')  # cut short (a full disk)
+    with pytest.raises(ConfigError, match=r"^.*sweep.json:2: not valid JSON \(.*\); it is the sweep's definition"):
+        Sweep(SweepConfig(**base))
 
 
 def test_a_confirmation_may_be_added_to_a_sweep_under_way_but_its_runs_never_mix(tmp_path):
