@@ -92,7 +92,12 @@ class TweetSentiment(CustomClassification):
 
     def _rows(self, split: str) -> list[tuple[dict, str]]:
         if not self._whole_corpus(split):
-            return super()._rows(split)
+            before = getattr(self, "_below", 0)
+            rows = super()._rows(split)  # read once (cached), so each drop is said once
+            if getattr(self, "_below", 0) > before:
+                log.info("%s/%s: %d rows below task.min_confidence=%s dropped", self.name, split,
+                         self._below - before, self.opts.min_confidence)
+            return rows
         if not hasattr(self, "_corpus"):
             self._corpus = self._split_corpus(super()._rows(split), self.split_source(split))
         return self._corpus[split]

@@ -84,6 +84,15 @@ def test_split_files_are_read_as_they_are(tok):
     assert [f["labels"] for f in task.features("dev")] == [2, 0, 1]
 
 
+def test_min_confidence_on_split_files_says_what_it_dropped(tok, caplog):
+    with caplog.at_level(logging.INFO, logger="deepprompt"):
+        task = build_task(TaskConfig(name="tweet_sentiment", data_dir=str(FIXTURES / "tweet_sentiment"),
+                                     min_confidence=0.7), tok)
+        train = task.read_examples("train")
+    assert [r["text"][:12] for r in train] == ["I just don't", "Loving the n", "@united than", "RT @news: Go"]
+    assert "tweet_sentiment/train: 2 rows below task.min_confidence=0.7 dropped" in caplog.text
+
+
 @pytest.mark.parametrize("row, says", [
     ("Positive,0.9,caps label\n", "unknown label 'Positive'"),
     ("positive,high,a word for a confidence\n", "confidence must be a number in [0, 1], got 'high'"),
