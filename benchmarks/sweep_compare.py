@@ -63,7 +63,7 @@ def main() -> None:
             entry["within_margin"] = lo > -args.margin
             verdicts.append(f"{d} − {args.dirs[0]}, LAST test, paired over {paired['n']} (fold, seed) runs: "
                             f"{paired['mean']:+.2f} (95 % interval {lo:+.2f} … {hi:+.2f}): within {args.margin:g} "
-                            f"{'shown' if lo > -args.margin else 'NOT shown'} at 95 %")
+                            f"{'shown' if entry['within_margin'] else 'NOT shown'} at 95 %")
         rows.append((d, entry["params"], n, *(R.fmt(agg[w][s], n) for w in R.WHICH for s in ("dev", "test")),
                      "—" if entry is ref else "{:+.2f} ± {:.2f}".format(*entry["last_test_minus_ref"]),
                      "—" if entry is ref or not paired else "{:+.2f} [{:+.2f}, {:+.2f}]".format(

@@ -51,6 +51,20 @@ def _tokenizer_identity(tok) -> str:
                                                                     sort_keys=True, default=str)
 
 
+def split_80_10_10(items: list[int], seed: int, keep: int | None = None) -> dict[str, list[int]]:
+    """A one-file corpus cut into splits deterministically (wnut16's ner.txt, tweet_sentiment's
+    tweets.csv): ``items`` (positions in the file) shuffled with ``random.Random(seed)``, the first
+    ``keep`` of them if given, then 10 % test, 10 % dev and the rest train, each back in file order."""
+    import random
+
+    order = list(items)
+    random.Random(seed).shuffle(order)
+    if keep is not None:
+        order = order[:keep]
+    n = round(0.1 * len(order))
+    return {"test": sorted(order[:n]), "dev": sorted(order[n:2 * n]), "train": sorted(order[2 * n:])}
+
+
 class FeatureSet:
     """A split's features, stored as an Arrow table (``datasets.Dataset``) and read like a list:
     ``fs[i]`` is one feature dict, ``fs[a:b]`` a list of them."""

@@ -4,11 +4,11 @@ Every task's files, metric and truncation policy: docs/tasks.md."""
 from __future__ import annotations
 
 import json
-import random
 
 from deepprompt.errors import DataError
 from deepprompt.fileio import read_text
 from deepprompt.registry import TASKS
+from deepprompt.tasks.base import split_80_10_10
 from deepprompt.tasks.readers import Sentence, brackets_to_bio, read_conll
 from deepprompt.tasks.tagging import GOLD_CONLL_DIRS, GOLD_CONLL_HELP, TaggingTask, read_gold_conll_split
 
@@ -37,11 +37,7 @@ class Wnut16(TaggingTask):
         return self._split_single(sentences, split) if shared else sentences
 
     def _split_single(self, sentences, split):
-        order = list(range(len(sentences)))
-        random.Random(self.SPLIT_SEED).shuffle(order)
-        n_hold = round(0.1 * len(order))
-        parts = {"test": order[:n_hold], "dev": order[n_hold:2 * n_hold], "train": order[2 * n_hold:]}
-        return [sentences[i] for i in sorted(parts[split])]
+        return [sentences[i] for i in split_80_10_10(range(len(sentences)), self.SPLIT_SEED)[split]]
 
 
 @TASKS.register("conll03")

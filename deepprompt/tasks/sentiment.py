@@ -22,13 +22,12 @@ The head, the metrics (accuracy, main; macro-F1) and the file:line errors are th
 from __future__ import annotations
 
 import math
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from deepprompt.errors import ConfigError, DataError
 from deepprompt.registry import TASKS
-from deepprompt.tasks.base import log
+from deepprompt.tasks.base import log, split_80_10_10
 from deepprompt.tasks.custom import ClassificationColumns, CustomClassification
 
 
@@ -113,15 +112,9 @@ class TweetSentiment(CustomClassification):
             else:
                 keep.append(members[0])
                 repeats += len(members) - 1
-        order = sorted(keep)
-        random.Random(self.SPLIT_SEED).shuffle(order)
-        if self.opts.sample is not None:
-            if self.opts.sample > len(order):
-                raise ConfigError(f"task.sample: {self.opts.sample} is more than the {len(order)} distinct tweets "
-                                  f"of {path}")
-            order = order[:self.opts.sample]
-        n = round(0.1 * len(order))
-        parts = {"test": order[:n], "dev": order[n:2 * n], "train": order[2 * n:]}
+        if self.opts.sample is not None and self.opts.sample > len(keep):
+            raise ConfigError(f"task.sample: {self.opts.sample} is more than the {len(keep)} distinct tweets of {path}")
+        parts = split_80_10_10(sorted(keep), self.SPLIT_SEED, self.opts.sample)
         below, unrated = getattr(self, "_below", 0), getattr(self, "_unrated", 0)
         if self.opts.min_confidence > 0 and unrated:
             log.info("%s: %s: %d rows have no confidence and are kept (task.min_confidence cannot filter them)",
@@ -129,6 +122,6 @@ class TweetSentiment(CustomClassification):
         log.info("%s: %s: %d rows%s; %d repeats of a text dropped, and %d rows whose copies disagree on the "
                  "label; %d tweets%s: train %d, dev %d, test %d", self.name, path, len(rows) + below,
                  f" ({below} below task.min_confidence={self.opts.min_confidence} dropped)" if below else "",
-                 repeats, disagreeing, len(order), f" (task.sample of {len(keep)})" if self.opts.sample else "",
+                 repeats, disagreeing, sum(map(len, parts.values())), f" (task.sample of {len(keep)})" if self.opts.sample else "",
                  len(parts["train"]), len(parts["dev"]), len(parts["test"]))
-        return {split: [rows[i] for i in sorted(idx)] for split, idx in parts.items()}
+        return {split: [rows[i] for i in idx] for split, idx in parts.items()}
