@@ -84,6 +84,9 @@ def test_json_config(tmp_path):
     (["prompt.length=-1"], "prompt.length"),
     (["prompt.length=0"], "prompt.length: must be >= 1"),
     (["prompt.layers=[]"], "prompt.layers: must name at least one layer"),
+    (["prompt.reparam_lr_scale=0"], "prompt.reparam_lr_scale: must be a finite number > 0"),
+    (["prompt.reparam_lr_scale=nan"], "prompt.reparam_lr_scale: must be a finite number > 0"),
+    (["prompt.reparam_lr_scale=inf"], "prompt.reparam_lr_scale: must be a finite number > 0"),
     (["prompt"], "expected key=value"),
     (["task.name=squad", "task.train_file=a.json", "task.train_files=[b.json]"], "task.train_files: set task.train_file"),
 ])

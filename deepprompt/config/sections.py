@@ -38,6 +38,12 @@ class PromptConfig:
     """prefix: produce the prefix through Embedding(P,h) -> Linear(h,r) -> tanh -> Linear(r, L*2*h)."""
     reparam_hidden: int = 512
     """prefix: the reparameterisation's hidden size r."""
+    reparam_lr_scale: float = 0.01
+    """prefix with reparam: the MLP trains at train.lr x this (the prefix embedding and the heads at
+    train.lr). Adam moves every weight by about the learning rate per step and each prefix value sums
+    r of them, so at one rate the MLP's prefix moves ~r/3 times faster than a raw one: on WNUT-16 at
+    lr 1e-2, r = 512, scale 1 and 0.2 blew the prefix up and gave F1 0, 0.05 and 0.01 trained
+    (docs/benchmarks.md, "Reparameterisation")."""
     dropout: float = 0.1
     """Dropout applied to the prompt/prefix before it enters the backbone."""
     layers: list[int] | None = None
@@ -60,6 +66,8 @@ class PromptConfig:
             raise ConfigError(f"prompt.dropout: must be in [0, 1), got {self.dropout}")
         if self.reparam_hidden <= 0:
             raise ConfigError(f"prompt.reparam_hidden: must be > 0, got {self.reparam_hidden}")
+        if not 0.0 < self.reparam_lr_scale < float("inf"):
+            raise ConfigError(f"prompt.reparam_lr_scale: must be a finite number > 0, got {self.reparam_lr_scale}")
         if self.method != "finetune" and self.length < 1:
             raise ConfigError(f"prompt.length: must be >= 1 for method {self.method!r}, got {self.length}")
         if self.layers is not None and not self.layers:

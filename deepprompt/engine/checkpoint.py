@@ -341,6 +341,10 @@ def load(engine, model, path: Path) -> dict:
     if comm.rank() == 0:
         payload = (load_safetensors(path / TENSORS, ConfigError), read_state(path))
     tensors, state = comm.broadcast_object(payload)
+    sched, saved = engine.lr_scheduler, len((state.get("lr_scheduler") or {}).get("base_lrs", ()))
+    if sched is not None and state.get("lr_scheduler") is not None and saved != len(sched.optimizer.param_groups):
+        raise ConfigError(f"{path}: was saved with {saved} optimizer group(s), this run has {len(sched.optimizer.param_groups)}"
+                          f" (a prompt.reparam MLP trains in a group of its own since prompt.reparam_lr_scale); start afresh")
     import deepspeed
 
     _ensure_optimizer_state(engine)
@@ -358,7 +362,6 @@ def load(engine, model, path: Path) -> dict:
         for key in MOMENTS:
             _set_full(engine, p, key, tensors[f"{key}/{name}"])
     _set_optimizer_step_count(engine, state["optimizer_steps"])
-    sched = engine.lr_scheduler
     if sched is not None and state.get("lr_scheduler") is not None:
         sched.load_state_dict(state["lr_scheduler"])
         # load_state_dict restores the schedule's position, not the rate the optimizer will use next

@@ -250,8 +250,8 @@ def build(run: RunConfig, ds: dict, tasks: list[Task], backbone: Backbone, init=
     prompt.to(dtype)
     model.heads.to(dtype)
 
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=run.train.lr, weight_decay=run.train.weight_decay)
+    optimizer = torch.optim.AdamW(param_groups(model, run.train.lr), lr=run.train.lr,
+                                  weight_decay=run.train.weight_decay)
     tr = run.train  # max_steps resolved (train.epochs: by the trainer, from the data)
     scheduler = schedules.build(optimizer, tr.lr_scheduler, tr.lr, tr.warmup_ratio, tr.max_steps, tr.lr_scheduler_kwargs)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
@@ -260,6 +260,20 @@ def build(run: RunConfig, ds: dict, tasks: list[Task], backbone: Backbone, init=
     total, n_trainable = count_params(model)
     return Built(engine=engine, model=model, adapter=adapter, ds_config=ds, precision=precision,
                  total_params=total, trainable_params=n_trainable)
+
+
+def param_groups(model: nn.Module, lr: float) -> list[dict]:
+    """The optimizer's groups: every trainable parameter at ``lr`` (the first group, in model order),
+    then one group per other rate the prompt method asks for (``PromptMethod.lr_scales``). The
+    schedule (a LambdaLR) scales each group's own rate. A run whose prompt asks for none has one group."""
+    scaled: dict[float, list[nn.Parameter]] = {}
+    for factor, params in model.prompt.lr_scales():
+        if factor != 1.0:
+            scaled.setdefault(factor, []).extend(p for p in params if p.requires_grad)
+    apart = {id(p) for params in scaled.values() for p in params}
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad and id(p) not in apart]}]
+    groups += [{"params": params, "lr": lr * factor} for factor, params in scaled.items() if params]
+    return groups
 
 
 def check_zero3_recompute_of_frozen_params() -> None:

@@ -46,5 +46,10 @@ class PromptMethod(nn.Module):
         """Trainable prompt parameters by formula (tests hold the modules to it)."""
         raise NotImplementedError
 
+    def lr_scales(self) -> list[tuple[float, list[nn.Parameter]]]:
+        """(factor of train.lr, parameters) for those of this method's parameters that must train at
+        another rate than train.lr; the optimizer gives each its own group. Default: none."""
+        return []
+
     def forward(self, batch_size: int) -> PromptOutput:  # pragma: no cover - interface
         raise NotImplementedError

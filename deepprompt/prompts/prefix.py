@@ -48,6 +48,10 @@ class DeepPrefix(PromptMethod):
             return cfg.length * spec.hidden + (spec.hidden * r + r) + (r * width + width)
         return cfg.length * width
 
+    def lr_scales(self) -> list[tuple[float, list[nn.Parameter]]]:
+        """The MLP at train.lr x prompt.reparam_lr_scale (why: that key's docstring)."""
+        return [] if self.reparam is None else [(self.cfg.reparam_lr_scale, list(self.reparam.parameters()))]
+
     def table(self) -> torch.Tensor:
         """[P, layers * 2 * kv_width]: row p holds token p's (layer, key/value, kv head, head_dim) values,
         after the reparameterisation if any (PEFT's ``prompt_embeddings`` layout, ``peft_export.py``)."""

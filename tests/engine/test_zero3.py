@@ -84,3 +84,53 @@ def test_bf16_zero3_reduces_the_trainable_gradients_in_fp32(tmp_path):
     assert built.precision == "bf16"
     assert built.engine.optimizer.communication_data_type == torch.float32
     train_steps(built, task, 2)
+
+
+# ----------------------------------------------------------------------------- a reparameterised prefix
+
+def test_the_reparam_mlp_trains_at_its_own_rate_and_everything_else_at_train_lr(tmp_path):
+    """Adam's first step moves every weight with a gradient by its group's rate (|m / sqrt(v)| = 1):
+    the MLP's by train.lr x prompt.reparam_lr_scale, the prefix embedding and the head by train.lr;
+    the schedule keeps the ratio at every step."""
+    path = save_tiny_bert(tmp_path / "bert")
+    _, built, task = build_zero3(path, "prompt.reparam=true", "prompt.reparam_hidden=16", "prompt.dropout=0",
+                                 "train.lr=1e-2", "prompt.reparam_lr_scale=0.1", "train.warmup_ratio=0")
+    model = built.model
+    groups = built.engine.optimizer.fp16_groups  # ZeRO-3's param_groups hold its flat partitions
+    mlp = {id(p) for p in model.prompt.reparam.parameters()}
+    assert [{id(p) for p in g} for g in groups[1:]] == [mlp]
+    assert sum(len(g) for g in groups) == len([p for p in model.parameters() if p.requires_grad])
+    lr = built.engine.get_lr()
+    assert lr == pytest.approx([1e-2, 1e-3])
+    before = {**_gathered(model.prompt), **_gathered(model.heads)}
+    train_steps(built, task, 1)
+    after = {**_gathered(model.prompt), **_gathered(model.heads)}
+    for name, value in after.items():
+        step = (value - before[name]).abs().max().item()
+        assert step == pytest.approx(1e-3 if name.startswith("reparam.") else 1e-2, rel=1e-3), name
+    train_steps(built, task, 3)
+    now = built.engine.get_lr()
+    assert now[0] < lr[0] and now[1] == pytest.approx(0.1 * now[0])
+
+
+def test_a_raw_prefix_keeps_one_optimizer_group(tmp_path):
+    _, built, _ = build_zero3(save_tiny_bert(tmp_path / "bert"), "prompt.reparam_lr_scale=0.1")
+    assert len(built.engine.optimizer.param_groups) == 1
+
+
+def test_a_checkpoint_with_other_optimizer_groups_is_refused_in_one_line(tmp_path):
+    """A reparameterised run saved before the MLP had a group of its own (one group) cannot resume
+    into two: the moments were made at another rate."""
+    from deepprompt.engine import checkpoint
+    from deepprompt.errors import ConfigError
+
+    path = save_tiny_bert(tmp_path / "bert")
+    reparam = ("prompt.reparam=true", "prompt.reparam_hidden=16", f"output_dir={tmp_path / 'run'}")
+    run, built, task = build_zero3(path, *reparam, "prompt.reparam_lr_scale=1")
+    assert len(built.engine.optimizer.param_groups) == 1
+    train_steps(built, task, 1)
+    saved = checkpoint.save(built.engine, built.model, run, 1, {}, keep=1)
+    _, built, _ = build_zero3(path, *reparam)
+    with pytest.raises(ConfigError) as e:
+        checkpoint.load(built.engine, built.model, saved)
+    assert "saved with 1 optimizer group(s), this run has 2" in str(e.value) and "\n" not in str(e.value)
