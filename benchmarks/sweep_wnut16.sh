@@ -19,14 +19,16 @@ wnut16() {
   # the best 2 at the 600-step budget on 3 fresh seeds x 3 folds; chosen on dev only (LAST).
   # P-Tuning v2: lr, length, reparam (+ its hidden size), prefix dropout. 16 trials, then 20: the median pruner
   # (trials 7-10) stopped configurations on noise, so the pruner became the 25th percentile and those four were
-  # queued again (docs/benchmarks.md, the issue-19 section).
+  # queued again (docs/benchmarks.md, the issue-19 section). Then 22: every reparameterised trial up to 25 ran
+  # before prompt.reparam_lr_scale existed and collapsed (the MLP at train.lr blows the prefix up), so the
+  # configurations of trials 15 and 3 were queued again with the MLP at its own rate.
   # ~16 trials x 3 folds x ~4.5 min (300 steps + 6 evals of ~400 sentences) = 3.6 h, ~2.5 h with pruning;
   # confirmation 2 x 9 runs x ~8.5 min = 2.5 h.
   $SWEEP --dir runs/sweep/wnut16_prefix --config launcher/configs/wnut16.yaml \
     --space 'train.lr=loguniform(3e-3,1e-1)' --space 'prompt.length=choice(16,32,64,128)' \
     --space 'prompt.reparam=choice(false,true)' --space 'prompt.reparam_hidden=choice(128,512)' \
     --space 'prompt.dropout=uniform(0.0,0.3)' \
-    --seeds 42 --folds 3 --trials 20 --startup-trials 6 --prune-startup 4 --prune-warmup 100 --prune-percentile 25 \
+    --seeds 42 --folds 3 --trials 22 --startup-trials 6 --prune-startup 4 --prune-warmup 100 --prune-percentile 25 \
     --confirm-top 2 --confirm-seeds 45,46,47 --confirm-set train.max_steps=600 \
     train.max_steps=300 train.eval_every=50 train.save_every=100
   # Fine-tuning: lr only. 6 trials x 3 folds x ~10 min = 3 h (~2.3 h pruned); confirmation 9 runs x ~20 min = 3 h.
