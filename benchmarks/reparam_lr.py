@@ -5,7 +5,7 @@ prefix at the same ``train.lr``.
 
 Adam moves every weight by about the learning rate per step, whatever its gradient's size. A raw
 prefix value is one weight; a reparameterised one is a sum over the MLP's r hidden units, so at one
-rate it moves ~r/3 times faster, the keys and values grow until attention sees little but the
+rate it can move up to r times faster, the keys and values grow until attention sees little but the
 prefix, and the tagger falls back to the majority label. Each row is one real launcher run (2 ranks,
 ZeRO-3) on WNUT-16, fold ``--fold`` of 3, seed 42; runs whose results.json exists are reused.
 

@@ -41,7 +41,7 @@ class PromptConfig:
     reparam_lr_scale: float = 0.01
     """prefix with reparam: the MLP trains at train.lr x this (the prefix embedding and the heads at
     train.lr). Adam moves every weight by about the learning rate per step and each prefix value sums
-    r of them, so at one rate the MLP's prefix moves ~r/3 times faster than a raw one: on WNUT-16 at
+    r of them, so at one rate the MLP's prefix can move up to r times faster than a raw one: on WNUT-16 at
     lr 1e-2, r = 512, scale 1 and 0.2 blew the prefix up and gave F1 0, 0.05 and 0.01 trained
     (docs/benchmarks.md, "Reparameterisation")."""
     dropout: float = 0.1
