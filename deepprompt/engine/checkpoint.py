@@ -344,7 +344,7 @@ def load(engine, model, path: Path) -> dict:
     sched, saved = engine.lr_scheduler, len((state.get("lr_scheduler") or {}).get("base_lrs", ()))
     if sched is not None and state.get("lr_scheduler") is not None and saved != len(sched.optimizer.param_groups):
         raise ConfigError(f"{path}: was saved with {saved} optimizer group(s), this run has {len(sched.optimizer.param_groups)}"
-                          f" (a prompt.reparam MLP trains in a group of its own since prompt.reparam_lr_scale); start afresh")
+                          f" (a prompt.reparam MLP has its own, prompt.reparam_lr_scale); start fresh with train.resume=never")
     import deepspeed
 
     _ensure_optimizer_state(engine)
