@@ -25,8 +25,10 @@ from deepprompt.sweep import runs as R
 def final_runs(sweep_dir: Path) -> tuple[dict, list[dict]]:
     report = json.loads((sweep_dir / "report" / "report.json").read_text())
     chosen = next((c for c in report["confirmed"] if c["number"] == report["final"]), None)
-    if chosen is None or len(chosen["runs"]) < chosen["expected_runs"]:
-        sys.exit(f"sweep_compare: {sweep_dir}: no complete confirmation of the final trial yet")
+    if chosen is None or report.get("final_by") != "confirmation":
+        runs = report.get("confirmation_runs", {})
+        sys.exit(f"sweep_compare: {sweep_dir}: the confirmation is not complete yet "
+                 f"({runs.get('done', 0)} of {runs.get('planned', 0)} runs)")
     return report, chosen["runs"]
 
 

@@ -50,17 +50,21 @@ def gather(sweep) -> dict:
         confirmed.append({"number": r["number"], "params": r["params"], "runs": per_run,
                           "expected_runs": len(cfg.plan(cfg.confirm_seeds)),
                           "scores": R.aggregate([x["scores"] for x in per_run]) if per_run else None})
-    final = None
-    done = [c for c in confirmed if c["scores"] and len(c["runs"]) == c["expected_runs"]]
-    if done:  # among the confirmed, by their dev on the fresh seeds
-        final = max(done, key=lambda c: (c["scores"][cfg.select]["dev"][0], -c["number"]))["number"]
+    final, final_by = None, None
+    # chosen among the confirmed (by their dev on the fresh seeds) only once ALL of them are: until
+    # then one that is done, or partly done, would be compared with one that has not run yet
+    have, planned = sum(len(c["runs"]) for c in confirmed), sum(c["expected_runs"] for c in confirmed)
+    if confirmed and have == planned:
+        final = max(confirmed, key=lambda c: (c["scores"][cfg.select]["dev"][0], -c["number"]))["number"]
+        final_by = "confirmation"
     elif complete:
-        final = complete[0]["number"]
+        final, final_by = complete[0]["number"], "search"
     return {"dir": str(sweep.dir), "definition": cfg.definition(), "trials_asked": cfg.trials,
             "select": cfg.select, "sampler": cfg.sampler, "pruner": _pruner(cfg.prune_percentile) if cfg.prune else None,
             "counts": {s: sum(r["state"] == s for r in rows) for s in ("complete", "pruned", "fail", "running")},
             "trials": rows, "ranking": [r["number"] for r in complete], "search_winner":
-            complete[0]["number"] if complete else None, "confirmed": confirmed, "final": final}
+            complete[0]["number"] if complete else None, "confirmed": confirmed, "final": final, "final_by": final_by,
+            "confirmation_runs": {"done": have, "planned": planned}, "provisional": bool(confirmed) and have < planned}
 
 
 def _fmt(ms, n: int) -> str:
@@ -123,8 +127,11 @@ def markdown(data: dict, keys: list[str]) -> str:
             lines += ["| | dev | test |", "|---|---|---|"] + [
                 f"| {LABEL[w]} | {_fmt(s[w].get('dev'), n)} | {_fmt(s[w].get('test'), n)} |" for w in R.WHICH] + [""]
     if data["final"] is not None:
-        lines += ["", f"**Chosen: trial {data['final']}** ({'by dev on the fresh seeds among the confirmed' if data['confirmed'] and any(c['scores'] for c in data['confirmed']) else 'by search dev'}); "
-                  "its run config: `winner.yaml`."]
+        runs = data["confirmation_runs"]
+        how = ("by dev on the fresh seeds among the confirmed" if data["final_by"] == "confirmation" else "by search dev"
+               + (f"; provisional: the confirmation has {runs['done']} of its {runs['planned']} runs"
+                  if data["provisional"] else ""))
+        lines += ["", f"**Chosen: trial {data['final']}** ({how}); its run config: `winner.yaml`."]
     lines += ["", "Plots: `history.png` (value per trial and the running best), " +
               ", ".join(f"`score_{_safe(k)}.png`" for k in keys) + " (value against each searched key).", ""]
     return "\n".join(lines)
@@ -225,7 +232,8 @@ def write_report(sweep) -> Path:
         cfg = winner_config(sweep, data["final"])
         row = next(r for r in data["trials"] if r["number"] == data["final"])
         head = (f"# deepprompt sweep {sweep.dir}: trial {data['final']}, chosen on {LABEL[data['select']]} dev "
-                f"{row['value']:.2f} (mean of {len(row['runs'])} run(s)); report: {out / 'report.md'}\n")
+                f"{row['value']:.2f} (mean of {len(row['runs'])} run(s))"
+                f"{', provisional until the confirmation is done' if data['provisional'] else ''}; report: {out / 'report.md'}\n")
         _write(out / "winner.yaml", head + yaml.safe_dump(cfg, sort_keys=False))
         load_config(str(out / "winner.yaml"))  # it loads as it stands
     plots(data, sweep.dims, out)

@@ -136,3 +136,42 @@ def test_the_report_names_each_pruned_trials_pruner_and_a_queued_trials_note(tmp
     assert "pruned at step 100 of run 0 by the median (best so far 38.40)" in md  # pruned before the change
     assert "pruned at step 150 of run 0 by the 25th-percentile (best so far 0.00)" in md
     assert "- Trial 1: trial 0's configuration again, under the new pruner" in md
+
+
+def test_the_choice_among_the_confirmed_waits_until_all_of_them_ran(tmp_path):
+    """Trials 0 (search dev 45) and 1 (44) are confirmed on seed 45. While only trial 1 has run, the
+    choice stays the search's (trial 0), marked provisional, and sweep_compare would refuse; once both
+    ran, it is the better on the fresh seed (trial 1)."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    from deepprompt.sweep.settings import config_id
+
+    sweep = Sweep(SweepConfig(dir=str(tmp_path / "s"), space=["train.lr=loguniform(1e-3,1e-1)"], trials=2,
+                              confirm_seeds=[45], confirm_top=2))
+    lr = {"train.lr": FloatDistribution(1e-3, 1e-1, log=True)}
+
+    def results(dev):
+        scores = {"dev_f1": dev, "test_f1": dev - 1}
+        return {"tasks": {"wnut16": {"main_metric": "f1", "last": scores, "best_dev": {**scores, "step": 10}}}}
+
+    for value, rate in ((45.0, 0.01), (44.0, 0.02)):
+        sweep.study.add_trial(optuna.trial.create_trial(
+            params={"train.lr": rate}, distributions=lr, value=value,
+            user_attrs={"runs": [{"fold": None, "seed": 42, "scores": runs.scores(results(value))}]}))
+
+    def confirmed(rate, dev):
+        out = sweep.dir / "confirm" / config_id({"train.lr": rate}) / "all-seed45"
+        out.mkdir(parents=True)
+        (out / "results.json").write_text(json.dumps(results(dev)))
+
+    confirmed(0.02, 50.0)
+    report = sweep.report()
+    data = json.loads((report / "report.json").read_text())
+    assert (data["final"], data["final_by"], data["provisional"]) == (0, "search", True)
+    assert "**Chosen: trial 0** (by search dev; provisional: the confirmation has 1 of its 2 runs)" in (
+        report / "report.md").read_text()
+    assert "provisional until the confirmation is done" in (report / "winner.yaml").read_text().splitlines()[0]
+    confirmed(0.01, 48.0)
+    data = json.loads((sweep.report() / "report.json").read_text())
+    assert (data["final"], data["final_by"], data["provisional"]) == (1, "confirmation", False)
