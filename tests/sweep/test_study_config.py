@@ -1,12 +1,15 @@
 """The sweep's own settings and its score bookkeeping, without runs."""
 import argparse
 import json
+import subprocess
+import sys
 
 import pytest
 
 from deepprompt.errors import ConfigError
 from deepprompt.sweep import runs
 from deepprompt.sweep.study import Sweep, SweepConfig
+from tests.tiny import REPO
 
 
 @pytest.mark.parametrize("kw, says", [
@@ -172,6 +175,9 @@ def test_the_choice_among_the_confirmed_waits_until_all_of_them_ran(tmp_path):
     assert "**Chosen: trial 0** (by search dev; provisional: the confirmation has 1 of its 2 runs)" in (
         report / "report.md").read_text()
     assert "provisional until the confirmation is done" in (report / "winner.yaml").read_text().splitlines()[0]
+    compare = subprocess.run([sys.executable, "benchmarks/sweep_compare.py", "--name", "x", str(sweep.dir)],
+                             cwd=REPO, capture_output=True, text=True)
+    assert compare.returncode == 1 and "the confirmation is not complete yet (1 of 2 runs)" in compare.stderr
     confirmed(0.01, 48.0)
     data = json.loads((sweep.report() / "report.json").read_text())
     assert (data["final"], data["final_by"], data["provisional"]) == (1, "confirmation", False)
