@@ -341,9 +341,9 @@ def load(engine, model, path: Path) -> dict:
     if comm.rank() == 0:
         payload = (load_safetensors(path / TENSORS, ConfigError), read_state(path))
     tensors, state = comm.broadcast_object(payload)
-    sched, saved = engine.lr_scheduler, len((state.get("lr_scheduler") or {}).get("base_lrs", ()))
-    if sched is not None and state.get("lr_scheduler") is not None and saved != len(sched.optimizer.param_groups):
-        raise ConfigError(f"{path}: was saved with {saved} optimizer group(s), this run has {len(sched.optimizer.param_groups)}"
+    sched, saved = engine.lr_scheduler, state.get("lr_scheduler")
+    if sched is not None and saved is not None and len(saved.get("base_lrs", ())) != len(sched.optimizer.param_groups):
+        raise ConfigError(f"{path}: was saved with {len(saved.get('base_lrs', ()))} optimizer group(s), this run has {len(sched.optimizer.param_groups)}"
                           f" (a prompt.reparam MLP has its own, prompt.reparam_lr_scale); start fresh with train.resume=never")
     import deepspeed
 
@@ -362,8 +362,8 @@ def load(engine, model, path: Path) -> dict:
         for key in MOMENTS:
             _set_full(engine, p, key, tensors[f"{key}/{name}"])
     _set_optimizer_step_count(engine, state["optimizer_steps"])
-    if sched is not None and state.get("lr_scheduler") is not None:
-        sched.load_state_dict(state["lr_scheduler"])
+    if sched is not None and saved is not None:
+        sched.load_state_dict(saved)
         # load_state_dict restores the schedule's position, not the rate the optimizer will use next
         for group, lr in zip(sched.optimizer.param_groups, sched.get_last_lr()):
             group["lr"] = lr
