@@ -8,6 +8,7 @@ real run) and returns ``(model, adapter)``.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -19,8 +20,14 @@ import deepprompt.models.backbones  # noqa: F401  (registers the backbone famili
 import deepprompt.prompts  # noqa: F401  (registers the prompt methods)
 from deepprompt.registry import BACKBONES
 
-# Encoded features are cached per test session (launched runs inherit it), never in the user's home.
-os.environ["DEEPPROMPT_CACHE"] = tempfile.mkdtemp(prefix="deepprompt-cache-")
+# Encoded features are cached per test session (launched runs inherit it), never in the user's home,
+# and the cache goes when the session ends (one per session piled up in /tmp before).
+_CACHE_DIR = tempfile.mkdtemp(prefix="deepprompt-cache-")
+os.environ["DEEPPROMPT_CACHE"] = _CACHE_DIR
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(_CACHE_DIR, ignore_errors=True)
 
 # The models here are tiny: intra-op threads only add contention (100x slower on a busy 2-core box).
 torch.set_num_threads(1)
