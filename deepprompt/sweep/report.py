@@ -55,8 +55,13 @@ def gather(sweep) -> dict:
     # then one that is done, or partly done, would be compared with one that has not run yet
     have, planned = sum(len(c["runs"]) for c in confirmed), sum(c["expected_runs"] for c in confirmed)
     if confirmed and have == planned:
-        final = max(confirmed, key=lambda c: (c["scores"][cfg.select]["dev"][0], -c["number"]))["number"]
-        final_by = "confirmation"
+        chosen = max(confirmed, key=lambda c: (c["scores"][cfg.select]["dev"][0], -c["number"]))
+        final, final_by = chosen["number"], "confirmation"
+        # how far the choice rests on noise: the chosen minus each other confirmed trial, paired by
+        # (fold, seed) on the fresh seeds (None with fewer than 2 pairs)
+        for c in confirmed:
+            if c is not chosen:
+                c["chosen_minus_this_dev_paired"] = R.paired_difference(chosen["runs"], c["runs"], cfg.select, "dev")
     elif complete:
         final, final_by = complete[0]["number"], "search"
     return {"dir": str(sweep.dir), "definition": cfg.definition(), "trials_asked": cfg.trials,
@@ -132,6 +137,13 @@ def markdown(data: dict, keys: list[str]) -> str:
                + (f"; provisional: the confirmation has {runs['done']} of its {runs['planned']} runs"
                   if data["provisional"] else ""))
         lines += ["", f"**Chosen: trial {data['final']}** ({how}); its run config: `winner.yaml`."]
+        for c in data["confirmed"]:
+            p = c.get("chosen_minus_this_dev_paired")
+            if p:
+                lo, hi = p["ci95"]
+                lines.append(f"- Trial {data['final']} − trial {c['number']}, {LABEL[sel]} dev on the fresh seeds, paired "
+                             f"over {p['n']} (fold, seed) runs: {p['mean']:+.2f} (95 % interval {lo:+.2f} … {hi:+.2f})" +
+                             ("; the interval holds 0: the two are not told apart at this size" if lo <= 0 <= hi else ""))
     lines += ["", "Plots: `history.png` (value per trial and the running best), " +
               ", ".join(f"`score_{_safe(k)}.png`" for k in keys) + " (value against each searched key).", ""]
     return "\n".join(lines)

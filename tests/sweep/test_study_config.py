@@ -181,3 +181,37 @@ def test_the_choice_among_the_confirmed_waits_until_all_of_them_ran(tmp_path):
     confirmed(0.01, 48.0)
     data = json.loads((sweep.report() / "report.json").read_text())
     assert (data["final"], data["final_by"], data["provisional"]) == (1, "confirmation", False)
+
+
+def test_the_report_says_how_far_the_confirmed_choice_rests_on_noise(tmp_path):
+    """Trials 0 and 1 confirmed on seeds 45 and 46: 50/52 and 49/50 LAST dev. The choice (trial 0)
+    minus trial 1, paired by seed: differences 1 and 2, mean 1.5, s.e. 0.5, t(0.975, 1) = 12.706,
+    so the 95 % interval is 1.5 ± 6.35, which holds 0."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    from deepprompt.sweep.settings import config_id
+
+    sweep = Sweep(SweepConfig(dir=str(tmp_path / "s"), space=["train.lr=loguniform(1e-3,1e-1)"], trials=2,
+                              confirm_seeds=[45, 46], confirm_top=2))
+    lr = {"train.lr": FloatDistribution(1e-3, 1e-1, log=True)}
+
+    def results(dev):
+        scores = {"dev_f1": dev, "test_f1": dev - 1}
+        return {"tasks": {"wnut16": {"main_metric": "f1", "last": scores, "best_dev": {**scores, "step": 10}}}}
+
+    for value, rate, devs in ((45.0, 0.01, (50.0, 52.0)), (44.0, 0.02, (49.0, 50.0))):
+        sweep.study.add_trial(optuna.trial.create_trial(
+            params={"train.lr": rate}, distributions=lr, value=value,
+            user_attrs={"runs": [{"fold": None, "seed": 42, "scores": runs.scores(results(value))}]}))
+        for seed, dev in zip((45, 46), devs):
+            out = sweep.dir / "confirm" / config_id({"train.lr": rate}) / f"all-seed{seed}"
+            out.mkdir(parents=True)
+            (out / "results.json").write_text(json.dumps(results(dev)))
+    report = sweep.report()
+    paired = json.loads((report / "report.json").read_text())["confirmed"][1]["chosen_minus_this_dev_paired"]
+    assert paired["n"] == 2 and paired["mean"] == pytest.approx(1.5) and paired["se"] == pytest.approx(0.5)
+    assert paired["ci95"] == pytest.approx([1.5 - 6.353, 1.5 + 6.353], abs=1e-3)
+    assert ("- Trial 0 − trial 1, LAST dev on the fresh seeds, paired over 2 (fold, seed) runs: +1.50 "
+            "(95 % interval -4.85 … +7.85); the interval holds 0: the two are not told apart at this size") in (
+        report / "report.md").read_text()
