@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import gzip
 import io
+import json
 import os
 import zlib
 from collections.abc import Iterator
@@ -57,6 +58,31 @@ def read_bytes(path: str | os.PathLike, error: ErrorType = DataError) -> bytes:
 def read_text(path: str | os.PathLike, error: ErrorType = DataError) -> str:
     """The whole file as text: UTF-8, byte-order mark dropped, ``.gz`` decompressed."""
     return decode(read_bytes(path, error), path, error)
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def load_json(text: str, where: str | os.PathLike, error: ErrorType = DataError):
+    """``json.loads`` of a file's text; invalid JSON, or a key given twice in one object (``json``
+    would keep the last and drop the first without a word), is one ``error`` line naming ``where``."""
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as e:
+        raise error(f"{where}:{e.lineno}: not valid JSON: {e.msg}") from None
+    except _DuplicateKey as e:
+        raise error(f"{where}: not valid JSON: key {e.args[0]!r} is given twice in one object "
+                    f"(only the last would count); keep one") from None
 
 
 def text_lines(path: str | os.PathLike, error: ErrorType = DataError, newline: str | None = None) -> Iterator[str]:

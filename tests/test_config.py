@@ -85,8 +85,13 @@ def test_json_config(tmp_path):
     (["prompt.length=0"], "prompt.length: must be >= 1"),
     (["prompt.layers=[]"], "prompt.layers: must name at least one layer"),
     (["prompt.reparam_lr_scale=0"], "prompt.reparam_lr_scale: must be a finite number > 0"),
-    (["prompt.reparam_lr_scale=nan"], "prompt.reparam_lr_scale: must be a finite number > 0"),
-    (["prompt.reparam_lr_scale=inf"], "prompt.reparam_lr_scale: must be a finite number > 0"),
+    (["prompt.reparam_lr_scale=nan"], "prompt.reparam_lr_scale: expected a finite number, got 'nan'"),
+    (["prompt.reparam_lr_scale=inf"], "prompt.reparam_lr_scale: expected a finite number, got 'inf'"),
+    (["prompt.encoder_hidden=0"], "prompt.encoder_hidden: must be > 0"),
+    (["task.head_dropout=1.5"], "task.head_dropout: must be in [0, 1)"),
+    (["task.max_train_examples=0"], "task.max_train_examples: must be >= 1"),
+    (["train.weight_decay=-0.1"], "train.weight_decay: must be >= 0"),
+    (["train.max_grad_norm=-1"], "train.max_grad_norm: must be >= 0"),
     (["prompt"], "expected key=value"),
     (["task.name=squad", "task.train_file=a.json", "task.train_files=[b.json]"], "task.train_files: set task.train_file"),
 ])
@@ -258,3 +263,71 @@ def test_an_empty_config_file_runs_the_default_job_and_says_so(tmp_path, caplog)
             assert load_config(str(f)) == load_config()
         assert [r.getMessage() for r in caplog.records] == [
             f"{f}: the config file is empty: running the embedded default job (plus any key=value overrides)"]
+
+
+# ------------------------------------------------------------------------------ no value silently lost
+
+@pytest.mark.parametrize("text, line, key", [
+    ("train:\n  lr: 0.1\n  seed: 3\n  lr: 0.2\n", 4, "lr"),  # in a section
+    ("train:\n  lr: 0.1\nprompt:\n  length: 8\ntrain:\n  seed: 3\n", 5, "train"),  # a section twice
+    ("train: {lr: 0.1, lr: 0.2}\n", 1, "lr"),  # in a flow mapping
+    ("tasks:\n  - {name: a, fold: 0}\n  - name: b\n    fold: 1\n    fold: 2\n", 5, "fold"),  # in a list entry
+])
+def test_a_key_given_twice_in_a_yaml_file_names_file_and_line(tmp_path, text, line, key):
+    f = tmp_path / "run.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(str(f))
+    assert str(e.value).startswith(f"{f}:{line}: not valid YAML: {key!r} is given twice (first on line ")
+
+
+def test_a_merge_keys_values_may_still_be_overridden(tmp_path):
+    f = tmp_path / "run.yaml"
+    f.write_text("tasks:\n  - &ner {name: wnut16, max_seq_length: 64}\n  - <<: *ner\n    name: other\n")
+    assert [(t.name, t.max_seq_length) for t in load_config(str(f)).tasks] == [("wnut16", 64), ("other", 64)]
+
+
+def test_a_key_given_twice_in_a_json_file_or_an_override_value_is_one_line(tmp_path):
+    f = tmp_path / "run.json"
+    f.write_text('{"train": {"lr": 0.1, "seed": 3, "lr": 0.2}}')
+    with pytest.raises(ConfigError, match=r"run\.json: not valid JSON: key 'lr' is given twice in one object"):
+        load_config(str(f))
+    with pytest.raises(ConfigError, match=r"^train\.lr_scheduler_kwargs: 'power' is given twice in "):
+        load_config(None, ["train.lr_scheduler_kwargs={power: 1, power: 2}"])
+
+
+@pytest.mark.parametrize("text, overrides, message", [
+    ("train:\n  lr: .nan\n", [], "train.lr: expected a finite number, got nan"),
+    ("train:\n  dist_timeout_s: .inf\n", [], "train.dist_timeout_s: expected a finite number, got inf"),
+    (None, ["train.lr=inf"], "train.lr: expected a finite number, got 'inf'"),
+    (None, ["train.weight_decay=1e400"], "train.weight_decay: expected a finite number, got '1e400'"),
+    (None, ["train.max_steps=null", "train.epochs=.inf"], "train.epochs: expected a finite number, got inf"),
+    (None, ["mixer.policy=weights", "mixer.weights={wnut16: .nan}"], "mixer.weights.wnut16: expected a finite number"),
+    (None, ["train.lr=1" + "0" * 400], "train.lr: expected float, got 1000"),  # too large for a float
+    ('{"train": {"max_grad_norm": NaN}}', [], "train.max_grad_norm: expected a finite number, got nan"),
+])
+def test_a_number_that_is_not_finite_is_refused_naming_the_key(tmp_path, text, overrides, message):
+    path = None
+    if text is not None:
+        path = tmp_path / ("run.json" if text.startswith("{") else "run.yaml")
+        path.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(path and str(path), overrides)
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("item, why", [("=3", "no key before ="), (" = 3", "no key before ="),
+                                       ("train..lr=1", "an empty name in the key"), (".lr=1", "an empty name in the key"),
+                                       ("train.=1", "an empty name in the key")])
+def test_an_override_with_an_empty_key_names_the_override(item, why):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [item])
+    assert str(e.value) == f"override {item!r}: {why} (expected key=value, e.g. prompt.length=16)"
+
+
+def test_a_mapping_override_merges_into_earlier_overrides_of_that_section():
+    cfg = load_config(None, ["train.seed=3", "train={lr: 0.1}", "train.lr_scheduler=polynomial",
+                             "train.lr_scheduler_kwargs={power: 2}", "train.lr_scheduler_kwargs={lr_end: 1e-5}"])
+    assert (cfg.train.seed, cfg.train.lr) == (3, 0.1)  # train.seed=3 was dropped before
+    assert cfg.train.lr_scheduler_kwargs == {"power": 2.0, "lr_end": 1e-5}
+    assert load_config(None, ["train.lr=0.1", "train.lr=0.2"]).train.lr == 0.2  # the same key: the last one counts

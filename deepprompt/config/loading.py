@@ -6,6 +6,7 @@ import dataclasses
 import difflib
 import json
 import logging
+import math
 import os
 import typing
 from pathlib import Path
@@ -14,9 +15,41 @@ import yaml
 
 from deepprompt.config.sections import RunConfig
 from deepprompt.errors import ConfigError
-from deepprompt.fileio import read_text
+from deepprompt.fileio import load_json, read_text
 
 log = logging.getLogger("deepprompt")
+
+
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A key given twice in one YAML mapping."""
+
+    def __init__(self, key, first_line: int, mark):
+        super().__init__(None, None, f"{key!r} is given twice (first on line {first_line + 1}; only the last "
+                                     f"would count)", mark)
+        self.key = key
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.safe_load``, but a key given twice in one mapping is an error (PyYAML keeps the last
+    and drops the first without a word); a merge key's (``<<: *base``) keys may still be overridden."""
+
+    def construct_mapping(self, node, deep=False):
+        first: dict = {}
+        for key_node, _ in node.value if isinstance(node, yaml.MappingNode) else ():
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                if key in first:
+                    raise DuplicateKeyError(key, first[key], key_node.start_mark)
+                first[key] = key_node.start_mark.line
+            except TypeError:  # an unhashable key: PyYAML's own construct_mapping says so
+                pass
+        return super().construct_mapping(node, deep)
+
+
+def _yaml(text: str):
+    return yaml.load(text, _Loader)  # noqa: S506 - a SafeLoader
 
 
 def _build(cls, data: dict, prefix: str, also_known: tuple[str, ...] = (), owner: str = ""):
@@ -71,13 +104,15 @@ def _coerce(tp, value, key: str):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         return {_coerce(args[0], k, key): _coerce(args[1], v, f"{key}.{k}") for k, v in value.items()}
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if tp is float and isinstance(value, str):  # YAML 1.1 reads "3e-2" as a string
+    if tp is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
         try:
-            return float(value)
-        except ValueError:
-            pass
+            number = float(value)  # YAML 1.1 reads "3e-2" as a string
+        except (ValueError, OverflowError):
+            number = None
+        if number is not None:
+            if not math.isfinite(number):  # nan/inf would pass every range check below
+                raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+            return number
     if tp is bool and isinstance(value, bool):
         return value
     if tp in (int, str) and isinstance(value, tp) and not isinstance(value, bool):
@@ -96,7 +131,9 @@ def _set_dotted(tree: dict, dotted: str, value) -> None:
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
             raise ConfigError(f"{dotted}: {p} is not a section")
-    node[parts[-1]] = value
+    last = parts[-1]  # a mapping merges into what earlier overrides set, as it does into the file's
+    node[last] = _merge(node[last], value, f"{dotted}.") if isinstance(value, dict) and isinstance(node.get(last), dict) \
+        else value
 
 
 def parse_overrides(items: list[str]) -> dict:
@@ -104,12 +141,17 @@ def parse_overrides(items: list[str]) -> dict:
     for item in items:
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key=value (e.g. prompt.length=16)")
-        key, raw = item.split("=", 1)
+        key, raw = (s.strip() for s in item.split("=", 1))
+        if not all(key.split(".")):
+            raise ConfigError(f"override {item!r}: {'an empty name in the key' if key else 'no key before ='} "
+                              f"(expected key=value, e.g. prompt.length=16)")
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
+            value = _yaml(raw) if raw != "" else ""
+        except DuplicateKeyError as e:
+            raise ConfigError(f"{key}: {e.key!r} is given twice in {raw!r}") from None
         except yaml.YAMLError:
             value = raw
-        _set_dotted(tree, key.strip(), value)
+        _set_dotted(tree, key, value)
     return tree
 
 
@@ -162,12 +204,11 @@ def read_config_file(path: str | os.PathLike) -> dict:
         raise ConfigError(f"--config: file not found: {p}")
     text = read_text(p, ConfigError)
     try:
-        data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        data = load_json(text, p, ConfigError) if p.suffix == ".json" else _yaml(text)
+    except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else (f":{e.lineno}" if hasattr(e, "lineno") else "")
-        raise ConfigError(f"{p}{line}: not valid {'JSON' if p.suffix == '.json' else 'YAML'}: "
-                          f"{getattr(e, 'problem', None) or getattr(e, 'msg', e)}") from None
+        raise ConfigError(f"{p}{f':{mark.line + 1}' if mark is not None else ''}: not valid YAML: "
+                          f"{getattr(e, 'problem', None) or e}") from None
     if data is None or data == {}:
         log.warning("%s: the config file is empty: running the embedded default job (plus any key=value "
                     "overrides)", p)

@@ -66,6 +66,9 @@ class PromptConfig:
             raise ConfigError(f"prompt.dropout: must be in [0, 1), got {self.dropout}")
         if self.reparam_hidden <= 0:
             raise ConfigError(f"prompt.reparam_hidden: must be > 0, got {self.reparam_hidden}")
+        if self.encoder_hidden is not None and self.encoder_hidden <= 0:
+            raise ConfigError(f"prompt.encoder_hidden: must be > 0 (or null for the backbone's hidden size), got "
+                              f"{self.encoder_hidden}")
         if not 0.0 < self.reparam_lr_scale < float("inf"):
             raise ConfigError(f"prompt.reparam_lr_scale: must be a finite number > 0, got {self.reparam_lr_scale}")
         if self.method != "finetune" and self.length < 1:
@@ -131,6 +134,10 @@ class TaskConfig:
     def check(self) -> None:
         if self.max_seq_length < 8:
             raise ConfigError(f"task.max_seq_length: must be >= 8, got {self.max_seq_length}")
+        if not 0.0 <= self.head_dropout < 1.0:
+            raise ConfigError(f"task.head_dropout: must be in [0, 1), got {self.head_dropout}")
+        if self.max_train_examples is not None and self.max_train_examples < 1:
+            raise ConfigError(f"task.max_train_examples: must be >= 1 (or null for all), got {self.max_train_examples}")
         if self.formulation not in ("classification", "cloze"):
             raise ConfigError(f"task.formulation: must be classification or cloze, got {self.formulation!r}")
         if self.folds is not None and self.folds < 2:
@@ -207,7 +214,7 @@ class TrainConfig:
     for cosine_with_restarts, {lr_end: 1e-5, power: 2} for polynomial, {min_lr_rate: 0.1} for
     cosine_with_min_lr."""
     max_grad_norm: float = 1.0
-    """Gradient clipping; fills the DeepSpeed gradient_clipping "auto"."""
+    """Gradient clipping (0 = none); fills the DeepSpeed gradient_clipping "auto"."""
     eval_every: int = 100
     """Evaluate on dev every N steps (and at the end); 0 = only at the end."""
     early_stopping_patience: int | None = None
@@ -254,7 +261,8 @@ class TrainConfig:
             raise ConfigError(f"train.warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
         if self.dist_timeout_s <= 0:
             raise ConfigError(f"train.dist_timeout_s: must be > 0, got {self.dist_timeout_s}")
-        for k in ("eval_every", "save_every", "save_every_minutes", "keep_checkpoints", "disk_margin"):
+        for k in ("weight_decay", "max_grad_norm", "eval_every", "save_every", "save_every_minutes", "keep_checkpoints",
+                  "disk_margin"):
             if getattr(self, k) < 0:
                 raise ConfigError(f"train.{k}: must be >= 0, got {getattr(self, k)}")
         if self.peak_tflops is not None and self.peak_tflops <= 0:
