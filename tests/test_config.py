@@ -331,3 +331,44 @@ def test_a_mapping_override_merges_into_earlier_overrides_of_that_section():
     assert (cfg.train.seed, cfg.train.lr) == (3, 0.1)  # train.seed=3 was dropped before
     assert cfg.train.lr_scheduler_kwargs == {"power": 2.0, "lr_end": 1e-5}
     assert load_config(None, ["train.lr=0.1", "train.lr=0.2"]).train.lr == 0.2  # the same key: the last one counts
+
+
+# ------------------------------------------------------------------------------ the DeepSpeed JSON
+
+@pytest.mark.parametrize("text, message", [
+    ('{"train_micro_batch_size_per_gpu": 8, "train_micro_batch_size_per_gpu": 16}',
+     "not valid JSON: key 'train_micro_batch_size_per_gpu' is given twice in one object"),
+    ('{"zero_optimisation": {"stage": 3}}', "zero_optimisation: not a DeepSpeed key, DeepSpeed would ignore it "
+                                            "(did you mean zero_optimization?)"),
+    ('{"train_micro_batch_size": 8}', "train_micro_batch_size: not a DeepSpeed key, DeepSpeed would ignore it "
+                                     "(did you mean train_micro_batch_size_per_gpu?)"),
+    ('{"bfloat16": {"enabled": true}}', "bfloat16: write it as bf16"),
+    ('{"zero_optimization": null}', "zero_optimization: expected an object, got None"),
+    ('{"bf16": "true"}', "bf16: expected an object, got 'true'"),
+    ('{"fp16": {"enabled": "yes"}}', "fp16.enabled: expected true, false or \"auto\", got 'yes'"),
+    ('{"zero_optimization": {"stage": "3"}}', "zero_optimization.stage: expected 0, 1, 2 or 3, got '3'"),
+    ('{"gradient_clipping": NaN}', "gradient_clipping: expected a number >= 0 or \"auto\", got nan"),
+    ('{"gradient_clipping": -1}', "gradient_clipping: expected a number >= 0 or \"auto\", got -1"),
+])
+def test_a_deepspeed_json_that_deepspeed_would_read_otherwise_is_one_line_naming_the_key(tmp_path, text, message):
+    f = tmp_path / "ds.json"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        read_ds_config(str(f))
+    assert str(e.value).startswith(f"{f}: {message}") and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("zero, message", [
+    ({"stage": 3, "stage3_prefetch_bucket": 5}, "zero_optimization.stage3_prefetch_bucket: extra inputs are not "
+                                                "permitted, got 5"),
+    ({"stage": 3, "offload_param": {"device": "gpu"}}, "zero_optimization.offload_param.device: input should be"),
+    ({"stage": 3, "reduce_bucket_size": "big"}, "zero_optimization.reduce_bucket_size: input should be a valid integer"),
+    ({"stage": 3, "zero_hpz_partition_size": "two"}, "zero_optimization.zero_hpz_partition_size: expected a positive "
+                                                     "integer or \"auto\", got 'two'"),
+])
+def test_the_zero_section_is_checked_by_deepspeeds_own_model_before_anything_loads(zero, message):
+    with pytest.raises(ConfigError) as e:
+        resolve_ds_config({"zero_optimization": zero}, load_config(), world_size=2, hidden=384, src="ds.json")
+    assert str(e.value).startswith(f"ds.json: {message}") and "\n" not in str(e.value)
+    ok = {"zero_optimization": {"stage": 3}, "seq_parallel_communication_data_type": "fp32", "_comment": "x"}
+    resolve_ds_config(ok, load_config(), world_size=2, hidden=384, src="ds.json")  # real DeepSpeed keys pass

@@ -7,9 +7,10 @@ in the JSON is filled from the run config, and every batch number is checked aga
 from __future__ import annotations
 
 import copy
+import difflib
 import hashlib
-import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from deepprompt import schedules
 from deepprompt.config import RunConfig, TrainConfig
 from deepprompt.engine import comm, layout
 from deepprompt.errors import ConfigError
-from deepprompt.fileio import read_text
+from deepprompt.fileio import load_json, read_text
 from deepprompt.models.assembly import assemble, head_specs
 from deepprompt.models.backbones import BackboneAdapter
 from deepprompt.models.loading import Backbone
@@ -36,13 +37,66 @@ def read_ds_config(path: str) -> dict:
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"--ds_config: file not found: {p}")
-    try:
-        data = json.loads(read_text(p, ConfigError))
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{p}:{e.lineno}: not valid JSON: {e.msg}") from None
+    data = load_json(read_text(p, ConfigError), p, ConfigError)
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a JSON object")
+    check_ds_keys(data, str(p))
     return data
+
+
+READ_KEYS = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping",
+             "communication_data_type", "steps_per_print", "bf16", "fp16", "zero_optimization")
+"""The DeepSpeed JSON's keys this package reads or fills."""
+SECTIONS = ("bf16", "fp16", "zero_optimization")
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_ds_keys(ds: dict, src: str) -> None:
+    """What DeepSpeed would ignore or read differently than this package, refused in one line: a
+    near miss of a key read here (DeepSpeed ignores a top-level key it does not know, so
+    ``zero_optimisation`` would silently train without ZeRO), ``bfloat16`` (DeepSpeed's old name,
+    which it ignores once ``bf16`` is set, as it is here), a section that is not an object, and
+    values this package decides by: ``stage``, ``enabled``, ``gradient_clipping``."""
+    from deepspeed.runtime import constants
+
+    known = set(READ_KEYS) | {v for k, v in vars(constants).items() if k.isupper() and isinstance(v, str)}
+    for key in ds:
+        close = difflib.get_close_matches(key, READ_KEYS, n=1, cutoff=0.75)
+        if key not in known and close and not key.startswith("_"):
+            raise ConfigError(f"{src}: {key}: not a DeepSpeed key, DeepSpeed would ignore it (did you mean {close[0]}?)")
+    if "bfloat16" in ds:
+        raise ConfigError(f"{src}: bfloat16: write it as bf16 (DeepSpeed ignores bfloat16 when bf16 is set, and "
+                          f"deepprompt always sets it)")
+    for key in SECTIONS:
+        if key in ds and not isinstance(ds[key], dict):
+            raise ConfigError(f"{src}: {key}: expected an object, got {ds[key]!r:.60}")
+    for key in ("bf16", "fp16"):
+        enabled = ds.get(key, {}).get("enabled", False)
+        if not isinstance(enabled, bool) and not _auto(enabled):
+            raise ConfigError(f"{src}: {key}.enabled: expected true, false or \"auto\", got {enabled!r}")
+    stage = ds.get("zero_optimization", {}).get("stage", 0)
+    if stage not in (0, 1, 2, 3) or not isinstance(stage, int) or isinstance(stage, bool):
+        raise ConfigError(f"{src}: zero_optimization.stage: expected 0, 1, 2 or 3, got {stage!r}")
+    clip = ds.get("gradient_clipping", "auto")
+    if not _auto(clip) and not (_number(clip) and clip >= 0):
+        raise ConfigError(f"{src}: gradient_clipping: expected a number >= 0 or \"auto\", got {clip!r}")
+
+
+def check_zero_section(zero: dict, src: str) -> None:
+    """The resolved ``zero_optimization`` checked by DeepSpeed's own model of it (its types, and no
+    key it does not know), here in one line instead of a pydantic dump once the model is built."""
+    import pydantic
+    from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
+
+    try:
+        DeepSpeedZeroConfig(**zero)
+    except pydantic.ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(x) for x in err["loc"])
+        raise ConfigError(f"{src}: zero_optimization.{where}: {err['msg'].lower()}, got {err.get('input')!r:.60}") from None
 
 
 def _auto(value) -> bool:
@@ -87,7 +141,7 @@ def resolve_ds_config(ds: dict, run: RunConfig, world_size: int, hidden: int, sr
                 f"micro batch {mb} x world size {world_size} = {mb * world_size} "
                 f"(set train.batch_size / train.micro_batch_size so that it is)")
         ga = tb // (mb * world_size)
-    if not isinstance(ga, int) or ga <= 0:
+    if not isinstance(ga, int) or isinstance(ga, bool) or ga <= 0:
         raise ConfigError(f"{src}: gradient_accumulation_steps must be a positive integer or \"auto\", got {ga!r}")
     if tb != mb * ga * world_size:
         raise ConfigError(
@@ -112,6 +166,7 @@ def resolve_ds_config(ds: dict, run: RunConfig, world_size: int, hidden: int, sr
     layout.resolve_layout(zero, world_size, ranks_per_node or world_size, src)
     if zero.get("stage", 0) == 3:
         fill_persistence_threshold(ds, hidden)
+    check_zero_section(zero, src)
     return ds
 
 

@@ -38,6 +38,9 @@ def resolve_layout(zero: dict, world: int, ranks_per_node: int, src: str) -> Non
     if _auto(zero.get("zero_hpz_partition_size")):
         zero["zero_hpz_partition_size"] = ranks_per_node if ranks_per_node < world else 1
     size = zero.get("zero_hpz_partition_size", 1)
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise ConfigError(f"{src}: zero_optimization.zero_hpz_partition_size: expected a positive integer or \"auto\", "
+                          f"got {size!r}")
     if size > 1 and (world % size or size > world):
         raise ConfigError(f"{src}: zero_hpz_partition_size {size} does not divide the world size {world}")
 
