@@ -62,10 +62,10 @@ def run(argv=None) -> None:
     if argv[:1] == ["scaling"]:
         from deepprompt.scaling import main as scaling_main
         return scaling_main(argv[1:])
+    if argv[:1] and argv[0] in commands.COMMANDS:  # its own parser: overrides may stand between its flags
+        return commands.main(argv[0], argv[1:], prog=f"deepprompt {argv[0]}")
     args = parser.parse_args(argv)
-    if args.cmd in commands.COMMANDS:
-        commands.COMMANDS.get(args.cmd).run(args)
-    elif args.cmd == "check-hostfile":
+    if args.cmd == "check-hostfile":
         from pathlib import Path
 
         from deepprompt.hostfile import describe

@@ -47,13 +47,40 @@ def add_subcommands(sub) -> None:
         cmd.add_arguments(p)
 
 
-def main(name: str, argv: list[str] | None = None) -> None:
-    """Parse ``argv`` (default: this process's arguments) with command ``name``'s parser and run it."""
-    COMMANDS.get(name).run(parser(name).parse_args(sys.argv[1:] if argv is None else argv))
+def main(name: str, argv: list[str] | None = None, prog: str | None = None) -> None:
+    """Parse ``argv`` (default: this process's arguments) with command ``name``'s parser and run it.
+    Overrides may stand before, between and after the flags (``train.lr=0.1 --config x.yaml
+    train.seed=3``): argparse's plain ``parse_args`` would take the first run of them only and
+    refuse the rest as "unrecognized arguments"."""
+    COMMANDS.get(name).run(parser(name, prog).parse_intermixed_args(sys.argv[1:] if argv is None else argv))
+
+
+class Once(argparse.Action):
+    """A flag that may be given once: a second ``--config`` (or ``--deepspeed`` after ``--ds_config``)
+    would otherwise replace the first without a word."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = f"_{self.dest}_given"
+        if getattr(namespace, given, None):
+            raise argparse.ArgumentError(self, f"given twice ({getattr(namespace, given)} {getattr(namespace, self.dest)}, "
+                                               f"then {option_string} {values}); give it once")
+        setattr(namespace, self.dest, values)
+        setattr(namespace, given, option_string)
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def _ds_config(p: argparse.ArgumentParser) -> None:
-    p.add_argument(*DS_CONFIG_FLAGS, dest="ds_config", default="ds_configs/zero3.json",
+    p.add_argument(*DS_CONFIG_FLAGS, dest="ds_config", default="ds_configs/zero3.json", action=Once,
                    help="DeepSpeed JSON (default: %(default)s)")
 
 
@@ -69,7 +96,8 @@ def _overrides(p: argparse.ArgumentParser, example: str) -> None:
 
 def _train_arguments(p: argparse.ArgumentParser) -> None:
     _ds_config(p)
-    p.add_argument("--config", default=None, help="run config (YAML or JSON); default: the embedded default")
+    p.add_argument("--config", default=None, action=Once, help="run config (YAML or JSON); default: the embedded "
+                   "default")
     _launched_by_deepspeed(p)
     _overrides(p, "prompt.length=32")
 
@@ -130,7 +158,7 @@ def _predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--artifact", action="append", required=True, help="artifact directory (repeatable)")
     p.add_argument("--input", required=True, help="JSONL: one {\"task\", \"text\" | \"words\"} per line")
     p.add_argument("--output", default="-", help="JSONL predictions (default: stdout)")
-    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--batch_size", type=positive_int, default=32)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--model_path", default=None, help="the backbone, if it moved since training")

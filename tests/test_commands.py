@@ -59,3 +59,46 @@ def test_a_user_error_is_one_line_and_exit_2(capsys):
     err = capsys.readouterr().err
     assert "deepprompt: error: prompt.lenght: unknown config key (did you mean prompt.length?)" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [
+    ["train.lr=0.5", "--config", "{cfg}", "train.seed=3"],  # overrides before and after a flag
+    ["--config", "{cfg}", "train.lr=0.5", "--ds_config", "ds.json", "train.seed=3"],
+])
+def test_overrides_may_stand_between_the_flags(monkeypatch, tmp_path, argv):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("train:\n  max_steps: 5\n")
+    seen = calls(monkeypatch, "deepprompt.engine.trainer", "train")
+    argv = [a.format(cfg=cfg) for a in argv]
+    main(["train", *argv])  # was: "unrecognized arguments: train.seed=3"
+    monkeypatch.setattr(sys, "argv", ["launcher/train.py", *argv])
+    commands.main("train")
+    run = seen[0][0]
+    assert len(seen) == 2 and seen[0] == seen[1] and (run.train.lr, run.train.seed, run.train.max_steps) == (0.5, 3, 5)
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["train", "--config", "a.yaml", "--config", "b.yaml"],
+     "argument --config: given twice (--config a.yaml, then --config b.yaml); give it once"),
+    (["train", "--ds_config", "a.json", "--deepspeed", "b.json"],
+     "given twice (--ds_config a.json, then --deepspeed b.json); give it once"),
+    (["sweep", "--dir", "a", "--dir", "b"], "argument --dir: given twice"),
+    (["predict", "--artifact", "a", "--input", "x", "--batch_size", "0"],
+     "argument --batch_size: expected a positive integer, got '0'"),
+])
+def test_a_flag_that_would_be_silently_replaced_or_a_batch_of_zero_is_refused(monkeypatch, capsys, argv, says):
+    ran = [calls(monkeypatch, m, f) for m, f in (("deepprompt.engine.trainer", "train"),
+                                                 ("deepprompt.sweep.study", "run_sweep"),
+                                                 ("deepprompt.engine.serving", "build_server"))]
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and says in capsys.readouterr().err and ran == [[], [], []]
+
+
+def test_unbalanced_deepspeed_args_are_one_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["sweep", "--space", "train.lr=uniform(0.1,0.2)", "--deepspeed-args", "--hostfile 'my hosts"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "deepprompt: error: --deepspeed-args \"--hostfile 'my hosts\": no closing quotation" in err
+    assert "Traceback" not in err

@@ -5,7 +5,7 @@ import argparse
 import shlex
 import sys
 
-from deepprompt.commands import COMMANDS, Command
+from deepprompt.commands import COMMANDS, Command, Once
 from deepprompt.errors import ConfigError
 
 
@@ -21,9 +21,9 @@ def _ints(flag: str):
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from deepprompt.sweep.runs import REPO
 
-    p.add_argument("--dir", default="runs/sweep", help="sweep directory, shared by all workers (default: %(default)s)")
-    p.add_argument("--config", default=None, help="base run config (default: the embedded default)")
-    p.add_argument("--ds_config", "--deepspeed", "--deepspeed_config", dest="ds_config",
+    p.add_argument("--dir", default="runs/sweep", action=Once, help="sweep directory, shared by all workers (default: %(default)s)")
+    p.add_argument("--config", default=None, action=Once, help="base run config (default: the embedded default)")
+    p.add_argument("--ds_config", "--deepspeed", "--deepspeed_config", dest="ds_config", action=Once,
                    default=str(REPO / "ds_configs" / "zero3.json"), help="DeepSpeed JSON of every run")
     p.add_argument("--space", action="append", default=[], metavar="KEY=DIST(ARGS)",
                    help="a searched key (repeatable): loguniform(a,b), uniform(a,b), int(a,b), intlog(a,b), choice(v,...)")
@@ -65,6 +65,10 @@ def to_config(args: argparse.Namespace):
     bad = [o for o in args.overrides if "=" not in o]
     if bad:
         raise ConfigError(f"override {bad[0]!r}: expected key=value (e.g. train.max_steps=300)")
+    try:
+        deepspeed_args = shlex.split(args.deepspeed_args) if args.deepspeed_args is not None else None
+    except ValueError as e:  # shlex: "No closing quotation", "No escaped character"
+        raise ConfigError(f"--deepspeed-args {args.deepspeed_args!r}: {str(e).lower()}") from None
     return SweepConfig(dir=args.dir, config=args.config, overrides=list(args.overrides), space=list(args.space),
                        seeds=args.seeds, folds=args.folds, trials=args.trials, select=args.select,
                        sampler=args.sampler, sampler_seed=args.sampler_seed, startup_trials=args.startup_trials,
@@ -72,7 +76,7 @@ def to_config(args: argparse.Namespace):
                        prune_startup=args.prune_startup, prune_warmup=args.prune_warmup,
                        confirm_seeds=args.confirm_seeds, confirm_top=args.confirm_top,
                        confirm_overrides=args.confirm_set, ranks=args.ranks,
-                       deepspeed_args=shlex.split(args.deepspeed_args) if args.deepspeed_args is not None else None,
+                       deepspeed_args=deepspeed_args,
                        ds_config=args.ds_config, stale_after_min=args.stale_after, report_only=args.report_only)
 
 

@@ -109,6 +109,12 @@ class SweepConfig:
             raise ConfigError(f"--prune-percentile: must be in (0, 100), got {self.prune_percentile}")
         if self.ranks < 1:
             raise ConfigError(f"--ranks: must be >= 1, got {self.ranks}")
+        for flag, count in (("--startup-trials", self.startup_trials), ("--prune-startup", self.prune_startup),
+                            ("--prune-warmup", self.prune_warmup)):
+            if count < 0:
+                raise ConfigError(f"{flag}: must be >= 0, got {count}")
+        if not 0 < self.stale_after_min < float("inf"):
+            raise ConfigError(f"--stale-after: must be a positive number of minutes, got {self.stale_after_min}")
         both = sorted(set(self.seeds) & set(self.confirm_seeds))
         if both:
             raise ConfigError(f"--confirm-seeds: {both} also searched with (--seeds); confirmation needs fresh seeds")
@@ -121,10 +127,13 @@ class SweepConfig:
         if not self.space and not self.report_only:
             raise ConfigError("--space: give at least one searched key, e.g. --space 'train.lr=loguniform(3e-3,1e-1)'")
         dims = parse_space(self.space)
+        from deepprompt.config import flatten, parse_overrides
+
         for flag, items in (("overrides", self.overrides), ("--confirm-set", self.confirm_overrides)):
-            for item in items:
-                if item.split("=", 1)[0].strip() in OWNED_KEYS:
-                    raise ConfigError(f"{flag}: {item.split('=', 1)[0]} is set by the sweep (--seeds, --folds, --dir)")
+            for item in items:  # as a dotted key or inside a section: train={seed: 3}
+                owned = [k for k in flatten(parse_overrides([item])) if k in OWNED_KEYS]
+                if owned:
+                    raise ConfigError(f"{flag}: {owned[0]} is set by the sweep (--seeds, --folds, --dir)")
         for d in dims:
             if d.key in OWNED_KEYS:
                 raise ConfigError(f"--space {d.text!r}: {d.key} is set by the sweep (--seeds, --folds, --dir)")

@@ -22,6 +22,13 @@ from tests.tiny import REPO
     (dict(space=[]), "--space: give at least one searched key"),
     (dict(overrides=["train.lr=-1"]), "train.lr: must be > 0"),
     (dict(confirm_overrides=["train.max_steps=0"]), "train.max_steps"),
+    (dict(overrides=["train={seed: 5, lr: 0.1}"]), "overrides: train.seed is set by the sweep"),
+    (dict(confirm_overrides=[" task.fold = 1"]), "--confirm-set: task.fold is set by the sweep"),
+    (dict(startup_trials=-1), "--startup-trials: must be >= 0, got -1"),
+    (dict(prune_startup=-1), "--prune-startup: must be >= 0, got -1"),
+    (dict(prune_warmup=-5), "--prune-warmup: must be >= 0, got -5"),
+    (dict(stale_after_min=0.0), "--stale-after: must be a positive number of minutes, got 0.0"),
+    (dict(stale_after_min=float("nan")), "--stale-after: must be a positive number of minutes, got nan"),
 ])
 def test_bad_settings_are_one_line(kw, says, tmp_path):
     cfg = SweepConfig(**{"dir": str(tmp_path / "s"), "space": ["train.lr=loguniform(1e-3,1e-1)"], **kw})
