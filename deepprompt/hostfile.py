@@ -40,14 +40,16 @@ def parse_hostfile(path: str | os.PathLike) -> "OrderedDict[str, int]":
         host, slots = m.group("host"), int(m.group("slots"))
         if slots < 1:
             raise ConfigError(f"{p}:{n}: {host} has slots={slots}; a node needs at least 1 slot (or remove the line)")
-        if host in hosts:
-            raise ConfigError(f"{p}:{n}: {host} is listed twice (first on line {first_line[host]})")
+        same = next((h for h in hosts if h.lower() == host.lower()), None)  # host names ignore case
+        if same is not None:
+            raise ConfigError(f"{p}:{n}: {host} is listed twice (first on line {first_line[same]}"
+                              f"{f' as {same}' if same != host else ''})")
         hosts[host], first_line[host] = slots, n
     if not hosts:
         raise ConfigError(f"{p}: no hosts (expected lines like 'node-001 slots=8')")
     if len(hosts) > 1:
         for host in hosts:
-            if host in LOOPBACK:
+            if host.lower() in LOOPBACK:
                 raise ConfigError(f"{p}:{first_line[host]}: {host} next to other hosts: every node would take it as "
                                   f"itself; use the node's real hostname")
     return hosts
@@ -66,13 +68,16 @@ def parse_env_file(path: str | os.PathLike) -> dict[str, str]:
     if text.endswith("\n"):
         lines.pop()  # the newline that ends the last line
     out: dict[str, str] = {}
+    first: dict[str, int] = {}
     for n, line in enumerate(lines, 1):
         key, sep, value = line.partition("=")
         if not sep or not _ENV_KEY.match(key.strip()):
             what = "a blank line" if not line.strip() else ("a comment" if line.lstrip().startswith("#") else repr(line))
             raise ConfigError(f"{p}:{n}: expected KEY=VALUE, got {what} (DeepSpeed's runner accepts no blank lines or "
                               f"comments in this file)")
-        out[key.strip()] = value.strip()
+        if key.strip() in first:  # the runner would export the last one only
+            raise ConfigError(f"{p}:{n}: {key.strip()} is set twice (first on line {first[key.strip()]}); keep one")
+        out[key.strip()], first[key.strip()] = value.strip(), n
     return out
 
 

@@ -27,6 +27,8 @@ def test_good_hostfile(tmp_path):
     ("node-1 slots=0\n", ":1: node-1 has slots=0; a node needs at least 1 slot"),
     ("a slots=1\nb slots=1\na slots=2\n", ":3: a is listed twice (first on line 1)"),
     ("localhost slots=2\nnode-2 slots=2\n", ":1: localhost next to other hosts"),
+    ("node-2 slots=2\nLocalHost slots=2\n", ":2: LocalHost next to other hosts"),
+    ("Node-1 slots=1\nnode-2 slots=1\nnode-1 slots=2\n", ":3: node-1 is listed twice (first on line 1 as Node-1)"),
     ("# nothing\n\n", ": no hosts"),
 ])
 def test_bad_hostfile_is_one_line_with_file_and_line(tmp_path, text, message):
@@ -50,6 +52,7 @@ def test_env_file(tmp_path):
     ("A=1\n\nB=2\n", ":2: expected KEY=VALUE, got a blank line"),
     ("# interfaces\nA=1\n", ":1: expected KEY=VALUE, got a comment"),
     ("A=1\nexport B=2\n", ":2: expected KEY=VALUE, got 'export B=2'"),
+    ("A=1\nB=2\nA = 3\n", ":3: A is set twice \\(first on line 1\\); keep one"),
 ])
 def test_bad_env_file(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):
