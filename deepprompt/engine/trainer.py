@@ -22,7 +22,7 @@ from deepprompt.data.mixer import TaskMixer
 from deepprompt.engine import checkpoint, comm, ds_setup, init_from, layout, preflight, setup, throughput
 from deepprompt.engine import world as world_info
 from deepprompt.engine.evaluate import evaluate
-from deepprompt.artifacts import save_artifact
+from deepprompt.artifacts import _atomic_write, save_artifact
 from deepprompt.engine.results import collect, criterion, log_done, mean_main_metric, prefixed
 from deepprompt.engine.run_log import Progress, Scalars, StepRecord, TrainLog, hms, progress_bar, warmup_steps
 from deepprompt.engine.signals import EXIT_PREEMPTED, StopFlag
@@ -333,7 +333,8 @@ class Trainer:
         results["artifact_best"] = self._best_artifact()
         results["stopped_early"] = progress.stopped_early
         if self.rank == 0:
-            (self.out_dir / "results.json").write_text(json.dumps(results, indent=2))
+            # atomic: its presence marks the run finished (deepprompt sweep reuses it, never reruns it)
+            _atomic_write(self.out_dir / "results.json", lambda p: p.write_text(json.dumps(results, indent=2)))
             log_done(results, tasks, self.out_dir / "results.json")
         self.scalars.close()
         comm.barrier()

@@ -104,6 +104,32 @@ def test_scores_keep_last_and_best_dev_apart_and_average_tasks():
     assert agg["last"]["dev"] == (42.0, pytest.approx(2 ** 1.5)) and agg["best_dev"]["test"][0] == 41.0
 
 
+@pytest.mark.parametrize("text, problem", [
+    ("", r":1: not valid JSON \(Expecting value\)"),
+    ('{"method": "prefix", "tasks": {"wnut16": {"main_metric": "f1", "la', r":1: not valid JSON"),
+    ("[]", r": not a deepprompt run's results.json \(no \"tasks\" object\)"),
+    ('{"tasks": {}}', r": not a deepprompt run's results.json"),
+    ('{"tasks": {"wnut16": {"main_metric": "f1", "last": {}}}}', r": task 'wnut16' has no main_metric, last and best_dev"),
+])
+def test_a_damaged_results_json_is_one_line_not_a_reused_run(tmp_path, text, problem):
+    """A run's results.json marks it done (reused, never rerun): one cut short by a kill, empty or of
+    another shape names itself and says how to rerun, rather than a JSONDecodeError or KeyError."""
+    (tmp_path / "results.json").write_text(text)
+    with pytest.raises(ConfigError, match=rf"^{tmp_path / 'results.json'}{problem}.*; delete it and the run is "
+                                          rf"launched again \(continuing from its checkpoints\)$"):
+        runs.launch(runs.Launch(), tmp_path)  # (nothing is launched: the file is there)
+    assert not (tmp_path / "launch.log").exists()
+
+
+def test_a_torn_eval_log_line_that_still_parses_is_skipped(tmp_path):
+    (tmp_path / "results.json").write_text(json.dumps({
+        "tasks": {"t": {"main_metric": "f1", "last": {}, "best_dev": {}}},
+        "eval_history": [{"step": 5, "dev_mean_main": 1.0}, 12, {"step": 10}]}))
+    seen = []
+    runs.launch(runs.Launch(), tmp_path, on_eval=lambda step, value: seen.append(step))
+    assert seen == [5]
+
+
 def test_paired_difference_matches_runs_by_fold_and_seed():
     def run(fold, seed, test):
         return {"fold": fold, "seed": seed, "scores": {"last": {"dev": 0.0, "test": test}, "best_dev": {"dev": 0.0}}}
