@@ -29,6 +29,9 @@ from deepprompt.engine.signals import EXIT_PREEMPTED, StopFlag
 
 log = logging.getLogger("deepprompt")
 BEST_ARTIFACT = "artifact_best"  # output_dir/artifact_best: prompts + heads of the best dev step
+ARTIFACT = "artifact"  # output_dir/artifact: prompts + heads after the last step
+OUTPUT_DIRS = (checkpoint.CKPT_DIR, ARTIFACT, BEST_ARTIFACT, "logs", "tensorboard")
+OUTPUT_FILES = ("results.json", "run_config.json", "ds_config.json", "train_log.jsonl", "eval_log.jsonl", "PREEMPTED")
 
 
 def train(run: RunConfig, ds_config_path: str) -> dict:
@@ -48,7 +51,8 @@ class Trainer:
     def __init__(self, run: RunConfig, ds_config_path: str):
         self.run, self.tr, self.started = run, run.train, time.time()
         self.out_dir = Path(run.output_dir)
-        preflight.check_output_dir(run.output_dir)  # one line (on every rank) if it cannot be a directory
+        # one line (on every rank) if it cannot be a directory, or holds a file where the run writes a directory
+        preflight.check_output_dir(run.output_dir, dirs=OUTPUT_DIRS, files=OUTPUT_FILES)
         comm.init_distributed(self.tr.dist_timeout_s)  # the device first, then the group
         self.rank, self.world = comm.rank(), comm.world_size()
         setup_logging(self.rank, self.out_dir / "logs")
@@ -326,7 +330,7 @@ class Trainer:
         tasks = self.tasks
         # collective: gathers the prompt and head shards; the model after the LAST step
         last = {t.name: results["tasks"][t.name]["last"] for t in tasks}
-        artifact = save_artifact(self.engine, self.run, tasks, self.model_path, self.out_dir / "artifact",
+        artifact = save_artifact(self.engine, self.run, tasks, self.model_path, self.out_dir / ARTIFACT,
                                  extra={"steps": final,
                                         "metrics": last if len(tasks) > 1 else last[tasks[0].name]})
         results["artifact"] = str(artifact)
