@@ -219,3 +219,14 @@ def test_a_description_missing_a_field_is_one_line_naming_the_field(plain_saved,
     with pytest.raises(ConfigError, match=rf"^{tmp_path / DESCRIPTION_FILE}: {problem}.*save the artifact again$") as e:
         load_artifact(tmp_path)
     assert "\n" not in str(e.value)
+
+
+def test_an_artifact_directory_that_is_a_file_is_one_line(tmp_path):
+    path = save_tiny_bert(tmp_path / "bert")
+    run = run_config(path)
+    model, task = plain_model(run)
+    (tmp_path / "artifact").write_text("mine")
+    with pytest.raises(ConfigError, match=rf"^{tmp_path / 'artifact'}: is a file, not a directory to write the "
+                                          r"artifact into; give another path$"):
+        save_artifact(model, run, [task], str(path), tmp_path / "artifact")
+    assert (tmp_path / "artifact").read_text() == "mine"
