@@ -278,7 +278,7 @@ class Trainer:
             return str(path) if best_step is not None else None
         try:
             saved = json.loads((path / "prompts.json").read_text())["extra"].get("best_dev_step")
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):  # missing, cut short, another shape
             saved = None
         if saved != best_step:
             log.warning("%s holds step %s, not the best dev step %d (written by a run killed before its next "
