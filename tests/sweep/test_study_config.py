@@ -241,3 +241,20 @@ def test_the_report_says_how_far_the_confirmed_choice_rests_on_noise(tmp_path):
     assert ("- Trial 0 − trial 1, LAST dev on the fresh seeds, paired over 2 (fold, seed) runs: +1.50 "
             "(95 % interval -4.85 … +7.85); the interval holds 0: the two are not told apart at this size") in (
         report / "report.md").read_text()
+
+
+@pytest.mark.parametrize("text", ["", '{"host": "n', "[1]", '{"host": "n0"}'])
+def test_a_confirm_lock_or_heartbeat_cut_short_is_no_traceback(tmp_path, caplog, text):
+    """confirm.lock and trials/<n>.alive are read by every worker: one left empty or half-written by
+    a worker that died writing it names itself (the lock) or counts as no heartbeat yet."""
+    from types import SimpleNamespace
+
+    sweep = Sweep(SweepConfig(dir=str(tmp_path / "s"), space=["train.lr=loguniform(1e-3,1e-1)"], trials=1,
+                              confirm_seeds=[45]))
+    lock = sweep.dir / "confirm.lock"
+    lock.write_text(text)
+    with caplog.at_level("WARNING", logger="deepprompt"):
+        assert sweep.confirm() is None
+    assert f"{lock} names no worker; if none is confirming, delete it" in caplog.text and lock.read_text() == text
+    (sweep.dir / "trials" / "0.alive").write_text(text)
+    assert sweep._stale(SimpleNamespace(number=0, datetime_start=None)) is False
