@@ -28,6 +28,7 @@ from deepprompt.config import RunConfig
 from deepprompt.engine import comm
 from deepprompt.errors import ConfigError
 from deepprompt.fileio import load_safetensors, read_text
+from deepprompt.spec import BackboneSpec
 
 log = logging.getLogger("deepprompt")
 
@@ -127,18 +128,33 @@ def gather_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
 # ------------------------------------------------------------------------------ save
 
 def _atomic_write(path: Path, write) -> None:
-    """``write(tmp_path)`` then rename over ``path``: a reader never sees half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
+    """``write(tmp_path)`` then rename over ``path``: a reader never sees half a file. A file that
+    cannot be written (a directory in its place, a full disk) is one line naming it."""
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        os.close(fd)
         write(Path(tmp))
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the artifact is an ordinary file
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise ConfigError(f"{path}: cannot write it ({e.strerror or e})") from None
         raise
+
+
+def make_output_dir(out: Path, what: str) -> None:
+    """``out`` as a directory to write ``what`` into; a file in the way is one line naming it."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: is a file, not a directory to write {what} into; give another path")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{out}: cannot create the directory for {what} ({e.strerror or e})") from None
 
 
 def save_artifact(model, run: RunConfig, tasks: list, model_path: str, out_dir: Path,
@@ -177,7 +193,7 @@ def save_artifact(model, run: RunConfig, tasks: list, model_path: str, out_dir: 
         if finetune:
             desc["note"] = ("method finetune trains the backbone, which is not included: these heads alone do "
                             "not reproduce the run (artifacts are for prompt methods)")
-        out_dir.mkdir(parents=True, exist_ok=True)
+        make_output_dir(out_dir, "the artifact")
         _atomic_write(out_dir / TENSORS_FILE, lambda p: save_file(tensors, str(p), metadata={"format": FORMAT}))
         _atomic_write(out_dir / DESCRIPTION_FILE, lambda p: p.write_text(json.dumps(desc, indent=2) + "\n"))
     comm.barrier()  # every rank returns once the files exist
@@ -216,6 +232,41 @@ def _description_path(path) -> Path:
     return p
 
 
+_DAMAGED = "the file is damaged or was edited by hand: restore it, or save the artifact again"
+
+# What the readers of a description (serving, evaluation, prompt.init_from, PEFT export) index
+# directly: field -> type, and the same for each entry of ``backbone`` and ``tasks``.
+_FIELDS = {"method": str, "prompt": dict, "backbone": dict, "spec": dict, "tasks": list, "tensors": dict, "run": dict}
+_BACKBONE_FIELDS = {"family": str, "path": str, "config_sha256": str}
+_TASK_FIELDS = {"name": str, "head": str, "labels": list}
+_JSON_KIND = {str: "a string", dict: "an object", list: "a list"}
+
+
+def _check_description(desc: dict, where: Path) -> None:
+    """Every field the readers use is there with its type, so a truncated-then-repaired or edited
+    prompts.json is one line naming the field here, not a KeyError in whichever reader meets it."""
+    def need(node, fields: dict, prefix: str) -> None:
+        for key, kind in fields.items():
+            if not isinstance(node.get(key), kind):
+                got = "missing" if key not in node else f"{node[key]!r:.60}"
+                raise ConfigError(f"{where}: {prefix}{key} is {got}, expected {_JSON_KIND[kind]}; {_DAMAGED}")
+
+    need(desc, _FIELDS, "")
+    need(desc["backbone"], _BACKBONE_FIELDS, "backbone.")
+    for i, task in enumerate(desc["tasks"]):
+        if not isinstance(task, dict):
+            raise ConfigError(f"{where}: tasks[{i}] is {task!r:.60}, expected an object; {_DAMAGED}")
+        need(task, _TASK_FIELDS, f"tasks[{i}].")
+    for key, entry in desc["tensors"].items():
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        if not isinstance(shape, list) or not all(isinstance(n, int) for n in shape):
+            raise ConfigError(f"{where}: tensors.{key} has no shape list; {_DAMAGED}")
+    try:
+        BackboneSpec(**desc["spec"])
+    except TypeError as e:
+        raise ConfigError(f"{where}: spec is not a backbone spec ({e}); {_DAMAGED}") from None
+
+
 def load_artifact(path) -> Artifact:
     """Read an artifact directory (or its prompts.json): safetensors + JSON only, never pickle."""
     desc_path = _description_path(path)
@@ -226,14 +277,17 @@ def load_artifact(path) -> Artifact:
     found = desc.get("format") if isinstance(desc, dict) else None
     if found != FORMAT:
         raise ConfigError(f"{desc_path}: not a deepprompt prompt artifact (format {found!r}, expected {FORMAT!r})")
-    if desc.get("format_version", 0) > FORMAT_VERSION:
-        raise ConfigError(f"{desc_path}: format_version {desc['format_version']} is newer than this deepprompt "
-                          f"reads ({FORMAT_VERSION})")
+    version = desc.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ConfigError(f"{desc_path}: format_version is {version!r}, not a number; {_DAMAGED}")
+    if version > FORMAT_VERSION:
+        raise ConfigError(f"{desc_path}: format_version {version} is newer than this deepprompt reads ({FORMAT_VERSION})")
+    _check_description(desc, desc_path)
     tensor_path = desc_path.with_name(TENSORS_FILE)
     if not tensor_path.is_file():
-        raise ConfigError(f"{tensor_path}: missing (the tensors of {desc_path})")
+        raise ConfigError(f"{tensor_path}: missing (the tensors of {desc_path}); copy the artifact directory whole")
     tensors = load_safetensors(tensor_path, ConfigError)
-    declared = {k: tuple(v["shape"]) for k, v in desc.get("tensors", {}).items()}
+    declared = {k: tuple(v["shape"]) for k, v in desc["tensors"].items()}
     stored = {k: tuple(v.shape) for k, v in tensors.items()}
     if declared != stored:
         raise ConfigError(f"{tensor_path}: tensors {stored} do not match {desc_path.name}'s {declared}")

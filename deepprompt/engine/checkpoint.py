@@ -18,8 +18,10 @@ Layout (``output_dir/checkpoints/``)::
 
 Atomicity: a checkpoint is written under ``.tmp-step_...`` and renamed when complete; ``latest``
 is replaced (write + rename) only after that. A kill at any moment leaves either the previous
-checkpoint or the new one as ``latest``, never a partial one. Loading uses safetensors and JSON only
-(no pickle).
+checkpoint or the new one as ``latest``, never a partial one. A step saved again (a resumed run's
+last step) moves its earlier copy aside to ``.old-step_...`` in one rename before the new one is
+renamed in; a kill between the two is finished on the next resume. Loading uses safetensors and
+JSON only (no pickle), and checks every tensor and state key it restores before restoring any.
 
 Bad files never lose work: a ``latest`` that cannot be read (not UTF-8, a directory, no permission),
 is empty or names no checkpoint, and a ``step_*`` whose state.json or tensors do not read, are
@@ -52,8 +54,9 @@ from deepprompt.fileio import load_safetensors, open_safetensors, read_text
 log = logging.getLogger("deepprompt")
 CKPT_DIR, LATEST, TENSORS, STATE = "checkpoints", "latest", "trainable.safetensors", "state.json"
 MOMENTS = ("exp_avg", "exp_avg_sq")
-STEP_DIR = re.compile(r"^step_(\d+)$")  # a complete checkpoint's name (not .tmp-, not .unreadable)
+STEP_DIR = re.compile(r"^step_(\d+)$")  # a complete checkpoint's name (not .tmp-, .old-, .unreadable)
 UNREADABLE = ".unreadable"
+TMP, OLD = ".tmp-", ".old-"  # a checkpoint being written; the earlier copy of a step being saved again
 
 # Keys that may differ between the run that saved and the run that resumes. Everything else in the
 # run config changes the optimisation and is refused.
@@ -108,6 +111,8 @@ def read_state(path: Path) -> dict:
     missing = [k for k in ("step", "signature") if not isinstance(state, dict) or k not in state]
     if missing:
         raise ConfigError(f"{where}: not a checkpoint's state (no {' or '.join(map(repr, missing))})")
+    if not isinstance(state["step"], int) or not isinstance(state["signature"], dict):
+        raise ConfigError(f"{where}: not a checkpoint's state (step {state['step']!r:.40}, signature not an object)")
     return state
 
 
@@ -193,10 +198,24 @@ def _set_aside(path: Path, why: str) -> None:
                 "you have looked)", path, aside.name)
 
 
+def _recover_resave(root: Path) -> None:
+    """Finish a save of an already saved step that was killed between its two renames (``save``):
+    ``step_N`` is missing, its new copy ``.tmp-step_N`` (complete before the old one moved) and its
+    old one ``.old-step_N`` are there. The new one goes in (the old one where the new does not read)."""
+    for old in sorted(root.glob(f"{OLD}step_*")) if root.is_dir() else []:
+        path, new = root / old.name[len(OLD):], root / f"{TMP}{old.name[len(OLD):]}"
+        if not STEP_DIR.match(path.name) or path.exists():
+            continue
+        use = new if new.is_dir() and unreadable(new) is None else old
+        os.replace(use, path)
+        log.warning("resume: %s was missing (a save killed half-way); restored from %s", path, use.name)
+
+
 def _choose(run: RunConfig) -> Path | None:
     """Rank 0: the checkpoint to resume from (warning about, and setting aside, what does not read)."""
-    found = find_resumable(run.output_dir)
     root = checkpoint_root(run.output_dir)
+    _recover_resave(root)
+    found = find_resumable(run.output_dir)
     if found.path is None and found.unusable:
         raise ConfigError(f"cannot resume: no checkpoint in {root} reads ({'; '.join(found.problems[:3])}); fix or "
                           f"move them, or start fresh with train.resume=never (which deletes them)")
@@ -216,6 +235,10 @@ def resume_point(run: RunConfig) -> Path | None:
     decision = None
     if comm.rank() == 0:
         try:
+            root = checkpoint_root(run.output_dir)
+            if root.exists() and not root.is_dir():  # else the first save fails, after training up to it
+                raise ConfigError(f"{root}: is a file, but the run keeps its checkpoints in a directory there; "
+                                  f"move it away")
             found = _choose(run) if run.train.resume == "auto" else None
             if found is not None:
                 check_compatible(read_state(found)["signature"], run, found)
@@ -313,7 +336,7 @@ def save(engine, model, run: RunConfig, step: int, state: dict, keep: int, prote
         root = checkpoint_root(run.output_dir)
         root.mkdir(parents=True, exist_ok=True)
         tag = f"step_{step:08d}"
-        tmp, path = root / f".tmp-{tag}", root / tag
+        tmp, path = root / f"{TMP}{tag}", root / tag
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / TENSORS))
@@ -322,8 +345,12 @@ def save(engine, model, run: RunConfig, step: int, state: dict, keep: int, prote
                       "world_size": comm.world_size(), "signature": signature(run)}
         (tmp / STATE).write_text(json.dumps(full_state, indent=1, default=_json_default))
         _fsync_dir(tmp)
-        shutil.rmtree(path, ignore_errors=True)
+        old = root / f"{OLD}{tag}"
+        if path.exists():  # this step saved again (a resumed run's last step): one rename moves the old copy
+            shutil.rmtree(old, ignore_errors=True)  # aside, never leaving a half-deleted step_ (_recover_resave)
+            os.replace(path, old)
         os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
         pointer_tmp = root / f".{LATEST}.tmp"
         pointer_tmp.write_text(tag + "\n")
         os.replace(pointer_tmp, root / LATEST)
@@ -338,23 +365,22 @@ def save(engine, model, run: RunConfig, step: int, state: dict, keep: int, prote
 def load(engine, model, path: Path) -> dict:
     """Collective: restore params, Adam moments, step counts and the LR scheduler; return state."""
     payload = None
-    if comm.rank() == 0:
-        payload = (load_safetensors(path / TENSORS, ConfigError), read_state(path))
-    tensors, state = comm.broadcast_object(payload)
+    if comm.rank() == 0:  # a failure is sent too: the other ranks would otherwise wait in the broadcast
+        try:
+            payload = ("ok", (load_safetensors(path / TENSORS, ConfigError), read_state(path)))
+        except ConfigError as e:
+            payload = ("error", str(e))
+    kind, value = comm.broadcast_object(payload)
+    if kind == "error":
+        raise ConfigError(value)
+    tensors, state = value
+    _check_loadable(path, state, tensors, model, engine.lr_scheduler)
     sched, saved = engine.lr_scheduler, state.get("lr_scheduler")
-    if sched is not None and saved is not None and len(saved.get("base_lrs", ())) != len(sched.optimizer.param_groups):
-        raise ConfigError(f"{path}: was saved with {len(saved.get('base_lrs', ()))} optimizer group(s), this run has {len(sched.optimizer.param_groups)}"
-                          f" (a prompt.reparam MLP has its own, prompt.reparam_lr_scale); start fresh with train.resume=never")
     import deepspeed
 
     _ensure_optimizer_state(engine)
     for name, p in _trainable(model):
-        if f"param/{name}" not in tensors:
-            raise ConfigError(f"{path}: has no trainable parameter {name!r} (a different prompt method or task?)")
         value = tensors[f"param/{name}"]
-        if tuple(value.shape) != tuple(getattr(p, "ds_shape", p.shape)):
-            raise ConfigError(f"{path}: {name} has shape {tuple(value.shape)}, the model wants "
-                              f"{tuple(getattr(p, 'ds_shape', p.shape))}")
         # the working (possibly bf16) copy, then the fp32 master and the moments
         with deepspeed.zero.GatheredParameters([p], modifier_rank=0, enabled=hasattr(p, "ds_id")):
             p.data.copy_(value.to(p.dtype))
@@ -371,6 +397,32 @@ def load(engine, model, path: Path) -> dict:
     return state
 
 
+def _check_loadable(path: Path, state: dict, tensors: dict, model, sched) -> None:
+    """Everything ``load`` and the trainer take from the checkpoint is there, with this model's
+    shapes, BEFORE anything is restored: a checkpoint of another model, prompt or optimizer setup (or
+    one edited by hand) is one line naming it, never a KeyError nor a half-restored run."""
+    fresh = "move it out of the way to resume from an older one, or start fresh with train.resume=never"
+    needed = ["optimizer_steps", "progress", "world_size", "mixer" if "sampler" not in state else "sampler"]
+    missing = [k for k in needed if k not in state]
+    if missing:
+        raise ConfigError(f"{path / STATE}: has no {', '.join(map(repr, missing))} (not a checkpoint this deepprompt "
+                          f"wrote); {fresh}")
+    saved = state.get("lr_scheduler")
+    if sched is not None and saved is not None and len(saved.get("base_lrs", ())) != len(sched.optimizer.param_groups):
+        raise ConfigError(f"{path}: was saved with {len(saved.get('base_lrs', ()))} optimizer group(s), this run has {len(sched.optimizer.param_groups)}"
+                          f" (a prompt.reparam MLP has its own, prompt.reparam_lr_scale); start fresh with train.resume=never")
+    for name, p in _trainable(model):
+        want = tuple(getattr(p, "ds_shape", p.shape))
+        for key in ("param", *MOMENTS):
+            what = f"trainable parameter {name!r}" if key == "param" else f"Adam {key} of {name!r}"
+            if f"{key}/{name}" not in tensors:
+                raise ConfigError(f"{path}: has no {what} (a different prompt method or task?); {fresh}")
+            got = tuple(tensors[f"{key}/{name}"].shape)
+            if got != want:
+                raise ConfigError(f"{path}: {name if key == 'param' else what} has shape {got}, the model wants {want} "
+                                  f"(another backbone, prompt length or number of layers?); {fresh}")
+
+
 def _prune(root: Path, keep: int, newest: Path, protect: int | None = None) -> None:
     """Keep ``keep`` checkpoints up to ``newest`` (the one just written; 0: keep all) and the one of
     step ``protect`` (the best dev step): only checkpoints OLDER than ``newest`` are ever removed,
@@ -378,7 +430,7 @@ def _prune(root: Path, keep: int, newest: Path, protect: int | None = None) -> N
     older = [p for p in step_dirs(root) if _step_of(p) < _step_of(newest) and _step_of(p) != protect]
     for old in older[:max(0, len(older) - (keep - 1))] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
-    for stale in root.glob(".tmp-step_*"):  # left by a run killed mid-save
+    for stale in [*root.glob(f"{TMP}step_*"), *root.glob(f"{OLD}step_*")]:  # left by a run killed mid-save
         shutil.rmtree(stale, ignore_errors=True)
 
 

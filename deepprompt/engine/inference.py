@@ -84,8 +84,8 @@ def evaluate_artifact(artifact_path: str, ds_config_path: str, overrides: list[s
                "wall_time_s": time.time() - started}
     if rank == 0:
         out_dir = Path(run.output_dir)
-        preflight.check_output_dir(run.output_dir)  # under a regular file: one line, not a traceback
         path = out_dir / "eval_results.json"
+        preflight.check_output_dir(run.output_dir, files=(path.name,))  # under a regular file: one line
         _atomic_write(path, lambda p: p.write_text(json.dumps(results, indent=2) + "\n"))
         for split, m in metrics.items():
             log.info("%s %s | %s", task.name, split, " ".join(f"{k} {v:.2f}" for k, v in m.items()))

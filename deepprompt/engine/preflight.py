@@ -209,9 +209,11 @@ def check_positions(run: RunConfig, backbone: Backbone) -> None:
                               f"exceeds the backbone's {positions} positions ({run.model.path})")
 
 
-def check_output_dir(path: str) -> None:
+def check_output_dir(path: str, dirs: tuple[str, ...] = (), files: tuple[str, ...] = ()) -> None:
     """``output_dir`` is a directory here, or is made one (every rank writes its log there); a path
-    under a regular file is one line, not a pathlib traceback."""
+    under a regular file is one line, not a pathlib traceback. So is an entry the run will write
+    that is there already as the other kind (a file named ``dirs[i]``, a directory named
+    ``files[i]``): found now, not as a traceback when it is written, maybe after all the training."""
     out = Path(path)
     blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
     if blocker is not None:
@@ -221,6 +223,12 @@ def check_output_dir(path: str) -> None:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"output_dir: cannot create {out} ({e.strerror or e})") from None
+    for name, want_dir in [*((d, True) for d in dirs), *((f, False) for f in files)]:
+        entry = out / name
+        if entry.exists() and entry.is_dir() != want_dir:
+            kind, want = ("a file", "a directory") if want_dir else ("a directory", "a file")
+            raise ConfigError(f"output_dir: {entry} is {kind}, but the run writes {want} there; move it away "
+                              f"or choose another output_dir")
 
 
 def check_hostfile(world_size: int) -> None:

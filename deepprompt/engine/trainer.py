@@ -22,13 +22,16 @@ from deepprompt.data.mixer import TaskMixer
 from deepprompt.engine import checkpoint, comm, ds_setup, init_from, layout, preflight, setup, throughput
 from deepprompt.engine import world as world_info
 from deepprompt.engine.evaluate import evaluate
-from deepprompt.artifacts import save_artifact
+from deepprompt.artifacts import _atomic_write, save_artifact
 from deepprompt.engine.results import collect, criterion, log_done, mean_main_metric, prefixed
 from deepprompt.engine.run_log import Progress, Scalars, StepRecord, TrainLog, hms, progress_bar, warmup_steps
 from deepprompt.engine.signals import EXIT_PREEMPTED, StopFlag
 
 log = logging.getLogger("deepprompt")
 BEST_ARTIFACT = "artifact_best"  # output_dir/artifact_best: prompts + heads of the best dev step
+ARTIFACT = "artifact"  # output_dir/artifact: prompts + heads after the last step
+OUTPUT_DIRS = (checkpoint.CKPT_DIR, ARTIFACT, BEST_ARTIFACT, "logs", "tensorboard")
+OUTPUT_FILES = ("results.json", "run_config.json", "ds_config.json", "train_log.jsonl", "eval_log.jsonl", "PREEMPTED")
 
 
 def train(run: RunConfig, ds_config_path: str) -> dict:
@@ -48,7 +51,8 @@ class Trainer:
     def __init__(self, run: RunConfig, ds_config_path: str):
         self.run, self.tr, self.started = run, run.train, time.time()
         self.out_dir = Path(run.output_dir)
-        preflight.check_output_dir(run.output_dir)  # one line (on every rank) if it cannot be a directory
+        # one line (on every rank) if it cannot be a directory, or holds a file where the run writes a directory
+        preflight.check_output_dir(run.output_dir, dirs=OUTPUT_DIRS, files=OUTPUT_FILES)
         comm.init_distributed(self.tr.dist_timeout_s)  # the device first, then the group
         self.rank, self.world = comm.rank(), comm.world_size()
         setup_logging(self.rank, self.out_dir / "logs")
@@ -274,7 +278,7 @@ class Trainer:
             return str(path) if best_step is not None else None
         try:
             saved = json.loads((path / "prompts.json").read_text())["extra"].get("best_dev_step")
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):  # missing, cut short, another shape
             saved = None
         if saved != best_step:
             log.warning("%s holds step %s, not the best dev step %d (written by a run killed before its next "
@@ -326,14 +330,15 @@ class Trainer:
         tasks = self.tasks
         # collective: gathers the prompt and head shards; the model after the LAST step
         last = {t.name: results["tasks"][t.name]["last"] for t in tasks}
-        artifact = save_artifact(self.engine, self.run, tasks, self.model_path, self.out_dir / "artifact",
+        artifact = save_artifact(self.engine, self.run, tasks, self.model_path, self.out_dir / ARTIFACT,
                                  extra={"steps": final,
                                         "metrics": last if len(tasks) > 1 else last[tasks[0].name]})
         results["artifact"] = str(artifact)
         results["artifact_best"] = self._best_artifact()
         results["stopped_early"] = progress.stopped_early
         if self.rank == 0:
-            (self.out_dir / "results.json").write_text(json.dumps(results, indent=2))
+            # atomic: its presence marks the run finished (deepprompt sweep reuses it, never reruns it)
+            _atomic_write(self.out_dir / "results.json", lambda p: p.write_text(json.dumps(results, indent=2)))
             log_done(results, tasks, self.out_dir / "results.json")
         self.scalars.close()
         comm.barrier()

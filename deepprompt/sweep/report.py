@@ -45,7 +45,7 @@ def gather(sweep) -> dict:
         for fold, seed in cfg.plan(cfg.confirm_seeds):
             path = sweep.dir / "confirm" / config_id(r["params"]) / run_name(fold, seed) / "results.json"
             if path.is_file():
-                res = json.loads(path.read_text())
+                res = R.read_results(path)
                 per_run.append({"fold": fold, "seed": seed, "dir": str(path.parent), "scores": R.scores(res)})
         confirmed.append({"number": r["number"], "params": r["params"], "runs": per_run,
                           "expected_runs": len(cfg.plan(cfg.confirm_seeds)),

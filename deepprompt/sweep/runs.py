@@ -23,7 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deepprompt.errors import DeepPromptError
+from deepprompt.errors import ConfigError, DeepPromptError
+from deepprompt.fileio import read_text
 
 REPO = Path(__file__).resolve().parent.parent.parent
 TRAIN_SCRIPT = REPO / "launcher" / "train.py"
@@ -100,6 +101,25 @@ def read_eval_log(out: Path) -> list[dict]:
     return records
 
 
+def read_results(path: Path) -> dict:
+    """A finished run's results.json, checked for what ``scores`` reads. It is what marks a run done
+    (it is reused, never rerun), so one that is empty, cut short or of another shape is one line
+    naming it: deleting it makes the run go again, continuing from its checkpoints."""
+    again = "delete it and the run is launched again (continuing from its checkpoints)"
+    try:
+        r = json.loads(read_text(path, ConfigError))
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); {again}") from None
+    tasks = r.get("tasks") if isinstance(r, dict) else None
+    if not isinstance(tasks, dict) or not tasks:
+        raise ConfigError(f"{path}: not a deepprompt run's results.json (no \"tasks\" object); {again}")
+    for name, t in tasks.items():
+        if not (isinstance(t, dict) and isinstance(t.get("main_metric"), str)
+                and all(isinstance(t.get(w), dict) for w in WHICH)):
+            raise ConfigError(f"{path}: task {name!r} has no main_metric, last and best_dev scores; {again}")
+    return r
+
+
 def launch(how: Launch, out: Path, extra: list[str] | None = None,
            on_eval: Callable[[int, float], bool] | None = None, tick: Callable[[], None] | None = None,
            poll_s: float = 1.0) -> dict:
@@ -112,15 +132,15 @@ def launch(how: Launch, out: Path, extra: list[str] | None = None,
 
     def feed(records) -> None:
         for r in records:
-            if r["step"] in seen or on_eval is None:
-                continue
+            if on_eval is None or not isinstance(r, dict) or not {"step", "dev_mean_main"} <= r.keys() or r["step"] in seen:
+                continue  # (a line torn by a kill may still parse, as a number or a string)
             seen.add(r["step"])
             if on_eval(int(r["step"]), float(r["dev_mean_main"])):
                 raise Stopped(r["step"])
 
     results = out / "results.json"
     if results.is_file():
-        r = json.loads(results.read_text())
+        r = read_results(results)
         feed(r.get("eval_history", []))
         return r
     out.mkdir(parents=True, exist_ok=True)
@@ -145,7 +165,7 @@ def launch(how: Launch, out: Path, extra: list[str] | None = None,
     if proc.returncode != 0 or not results.is_file():
         tail = (out / "launch.log").read_text(errors="replace").strip().splitlines()[-1:] or [""]
         raise RunFailed(f"run {out} failed (exit {proc.returncode}): {tail[0][:300]} (see {out / 'launch.log'})")
-    r = json.loads(results.read_text())
+    r = read_results(results)
     feed(r.get("eval_history", []))
     return r
 

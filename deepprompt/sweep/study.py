@@ -119,12 +119,13 @@ class Sweep:
         path = self.dir / "trials" / f"{t.number}.alive"
         try:
             beat = json.loads(path.read_text())
-        except (OSError, ValueError):
+            host, pid, at = beat["host"], int(beat["pid"]), float(beat["time"])
+        except (OSError, ValueError, KeyError, TypeError):  # none yet, or not one of ours: judged by the start
             started = t.datetime_start.timestamp() if t.datetime_start else time.time()
             return time.time() - started > 60 * self.cfg.stale_after_min
-        if beat["host"] == self.me["host"] and beat["pid"] != self.me["pid"] and not _alive(beat["pid"]):
+        if host == self.me["host"] and pid != self.me["pid"] and not _alive(pid):
             return True
-        return time.time() - beat["time"] > 60 * self.cfg.stale_after_min
+        return time.time() - at > 60 * self.cfg.stale_after_min
 
     def hand_back(self, number: int, why: str) -> None:
         """A RUNNING trial's configuration goes back in the queue (the next worker reruns it; its runs
@@ -256,8 +257,14 @@ class Sweep:
             os.write(fd, json.dumps({**self.me, "time": time.time()}).encode())
             os.close(fd)
         except FileExistsError:
-            other = json.loads(lock.read_text() or "{}")
-            if other.get("host") == self.me["host"] and not _alive(other.get("pid", -1)):
+            try:
+                other = json.loads(lock.read_text())
+            except (OSError, ValueError):
+                other = None
+            if not isinstance(other, dict) or not isinstance(other.get("pid"), int):  # its writer died writing it
+                log.warning("sweep: %s names no worker; if none is confirming, delete it and run the same command", lock)
+                return
+            if other.get("host") == self.me["host"] and not _alive(other["pid"]):
                 lock.unlink(missing_ok=True)  # its worker died: take over (its runs continue)
                 return self.confirm()
             log.info("sweep: worker %s:%s is confirming", other.get("host"), other.get("pid"))

@@ -220,3 +220,120 @@ def test_a_checkpoint_from_before_the_task_family_keys_moved_still_resumes(tmp_p
     old["task.doc_stride"] = 16  # a value of its own was part of that run: not the same run
     with pytest.raises(ConfigError, match=r"task.doc_stride \(16 -> None\)"):
         checkpoint.check_compatible(old, run, tmp_path)
+
+
+# ----------------------------------------------------------------------------- without ZeRO: quick
+
+def _plain(seed: int = 0, out: int = 3):
+    """A torch model and a stand-in for its engine (no ZeRO: the optimizer holds the tensors), one
+    Adam step taken so the moments exist."""
+    from types import SimpleNamespace
+
+    torch.manual_seed(seed)
+    model = torch.nn.Linear(2, out)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model(torch.ones(1, 2)).sum().backward()
+    opt.step()
+    return model, SimpleNamespace(optimizer=opt, lr_scheduler=None)
+
+
+def _saved(tmp_path, step=3, state=None, keep=2):
+    from deepprompt.config import load_config
+
+    run = load_config(None, [f"output_dir={tmp_path}"])
+    model, engine = _plain()
+    full = {"mixer": {}, "progress": {}, **(state or {})}
+    return run, checkpoint.save(engine, model, run, step, full, keep=keep)
+
+
+def _rewrite_tensors(path, change):
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(path / checkpoint.TENSORS))
+    change(tensors)
+    save_file(tensors, str(path / checkpoint.TENSORS))
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (lambda p: _rewrite_tensors(p, lambda t: t.pop("exp_avg_sq/weight")),
+     r": has no Adam exp_avg_sq of 'weight' \(a different prompt method or task\?\)"),
+    (lambda p: _rewrite_tensors(p, lambda t: t.pop("param/bias")),
+     r": has no trainable parameter 'bias' \(a different prompt method or task\?\)"),
+    (lambda p: _rewrite_tensors(p, lambda t: t.update({"exp_avg/bias": torch.zeros(5)})),
+     r": Adam exp_avg of 'bias' has shape \(5,\), the model wants \(3,\) \(another backbone.*\)"),
+    (lambda p: _rewrite_tensors(p, lambda t: t.update({"param/weight": torch.zeros(4, 2)})),
+     r": weight has shape \(4, 2\), the model wants \(3, 2\) \(another backbone, prompt "
+     r"length or number of layers\?\)"),
+    (lambda p: (p / checkpoint.STATE).write_text(json.dumps(
+        {k: v for k, v in json.loads((p / checkpoint.STATE).read_text()).items() if k != "progress"})),
+     r"/state.json: has no 'progress' \(not a checkpoint this deepprompt wrote\)"),
+])
+def test_load_checks_every_tensor_and_state_key_before_restoring_any(tmp_path, damage, problem):
+    """A checkpoint of another model or prompt shape, or one missing a moment or a state key: one
+    line naming the file, and the model untouched (nothing is restored before everything is checked)."""
+    _, path = _saved(tmp_path)
+    damage(path)
+    model, engine = _plain(seed=1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(checkpoint.ConfigError, match=rf"^{path}{problem}; move it out of the way to resume from "
+                                                     r"an older one, or start fresh with train.resume=never$"):
+        checkpoint.load(engine, model, path)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_plain_round_trip_restores_the_moments(tmp_path):
+    _, path = _saved(tmp_path)
+    ref, ref_engine = _plain()
+    model, engine = _plain(seed=1)
+    state = checkpoint.load(engine, model, path)
+    assert state["step"] == 3 and torch.equal(model.weight, ref.weight)
+    for p, q in zip(model.parameters(), ref.parameters()):
+        for key in checkpoint.MOMENTS:
+            assert torch.equal(engine.optimizer.state[p][key], ref_engine.optimizer.state[q][key])
+
+
+def test_a_state_json_whose_step_or_signature_has_another_type_does_not_read(tmp_path):
+    path = _fake(tmp_path / checkpoint.CKPT_DIR, 3)
+    (path / checkpoint.STATE).write_text(json.dumps({"step": "3", "signature": []}))
+    assert re.search(r"state.json: not a checkpoint's state \(step '3', signature not an object\)",
+                     checkpoint.unreadable(path))
+
+
+def test_saving_a_step_again_killed_between_its_renames_loses_nothing(tmp_path, monkeypatch):
+    """A resumed run saves its last step again: the earlier copy moves aside in one rename, then the
+    new one comes in. Killed between the two, ``latest`` names a missing checkpoint; the next resume
+    puts the (complete) new copy in place instead of falling back to an older step or to step 0."""
+    import os
+
+    run, first = _saved(tmp_path, 3, {"note": "first"}, keep=1)
+    real = os.replace
+
+    def killed(src, dst):
+        if os.path.basename(src).startswith(checkpoint.TMP + "step_"):
+            raise KeyboardInterrupt  # the process dies between moving the old copy and renaming the new
+        return real(src, dst)
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _saved(tmp_path, 3, {"note": "second"}, keep=1)
+    monkeypatch.undo()
+    assert not first.exists()
+    assert _resume_point(tmp_path) == first
+    assert checkpoint.read_state(first)["note"] == "second"
+    _saved(tmp_path, 4, keep=1)  # the next save clears what the killed one left
+    assert sorted(p.name for p in first.parent.iterdir()) == ["latest", "step_00000004"]
+
+
+def test_saving_a_step_again_replaces_it(tmp_path):
+    _saved(tmp_path, 3, {"note": "first"})
+    _, path = _saved(tmp_path, 3, {"note": "second"})
+    assert checkpoint.read_state(path)["note"] == "second"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["latest", "step_00000003"]
+
+
+@pytest.mark.parametrize("resume", ["auto", "never"])
+def test_a_file_where_the_checkpoints_directory_goes_is_refused_before_training(tmp_path, resume):
+    (tmp_path / checkpoint.CKPT_DIR).write_text("not a directory")
+    with pytest.raises(checkpoint.ConfigError, match=rf"^{tmp_path / checkpoint.CKPT_DIR}: is a file, but the run "
+                                                     r"keeps its checkpoints in a directory there; move it away$"):
+        _resume_point(tmp_path, f"train.resume={resume}")
+    assert (tmp_path / checkpoint.CKPT_DIR).read_text() == "not a directory"

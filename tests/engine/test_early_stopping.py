@@ -147,3 +147,19 @@ def test_two_ranks_stop_at_the_same_evaluation(model_dir, tmp_path):
     for rank in (0, 1):
         assert "early stopping at step 6 of 20" in (out / "logs" / f"rank{rank}.log").read_text()
     assert (out / BEST_ARTIFACT / "prompts.safetensors").is_file()
+
+
+@pytest.mark.parametrize("text", ['{"extra": [4]}', "[4]", '{"extra": {"best_dev_st', ""])
+def test_a_best_artifact_whose_description_is_damaged_is_not_named(tmp_path, caplog, text):
+    """results.json names artifact_best only where its prompts.json says it holds the best step; one
+    cut short or of another shape is that it does not (a warning), not a TypeError after training."""
+    from deepprompt.engine.run_log import Progress
+
+    t = object.__new__(Trainer)  # only what _best_artifact reads
+    t.out_dir, t.rank, t.progress = tmp_path, 0, Progress()
+    t.progress.best["step"] = 4
+    (tmp_path / BEST_ARTIFACT).mkdir()
+    (tmp_path / BEST_ARTIFACT / "prompts.json").write_text(text)
+    with caplog.at_level("WARNING", logger="deepprompt"):
+        assert t._best_artifact() is None
+    assert "holds step None, not the best dev step 4" in caplog.text

@@ -111,6 +111,32 @@ def test_scores_keep_last_and_best_dev_apart_and_average_tasks():
     assert agg["last"]["dev"] == (42.0, pytest.approx(2 ** 1.5)) and agg["best_dev"]["test"][0] == 41.0
 
 
+@pytest.mark.parametrize("text, problem", [
+    ("", r":1: not valid JSON \(Expecting value\)"),
+    ('{"method": "prefix", "tasks": {"wnut16": {"main_metric": "f1", "la', r":1: not valid JSON"),
+    ("[]", r": not a deepprompt run's results.json \(no \"tasks\" object\)"),
+    ('{"tasks": {}}', r": not a deepprompt run's results.json"),
+    ('{"tasks": {"wnut16": {"main_metric": "f1", "last": {}}}}', r": task 'wnut16' has no main_metric, last and best_dev"),
+])
+def test_a_damaged_results_json_is_one_line_not_a_reused_run(tmp_path, text, problem):
+    """A run's results.json marks it done (reused, never rerun): one cut short by a kill, empty or of
+    another shape names itself and says how to rerun, rather than a JSONDecodeError or KeyError."""
+    (tmp_path / "results.json").write_text(text)
+    with pytest.raises(ConfigError, match=rf"^{tmp_path / 'results.json'}{problem}.*; delete it and the run is "
+                                          rf"launched again \(continuing from its checkpoints\)$"):
+        runs.launch(runs.Launch(), tmp_path)  # (nothing is launched: the file is there)
+    assert not (tmp_path / "launch.log").exists()
+
+
+def test_a_torn_eval_log_line_that_still_parses_is_skipped(tmp_path):
+    (tmp_path / "results.json").write_text(json.dumps({
+        "tasks": {"t": {"main_metric": "f1", "last": {}, "best_dev": {}}},
+        "eval_history": [{"step": 5, "dev_mean_main": 1.0}, 12, {"step": 10}]}))
+    seen = []
+    runs.launch(runs.Launch(), tmp_path, on_eval=lambda step, value: seen.append(step))
+    assert seen == [5]
+
+
 def test_paired_difference_matches_runs_by_fold_and_seed():
     def run(fold, seed, test):
         return {"fold": fold, "seed": seed, "scores": {"last": {"dev": 0.0, "test": test}, "best_dev": {"dev": 0.0}}}
@@ -222,3 +248,20 @@ def test_the_report_says_how_far_the_confirmed_choice_rests_on_noise(tmp_path):
     assert ("- Trial 0 − trial 1, LAST dev on the fresh seeds, paired over 2 (fold, seed) runs: +1.50 "
             "(95 % interval -4.85 … +7.85); the interval holds 0: the two are not told apart at this size") in (
         report / "report.md").read_text()
+
+
+@pytest.mark.parametrize("text", ["", '{"host": "n', "[1]", '{"host": "n0"}'])
+def test_a_confirm_lock_or_heartbeat_cut_short_is_no_traceback(tmp_path, caplog, text):
+    """confirm.lock and trials/<n>.alive are read by every worker: one left empty or half-written by
+    a worker that died writing it names itself (the lock) or counts as no heartbeat yet."""
+    from types import SimpleNamespace
+
+    sweep = Sweep(SweepConfig(dir=str(tmp_path / "s"), space=["train.lr=loguniform(1e-3,1e-1)"], trials=1,
+                              confirm_seeds=[45]))
+    lock = sweep.dir / "confirm.lock"
+    lock.write_text(text)
+    with caplog.at_level("WARNING", logger="deepprompt"):
+        assert sweep.confirm() is None
+    assert f"{lock} names no worker; if none is confirming, delete it" in caplog.text and lock.read_text() == text
+    (sweep.dir / "trials" / "0.alive").write_text(text)
+    assert sweep._stale(SimpleNamespace(number=0, datetime_start=None)) is False
