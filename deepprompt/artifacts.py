@@ -15,8 +15,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,7 +25,7 @@ from torch import nn
 from deepprompt.config import RunConfig
 from deepprompt.engine import comm
 from deepprompt.errors import ConfigError
-from deepprompt.fileio import load_safetensors, read_text
+from deepprompt.fileio import atomic_write, load_safetensors, make_output_dir, read_text
 from deepprompt.spec import BackboneSpec
 
 log = logging.getLogger("deepprompt")
@@ -127,36 +125,6 @@ def gather_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
 
 # ------------------------------------------------------------------------------ save
 
-def _atomic_write(path: Path, write) -> None:
-    """``write(tmp_path)`` then rename over ``path``: a reader never sees half a file. A file that
-    cannot be written (a directory in its place, a full disk) is one line naming it."""
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        os.close(fd)
-        write(Path(tmp))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the artifact is an ordinary file
-        os.replace(tmp, path)
-    except BaseException as e:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise ConfigError(f"{path}: cannot write it ({e.strerror or e})") from None
-        raise
-
-
-def make_output_dir(out: Path, what: str) -> None:
-    """``out`` as a directory to write ``what`` into; a file in the way is one line naming it."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out}: is a file, not a directory to write {what} into; give another path")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"{out}: cannot create the directory for {what} ({e.strerror or e})") from None
-
-
 def save_artifact(model, run: RunConfig, tasks: list, model_path: str, out_dir: Path,
                   extra: dict | None = None) -> Path:
     """Write ``out_dir/prompts.safetensors`` + ``out_dir/prompts.json`` (rank 0) and return ``out_dir``.
@@ -194,8 +162,8 @@ def save_artifact(model, run: RunConfig, tasks: list, model_path: str, out_dir: 
             desc["note"] = ("method finetune trains the backbone, which is not included: these heads alone do "
                             "not reproduce the run (artifacts are for prompt methods)")
         make_output_dir(out_dir, "the artifact")
-        _atomic_write(out_dir / TENSORS_FILE, lambda p: save_file(tensors, str(p), metadata={"format": FORMAT}))
-        _atomic_write(out_dir / DESCRIPTION_FILE, lambda p: p.write_text(json.dumps(desc, indent=2) + "\n"))
+        atomic_write(out_dir / TENSORS_FILE, lambda p: save_file(tensors, str(p), metadata={"format": FORMAT}))
+        atomic_write(out_dir / DESCRIPTION_FILE, lambda p: p.write_text(json.dumps(desc, indent=2) + "\n"))
     comm.barrier()  # every rank returns once the files exist
     return out_dir
 

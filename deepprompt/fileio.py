@@ -13,11 +13,12 @@ import gzip
 import io
 import json
 import os
+import tempfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from deepprompt.errors import DataError, DeepPromptError
+from deepprompt.errors import ConfigError, DataError, DeepPromptError
 
 ErrorType = type[DeepPromptError]
 
@@ -133,3 +134,35 @@ def first_broken_safetensors(directory: str | os.PathLike) -> str | None:
         except DataError as e:
             return str(e)
     return None
+
+
+# ------------------------------------------------------------------------------ writing
+
+def atomic_write(path: Path, write, error: ErrorType = ConfigError) -> None:
+    """``write(tmp_path)`` then rename over ``path``: a reader never sees half a file. A file that
+    cannot be written (a directory in its place, a full disk) is one line naming it."""
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        os.close(fd)
+        write(Path(tmp))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the result is an ordinary file
+        os.replace(tmp, path)
+    except BaseException as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise error(f"{path}: cannot write it ({e.strerror or e})") from None
+        raise
+
+
+def make_output_dir(out: Path, what: str, error: ErrorType = ConfigError) -> None:
+    """``out`` as a directory to write ``what`` into; a file in the way is one line naming it."""
+    if out.exists() and not out.is_dir():
+        raise error(f"{out}: is a file, not a directory to write {what} into; give another path")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise error(f"{out}: cannot create the directory for {what} ({e.strerror or e})") from None

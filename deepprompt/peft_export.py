@@ -33,11 +33,11 @@ from pathlib import Path
 
 import torch
 
-from deepprompt.artifacts import (Artifact, _atomic_write, copy_tensors, gather_tensors, load_artifact,
-                                  make_output_dir)
+from deepprompt.artifacts import Artifact, copy_tensors, gather_tensors, load_artifact
 from deepprompt.config import PromptConfig, from_dict
 from deepprompt.engine import comm
 from deepprompt.errors import ConfigError
+from deepprompt.fileio import atomic_write, make_output_dir
 from deepprompt.prompts.prefix import DeepPrefix, resolve_layers
 from deepprompt.spec import BackboneSpec
 
@@ -119,9 +119,9 @@ def export_peft(source, out_dir) -> Path:
     out = Path(out_dir)
     if comm.rank() == 0:
         make_output_dir(out, "the PEFT adapter")
-        _atomic_write(out / WEIGHTS_FILE, lambda p: save_file({"prompt_embeddings": table}, str(p),
+        atomic_write(out / WEIGHTS_FILE, lambda p: save_file({"prompt_embeddings": table}, str(p),
                                                               metadata={"format": "pt"}))
-        _atomic_write(out / CONFIG_FILE, lambda p: p.write_text(json.dumps(config, indent=2) + "\n"))
+        atomic_write(out / CONFIG_FILE, lambda p: p.write_text(json.dumps(config, indent=2) + "\n"))
     comm.barrier()
     return out
 

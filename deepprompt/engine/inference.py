@@ -9,7 +9,8 @@ import os
 import time
 from pathlib import Path
 
-from deepprompt.artifacts import Artifact, _atomic_write, apply_artifact, check_backbone, load_artifact
+from deepprompt.artifacts import Artifact, apply_artifact, check_backbone, load_artifact
+from deepprompt.fileio import atomic_write
 from deepprompt.config import RunConfig, config_from_dict
 from deepprompt.config.sections import without_legacy_defaults
 from deepprompt.engine import comm, preflight, setup
@@ -86,7 +87,7 @@ def evaluate_artifact(artifact_path: str, ds_config_path: str, overrides: list[s
         out_dir = Path(run.output_dir)
         path = out_dir / "eval_results.json"
         preflight.check_output_dir(run.output_dir, files=(path.name,))  # under a regular file: one line
-        _atomic_write(path, lambda p: p.write_text(json.dumps(results, indent=2) + "\n"))
+        atomic_write(path, lambda p: p.write_text(json.dumps(results, indent=2) + "\n"))
         for split, m in metrics.items():
             log.info("%s %s | %s", task.name, split, " ".join(f"{k} {v:.2f}" for k, v in m.items()))
         log.info("done in %.0f s | %s", results["wall_time_s"], path)

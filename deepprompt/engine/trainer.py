@@ -22,7 +22,8 @@ from deepprompt.data.mixer import TaskMixer
 from deepprompt.engine import checkpoint, comm, ds_setup, init_from, layout, preflight, setup, throughput
 from deepprompt.engine import world as world_info
 from deepprompt.engine.evaluate import evaluate
-from deepprompt.artifacts import _atomic_write, save_artifact
+from deepprompt.artifacts import save_artifact
+from deepprompt.fileio import atomic_write
 from deepprompt.engine.results import collect, criterion, log_done, mean_main_metric, prefixed
 from deepprompt.engine.run_log import Progress, Scalars, StepRecord, TrainLog, hms, progress_bar, warmup_steps
 from deepprompt.engine.signals import EXIT_PREEMPTED, StopFlag
@@ -75,8 +76,8 @@ class Trainer:
         self.grad_accum = ds["gradient_accumulation_steps"]
         self.frozen_per_rank = _log_layout(run, self.built, self.tasks, self.world)
         if self.rank == 0:
-            (self.out_dir / "run_config.json").write_text(json.dumps(run.to_dict(), indent=2))
-            (self.out_dir / "ds_config.json").write_text(json.dumps(ds_setup.public(ds), indent=2))
+            for name, content in (("run_config.json", run.to_dict()), ("ds_config.json", ds_setup.public(ds))):
+                atomic_write(self.out_dir / name, lambda p, c=content: p.write_text(json.dumps(c, indent=2)))
 
         self.train_feats = [task.features("train") for task in self.tasks]
         self.mixer = TaskMixer([t.name for t in self.tasks], [len(f) for f in self.train_feats], run.mixer,
@@ -338,7 +339,7 @@ class Trainer:
         results["stopped_early"] = progress.stopped_early
         if self.rank == 0:
             # atomic: its presence marks the run finished (deepprompt sweep reuses it, never reruns it)
-            _atomic_write(self.out_dir / "results.json", lambda p: p.write_text(json.dumps(results, indent=2)))
+            atomic_write(self.out_dir / "results.json", lambda p: p.write_text(json.dumps(results, indent=2)))
             log_done(results, tasks, self.out_dir / "results.json")
         self.scalars.close()
         comm.barrier()

@@ -200,10 +200,10 @@ def test_resume_refuses_when_no_checkpoint_reads_instead_of_starting_over(tmp_pa
 def test_pruning_removes_only_checkpoints_older_than_the_one_written(tmp_path):
     root, paths = _three(tmp_path)
     aside = _fake(root, 12).rename(root / "step_00000012.unreadable")
-    checkpoint._prune(root, 2, paths[1])  # just wrote step 6 (e.g. after falling back from a newer one)
+    checkpoint.prune(root, 2, paths[1])  # just wrote step 6 (e.g. after falling back from a newer one)
     assert sorted(p.name for p in root.iterdir()) == ["latest", "step_00000003", "step_00000006", "step_00000009",
                                                       aside.name]
-    checkpoint._prune(root, 1, paths[1])
+    checkpoint.prune(root, 1, paths[1])
     assert sorted(p.name for p in root.iterdir()) == ["latest", "step_00000006", "step_00000009", aside.name]
 
 
