@@ -3,8 +3,7 @@ per-word BIO tags, entity-level micro-F1; the file readers are in ``readers.py``
 Every task's files, metric and truncation policy: docs/tasks.md."""
 from __future__ import annotations
 
-import json
-
+from deepprompt.data.files import parse_json
 from deepprompt.errors import DataError
 from deepprompt.fileio import read_text
 from deepprompt.registry import TASKS
@@ -99,10 +98,7 @@ class Conll04(TaggingTask):
 
     def read_split(self, split):
         path = self.split_source(split)
-        try:
-            docs = json.loads(read_text(path) or "[]")
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+        docs = parse_json(read_text(path) or "[]", path)
         if not isinstance(docs, list):
             raise DataError(f"{path}: expected a JSON list of examples, got {type(docs).__name__}")
         if not docs:

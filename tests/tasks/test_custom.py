@@ -67,6 +67,15 @@ def test_explicit_files_from_a_run_config(tok, tmp_path):
     ("train.csv", "sentence,label\na,b\nc,\n", r"train.csv:3: missing field 'label'"),
     ("train.csv", 'sentence,label\n"a\nb",x\nc,y,z\n', r"train.csv:4: more cells than the 2 header columns"),
     ("train.jsonl", "", r"train.jsonl: no examples"),
+    # blank lines are skipped but still counted: the line named is the row's own
+    ("train.csv", "sentence,label\na,x\n\nb,\n", r"train.csv:4: missing field 'label'"),
+    ("train.tsv", "sentence\tlabel\n\n\na\tx\ty\n", r"train.tsv:4: more cells than the 2 header columns"),
+    ("train.csv", "sentence,label,sentence\na,x,b\n", r"train.csv:1: column 'sentence' appears twice in the header"),
+    # a stray quote: lenient csv read on to the next quote, two rows silently joined into one cell
+    ("train.csv", 'sentence,label\n"oops,x\nsecond" row,y\nlast,x\n',
+     r"train.csv:2: not valid CSV \(',' expected after '\"' on line 3; a cell that starts with a quote"),
+    ("train.tsv", 'sentence\tlabel\na\tx\n"never closed\ty\n', r"train.tsv:3: not valid CSV \(unexpected end of data"),
+    ("train.json", "[" * 100_000, r"train.json:1: not valid JSON \(arrays/objects nested too deeply to read\)"),
 ])
 def test_classification_bad_input_is_one_line(tok, tmp_path, name, content, message):
     (tmp_path / name).write_text(content)

@@ -73,6 +73,8 @@ def test_labelled_test_file_adds_the_test_split(tokenizer, tmp_path):
     ("sst2", "", r"dev\.tsv: no examples \(empty file\)$"),
     ("sst2", "sentence\tlabel\n", r"dev\.tsv: no examples$"),
     ("qnli", "index\tquestion\tlabel\n0\twhat ?\tentailment\n", r"dev\.tsv:2: missing field 'sentence'$"),
+    # a row read into a dict keeps the last of two same-named cells: the first would vanish unsaid
+    ("sst2", "sentence\tsentence\tlabel\ngood\tfilm\t1\n", r"dev\.tsv:1: column 'sentence' appears twice in the header$"),
 ])
 def test_bad_rows_are_one_line_with_file_and_line(tokenizer, tmp_path, name, content, message):
     (tmp_path / "train.tsv").write_text("")
