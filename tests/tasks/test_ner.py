@@ -210,6 +210,11 @@ def test_conll04_json_spans_to_bio(word_tok):
     ({"tokens": ["Anna"]}, r"example 1 \(orig_id 7\): missing field 'entities'"),
     ({"tokens": ["Anna"], "entities": [{"type": "Peop", "start": 0, "end": 2}]},
      r"span \[0, 2\) is outside the 1 tokens"),
+    # wrong JSON types: each was a TypeError traceback, or (a bool) read as 0/1
+    ({"tokens": ["Anna"], "entities": None}, r"example 1 \(orig_id 7\): field 'entities' must be list, got NoneType"),
+    ({"tokens": "Anna", "entities": []}, r"example 1 \(orig_id 7\): field 'tokens' must be list, got str"),
+    ({"tokens": ["Anna", "Berg"], "entities": [{"type": "Peop", "start": False, "end": 1}]},
+     r"example 1 \(orig_id 7\): entity 'Peop': field 'start' must be int, got bool False"),
 ])
 def test_conll04_bad_examples(word_tok, tmp_path, doc, message):
     ok = {"tokens": ["Oslo"], "entities": [{"type": "Loc", "start": 0, "end": 1}]}
