@@ -145,6 +145,13 @@ def test_tagging_from_conll_columns(tok):
     ("Acme\tNNP\tB-ORG\n", "Berg\tNNP\tB-PER\n", r"dev.txt:1: unknown label 'B-PER'"),
     ("Acme\tNNP\tB-ORG\nhired\tO\n", "Berg\tNNP\tO\n",
      r"train.txt:2: expected a word in column 0 and a tag in column 2"),
+    # a word with a space in a tab-separated file shifts the columns: the wrong cell would be the tag
+    ("Acme\tNNP\tB-ORG\nNew York\tNNP\tB-LOC\n", "Berg\tNNP\tO\n",
+     r"train.txt:2: 4 columns, but the sentence started on line 1 with 3"),
+    # tags that are not BIO (IO, BIOES, lower case): seqeval would score them as no entity at all
+    ("Acme\tNNP\tORG\n", "Berg\tNNP\tO\n", r"train.txt:1: tag 'ORG' is not BIO \(expected O, B-<type> or I-<type>\)"),
+    ("Acme\tNNP\tO\n\nAnna\tNNP\tB-PER\nBerg\tNNP\tE-PER\n", "Berg\tNNP\tO\n", r"train.txt:4: tag 'E-PER' is not BIO"),
+    ("Acme\tNNP\tB-ORG\n", "Berg\tNNP\tb-org\n", r"dev.txt:1: tag 'b-org' is not BIO"),
 ])
 def test_tagging_bad_input(tok, tmp_path, train, dev, message):
     (tmp_path / "train.txt").write_text(train)

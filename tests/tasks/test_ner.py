@@ -132,6 +132,8 @@ def test_conll03_missing_split_names_what_was_looked_for(word_tok, tmp_path):
     ("-DOCSTART- -X- -X- O\n\nAnna NNP I-NP I-PER\nBerg NNP I-PER\n", r"eng.train:4: expected 4 columns"),
     ("Anna NNP I-NP I-PER\nBerg NNP I-NP I-PERSON\n", r"eng.train:2: unknown label 'B-PERSON'"),
     ("-DOCSTART- -X- -X- O\n\n", r"eng.train: no sentences"),
+    # an extra column moves the tag: column 3 would be 'O' although the line's NER tag is B-PER
+    ("Anna NNP I-NP B-PER\nBerg NNP I-NP O I-PER\n", r"eng.train:2: 5 columns, but the sentence started on line 1 with 4"),
 ])
 def test_conll03_bad_input(word_tok, tmp_path, content, message):
     (tmp_path / "eng.train").write_text(content)
