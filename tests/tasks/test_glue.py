@@ -1,5 +1,6 @@
 """GLUE ablation tasks from the official tsv layout: header-named columns, unlabelled test files,
 metrics, and bad rows as one-line errors with file:line."""
+import logging
 import shutil
 
 import pytest
@@ -64,6 +65,17 @@ def test_labelled_test_file_adds_the_test_split(tokenizer, tmp_path):
     shutil.copy(GLUE / "QNLI" / "dev.tsv", tmp_path / "test.tsv")
     task = task_for("qnli", tokenizer, tmp_path)
     assert task.splits == ("train", "dev", "test") and len(task.features("test")) == 2
+
+
+def test_a_test_file_that_cannot_be_read_is_said_not_skipped_silently(tokenizer, tmp_path, caplog):
+    for name in ("train.tsv", "dev.tsv"):
+        shutil.copy(GLUE / "QNLI" / name, tmp_path / name)
+    rows = (GLUE / "QNLI" / "dev.tsv").read_text().splitlines()
+    (tmp_path / "test.tsv").write_text(rows[0] + "\n" + rows[1] + "\textra\n")  # labelled, but a cell too many
+    with caplog.at_level(logging.WARNING, logger="deepprompt"):
+        assert task_for("qnli", tokenizer, tmp_path).splits == ("train", "dev")
+    assert "qnli: no test split: the test file cannot be read (" in caplog.text
+    assert "test.tsv:2: expected 4 tab-separated fields" in caplog.text
 
 
 @pytest.mark.parametrize("name, content, message", [
