@@ -5,9 +5,25 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from deepprompt.errors import DataError
 from deepprompt.fileio import text_lines
+
+
+def parse_json(text: str, path: str | Path, line: int = 1, what: str = "not valid JSON") -> Any:
+    """``json.loads(text)`` for ``text`` that starts on ``line`` of ``path``. Every way the parser
+    fails is one ``DataError`` naming the line: malformed JSON (with its column), but also what it
+    raises besides ``JSONDecodeError``: ``RecursionError`` on arrays/objects nested thousands deep,
+    ``ValueError`` on an integer of more than 4300 digits."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{line + e.lineno - 1}: {what} ({e.msg} at column {e.colno})") from None
+    except RecursionError:
+        raise DataError(f"{path}:{line}: {what} (arrays/objects nested too deeply to read)") from None
+    except ValueError as e:
+        raise DataError(f"{path}:{line}: {what} ({str(e).split(':')[0]})") from None
 
 
 def iter_jsonl(path: Path, allow_empty: bool = False) -> Iterator[tuple[str, dict]]:
@@ -19,13 +35,21 @@ def iter_jsonl(path: Path, allow_empty: bool = False) -> Iterator[tuple[str, dic
         if not line.strip():
             continue
         where = f"{path}:{lineno}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{where}: malformed JSON line ({e.msg} at column {e.colno})") from None
+        row = parse_json(line.rstrip("\n"), path, lineno, "malformed JSON line")  # an error at its end stays on it
         if not isinstance(row, dict):
             raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
         seen = True
         yield where, row
     if not seen and not allow_empty:
         raise DataError(f"{path}: no examples (empty file)")
+
+
+def check_header(header: list[str], where: str) -> None:
+    """A header row (CSV, TSV) that names a column twice is one ``DataError`` naming ``where``
+    (file:line): read into a dict, each row would silently keep only the last of the two cells.
+    Empty names (the trailing empty columns spreadsheets write) may repeat."""
+    seen: set[str] = set()
+    for name in header:
+        if name.strip() and name in seen:
+            raise DataError(f"{where}: column {name!r} appears twice in the header")
+        seen.add(name)

@@ -151,6 +151,9 @@ class Task:
     """The official folder name: ``task.data_dir`` may be that folder or its parent."""
     data_dir_may_be_file: ClassVar[bool] = False
     """``task.data_dir`` may name one file that holds every split (wnut16's ``ner.txt``)."""
+    SINGLE_FILE: ClassVar[str | None] = None
+    """The name of that one file (last in ``split_files``): the splits are cut from it when data_dir
+    has no file of its own for any split."""
     data_help: ClassVar[str] = ""
     """What the data directory holds, for the one-line errors (e.g. ``train/dev JSON``)."""
     needs_files: ClassVar[bool] = False
@@ -204,6 +207,8 @@ class Task:
         names = self.split_names(split)
         for name in names:
             if self._found(root / name):
+                if name == self.SINGLE_FILE:
+                    self._refuse_mixed_layout(root, split, names)
                 return root / name
         if self.source_kind == "dir":
             raise ConfigError(f"task.data_dir: {root} has no {' or '.join(names)} directory ({self.data_help})")
@@ -211,6 +216,17 @@ class Task:
             raise ConfigError(f"task.data_dir: {root} has no {names[0]} (the {split} split of {self.name})")
         raise ConfigError(f"task.data_dir: {root} has no {split} {'file' if self.source_kind == 'file' else 'data'} "
                           f"(looked for {', '.join(names)}{self.missing_hint(split)}; or set task.{split}_file)")
+
+    def _refuse_mixed_layout(self, root: Path, split: str, names: tuple[str, ...]) -> None:
+        """A split cut from the one-file corpus while another split has a file of its own in data_dir
+        would be a 10 % slice of a corpus that file may overlap: one line instead of that mix."""
+        own = [n for s in self.split_files if s != split for n in self.split_names(s)
+               if n != self.SINGLE_FILE and self._found(root / n)]
+        if own:
+            looked = ", ".join(n for n in names if n != self.SINGLE_FILE)
+            raise ConfigError(f"task.data_dir: {root} has {own[0]} but no {split} file (looked for {looked}); the "
+                              f"{split} split would be cut from {self.SINGLE_FILE}, the whole corpus: add the {split} "
+                              f"file, set task.{split}_file, or keep only {self.SINGLE_FILE} there")
 
     def source_exists(self, path: Path) -> bool:
         """Whether ``task.<split>_file`` names something this task reads (``file`` tasks: a file;

@@ -115,7 +115,9 @@ class FileTask(Task):
     @property
     def splits(self) -> tuple[str, ...]:
         """train and dev; test too when the test file exists and its first row carries a label. A
-        ``task.test_file`` without labels is refused: it was asked for, and the test split is scored."""
+        ``task.test_file`` without labels is refused: it was asked for, and the test split is scored.
+        A test file under data_dir that cannot be read (empty, malformed) gives no test split, and
+        a warning that says why (a broken labelled test file would otherwise vanish unsaid)."""
         if "test" not in self.split_files:
             return ("train", "dev")
         explicit = self.explicit_file("test")
@@ -123,9 +125,12 @@ class FileTask(Task):
         if path is not None and path.is_file():
             try:
                 _, first = next(iter(self.read_rows(path)), (None, None))
-            except DataError:
+            except DataError as e:
                 if explicit:
                     raise
+                if not getattr(self, "_test_unread", False):  # said once: splits is asked for often
+                    log.warning("%s: no test split: the test file cannot be read (%s)", self.name, e)
+                    self._test_unread = True
                 return ("train", "dev")
             if first is None and explicit:
                 raise DataError(f"{explicit}: no examples (empty file)")

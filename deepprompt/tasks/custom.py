@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from deepprompt.data.files import iter_jsonl
+from deepprompt.data.files import check_header, iter_jsonl, parse_json
 from deepprompt.errors import DataError
 from deepprompt.fileio import read_text, text_lines
 from deepprompt.metrics.classification import accuracy, macro_f1
@@ -134,10 +134,7 @@ class CustomClassification(Task):
         """(object, "file:line") per line; a ``.json`` file holding one JSON list gives "file: example i"."""
         text = read_text(path) if path.suffix == ".json" else ""
         if text.lstrip().startswith("["):
-            try:
-                items = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+            items = parse_json(text, path)
             for i, obj in enumerate(items):
                 if not isinstance(obj, dict):
                     raise DataError(f"{path}: example {i}: expected a JSON object, got {type(obj).__name__}")
@@ -147,28 +144,36 @@ class CustomClassification(Task):
             yield obj, where
 
     def _read_csv(self, path: Path):
+        """(row as {column: cell}, "file:line" of the row's first line) per row after the header;
+        blank lines are skipped (and counted in the line numbers), a quoted cell may span lines."""
         # decoded first (UTF-8, a byte-order mark dropped: Excel writes one, and it would otherwise
-        # stick to the first column's name); csv wants the line ends untouched (newline="")
-        reader = csv.DictReader(text_lines(path, newline=""), delimiter="\t" if path.suffix == ".tsv" else ",")
-        try:
-            header = reader.fieldnames or []
-        except csv.Error as e:
-            raise DataError(f"{path}:{reader.line_num}: not valid CSV ({e})") from None
-        for field in self._fields():
-            if header and field not in header:
-                raise DataError(f"{path}:1: missing field {field!r} (columns: {', '.join(header)})")
-        start = reader.line_num + 1
+        # stick to the first column's name); csv wants the line ends untouched (newline=""). strict: a
+        # cell that opens with a quote must close with one; lenient csv reads on to the next quote in
+        # the file, joining the rows between into one cell without a word
+        delimiter = "\t" if path.suffix == ".tsv" else ","
+        reader = csv.reader(text_lines(path, newline=""), delimiter=delimiter, strict=True)
+        header, end = None, 0
         while True:
             try:
-                row = next(reader)
+                cells = next(reader)
             except StopIteration:
                 return
             except csv.Error as e:
-                raise DataError(f"{path}:{reader.line_num}: not valid CSV ({e})") from None
-            if None in row:
-                raise DataError(f"{path}:{start}: more cells than the {len(header)} header columns")
-            yield row, f"{path}:{start}"
-            start = reader.line_num + 1
+                raise DataError(f"{path}:{end + 1}: not valid CSV ({e} on line {reader.line_num}; a cell that "
+                                f"starts with a quote must end with one, and write a quote inside as \"\")") from None
+            where, end = f"{path}:{end + 1}", reader.line_num  # the row runs from line end + 1 to line_num
+            if not cells:
+                continue
+            if header is None:
+                header = cells
+                check_header(header, where)
+                for field in self._fields():
+                    if field not in header:
+                        raise DataError(f"{where}: missing field {field!r} (columns: {', '.join(header)})")
+                continue
+            if len(cells) > len(header):
+                raise DataError(f"{where}: more cells than the {len(header)} header columns")
+            yield dict(zip(header, cells)), where
 
     def read_examples(self, split):
         label_set = set(self.labels)

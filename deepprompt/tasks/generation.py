@@ -222,7 +222,9 @@ class Generation(GenerativeTask):
         if split not in self.splits:
             raise ConfigError(f"task {self.name}: no {split!r} split (splits: {', '.join(self.splits)})")
         out = [self.parse_row(row, where) for where, row in iter_jsonl(self.split_source(split))]
-        if split != "train" and self.opts.max_eval_examples is not None:
+        if split != "train" and self.opts.max_eval_examples is not None and len(out) > self.opts.max_eval_examples:
+            log.info("%s/%s: scoring the first %d of %d examples (task.max_eval_examples)", self.name, split,
+                     self.opts.max_eval_examples, len(out))
             out = out[:self.opts.max_eval_examples]
         return out
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
+from deepprompt.data.files import check_header
 from deepprompt.errors import DataError
 from deepprompt.fileio import text_lines
 from deepprompt.metrics.classification import accuracy, f1
@@ -39,6 +40,7 @@ def read_tsv(path: Path):
             continue
         fields = line.split("\t")
         if header is None:
+            check_header(fields, f"{path}:{lineno}")
             header = fields
             continue
         if len(fields) != len(header):

@@ -3,13 +3,12 @@ per-word BIO tags, entity-level micro-F1; the file readers are in ``readers.py``
 Every task's files, metric and truncation policy: docs/tasks.md."""
 from __future__ import annotations
 
-import json
-
+from deepprompt.data.files import parse_json
 from deepprompt.errors import DataError
 from deepprompt.fileio import read_text
 from deepprompt.registry import TASKS
 from deepprompt.tasks.base import split_80_10_10
-from deepprompt.tasks.readers import Sentence, brackets_to_bio, read_conll
+from deepprompt.tasks.readers import Sentence, brackets_to_bio, get_field, read_conll
 from deepprompt.tasks.tagging import GOLD_CONLL_DIRS, GOLD_CONLL_HELP, TaggingTask, read_gold_conll_split
 
 
@@ -99,10 +98,7 @@ class Conll04(TaggingTask):
 
     def read_split(self, split):
         path = self.split_source(split)
-        try:
-            docs = json.loads(read_text(path) or "[]")
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+        docs = parse_json(read_text(path) or "[]", path)
         if not isinstance(docs, list):
             raise DataError(f"{path}: expected a JSON list of examples, got {type(docs).__name__}")
         if not docs:
@@ -112,20 +108,18 @@ class Conll04(TaggingTask):
     def _sentence(self, doc, where: str) -> Sentence:
         if isinstance(doc, dict) and "orig_id" in doc:
             where += f" (orig_id {doc['orig_id']})"
-        for key in ("tokens", "entities"):
-            if not isinstance(doc, dict) or key not in doc:
-                raise DataError(f"{where}: missing field {key!r}")
-        words = doc["tokens"]
-        if not isinstance(words, list) or not words or not all(isinstance(w, str) and w for w in words):
+        words = get_field(doc, "tokens", where, list)
+        if not words or not all(isinstance(w, str) and w for w in words):
             raise DataError(f"{where}: 'tokens' must be a non-empty list of non-empty strings")
         tags = ["O"] * len(words)
-        for ent in doc["entities"]:
+        for ent in get_field(doc, "entities", where, list):
             if not isinstance(ent, dict) or any(k not in ent for k in ("type", "start", "end")):
                 raise DataError(f"{where}: every entity needs 'type', 'start' and 'end', got {ent!r}")
-            typ, a, b = ent["type"], ent["start"], ent["end"]
+            typ = ent["type"]
+            a, b = (get_field(ent, k, f"{where}: entity {typ!r}", int) for k in ("start", "end"))
             if typ not in self.entity_types:
                 raise DataError(f"{where}: unknown entity type {typ!r} (known: {', '.join(self.entity_types)})")
-            if not (isinstance(a, int) and isinstance(b, int) and 0 <= a < b <= len(words)):
+            if not 0 <= a < b <= len(words):
                 raise DataError(f"{where}: entity span [{a}, {b}) is outside the {len(words)} tokens")
             if any(t != "O" for t in tags[a:b]):
                 raise DataError(f"{where}: entity {typ} [{a}, {b}) overlaps another entity")

@@ -21,7 +21,6 @@ the text in the context nearest to it (counted and logged per file; SQuADShifts 
 file and the question id."""
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import ClassVar
 
 import torch
 
+from deepprompt.data.files import parse_json
 from deepprompt.errors import ConfigError, DataError
 from deepprompt.fileio import read_text
 from deepprompt.metrics.squad import merge_windows, squad_v1, squad_v2
@@ -61,10 +61,7 @@ def read_squad_json(path: Path, version_2: bool) -> tuple[list[dict], int]:
     text = read_text(path)
     if not text.strip():
         raise DataError(f"{path}: empty file")
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{e.lineno}: not valid JSON: {e.msg}") from None
+    doc = parse_json(text, path)
     records, moved = [], 0
     for a, article in enumerate(get_field(doc, "data", str(path), list)):
         for p, para in enumerate(get_field(article, "paragraphs", f"{path}: data[{a}]", list)):

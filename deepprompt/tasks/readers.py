@@ -42,9 +42,10 @@ def read_conll(path: Path, tag_col: int = -1, word_col: int = 0, min_cols: int =
                columns: str = "a word and a tag") -> list[Sentence]:
     """Whitespace- (or tab-) separated columns, the word in ``word_col``, the tag in ``tag_col``;
     blank lines (also lines of only whitespace) end a sentence; ``-DOCSTART-`` lines are skipped.
-    A line with fewer than ``min_cols`` columns (described by ``columns``) is a one-line error."""
+    A line with fewer than ``min_cols`` columns (described by ``columns``), or with another number of
+    columns than the sentence's first line, is a one-line error."""
     needed = max(min_cols, *(c + 1 if c >= 0 else -c for c in (tag_col, word_col)))
-    sentences, words, tags, start = [], [], [], 0
+    sentences, words, tags, start, width = [], [], [], 0, 0
     for lineno, line in enumerate(text_lines(path), 1):
         cols = line.split()
         if not cols or cols[0] == "-DOCSTART-":
@@ -55,7 +56,10 @@ def read_conll(path: Path, tag_col: int = -1, word_col: int = 0, min_cols: int =
         if len(cols) < needed:
             raise DataError(f"{path}:{lineno}: expected {columns}, got {line.strip()!r}")
         if not words:
-            start = lineno
+            start, width = lineno, len(cols)
+        elif len(cols) != width:  # a word holding a space, a missing or extra column: the tag column shifts
+            raise DataError(f"{path}:{lineno}: {len(cols)} columns, but the sentence started on line {start} "
+                            f"with {width}")
         words.append(cols[word_col])
         tags.append(cols[tag_col])
     if words:

@@ -218,8 +218,8 @@ def plain_passage(text: str) -> str:
 class MultiRC(SuperGlueMixin, ClassificationTask):
     """Multi-sentence reading comprehension: every (paragraph, question, answer option) is one binary
     example ``question answer [SEP] passage``; only the passage is truncated. Metrics: f1a (binary F1
-    over all answer options, main) and em (questions whose options are all right), grouped by
-    (paragraph idx, question idx)."""
+    over all answer options, main) and em (questions whose options are all right; each question of
+    each row counts once, whatever its paragraph/question idx)."""
 
     folder = "MultiRC"
     label_names = ("0", "1")
@@ -280,12 +280,10 @@ class MultiRC(SuperGlueMixin, ClassificationTask):
 
     def metrics(self, predictions, split):
         ds = self.features(split).dataset
-        gold = {(i, s): (g, l) for i, s, g, l in zip(ds["id"], ds["sub"], ds["group"], ds["labels"])}
-        rows = []
-        for p in predictions:
-            group, label = gold[(p["id"], p["sub"])]
-            rows.append((group, label, self.labels.index(p["label"])))
-        return multirc_scores(rows)
+        gold = {(i, s): l for i, s, l in zip(ds["id"], ds["sub"], ds["labels"])}
+        # a question is its record (``id``), not its (paragraph idx, question idx): those repeat when a
+        # row does, and when task.folds pools train and val (both number their paragraphs from 0)
+        return multirc_scores((p["id"], gold[(p["id"], p["sub"])], self.labels.index(p["label"])) for p in predictions)
 
 
 @TASKS.register("record")

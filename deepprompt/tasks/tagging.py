@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -10,6 +11,28 @@ from deepprompt.errors import DataError
 from deepprompt.metrics.seqeval_f1 import entity_f1
 from deepprompt.tasks.base import PAD_LABEL, Task, log
 from deepprompt.tasks.readers import GoldConllSentence, Sentence, gold_conll_files, iob1_to_iob2, read_gold_conll
+
+
+BIO_TAG = re.compile(r"O|[BI]-\S+")
+"""A tag the tasks read (BIO or IOB1, normalised to IOB2 by ``iob1_to_iob2``)."""
+
+
+def word_where(where: str, j: int) -> str:
+    """Where word ``j`` of a sentence found at ``where`` is: ``file:line`` + j in a column file (one
+    word per line), else ``where`` and the word's index (a JSON example)."""
+    path, _, line = where.rpartition(":")
+    return f"{path}:{int(line) + j}" if line.isdigit() else f"{where}: word {j}"
+
+
+def bio_tags(sent: Sentence) -> list[str]:
+    """The sentence's tags in IOB2. A tag that is not BIO/IOB1 (``PER``, ``b-per``, BIOES's ``S-PER``)
+    is a one-line error naming its line: it would train as a label of its own, but the IOB1
+    normalisation and the entity metric assume BIO (seqeval finds no entity in ``PER`` or ``b-per``,
+    so their F1 would be 0 without a word said)."""
+    for j, t in enumerate(sent.tags):
+        if not BIO_TAG.fullmatch(t):
+            raise DataError(f"{word_where(sent.where, j)}: tag {t!r} is not BIO (expected O, B-<type> or I-<type>)")
+    return iob1_to_iob2(sent.tags)
 
 
 @dataclass
@@ -44,7 +67,7 @@ class TaggingTask(Task):
         if self.given_labels:
             return list(self.given_labels)
         if getattr(self, "_train_labels", None) is None:
-            seen = {t for sent in self.read_split("train") for t in iob1_to_iob2(sent.tags)}
+            seen = {t for sent in self.read_split("train") for t in bio_tags(sent)}
             self._train_labels = ["O"] + sorted(seen - {"O"})
         return self._train_labels
 
@@ -63,14 +86,13 @@ class TaggingTask(Task):
         label_id = {l: i for i, l in enumerate(self.labels)}
         examples, unseen = [], 0
         for idx, sent in enumerate(self.read_split(split)):
-            tags = iob1_to_iob2(sent.tags)
+            tags = bio_tags(sent)
             for j, t in enumerate(tags):
                 if t not in label_id:
                     if self.count_unseen and split != "train" and not self.given_labels:
                         unseen += 1
                         continue
-                    path, line = sent.where.rsplit(":", 1)
-                    raise DataError(f"{path}:{int(line) + j}: unknown label {t!r} for task {self.name} "
+                    raise DataError(f"{word_where(sent.where, j)}: unknown label {t!r} for task {self.name} "
                                     f"(known: {', '.join(self.labels)})")
             record = {"id": idx, "words": sent.words, "tags": tags}
             if self.pair_field:

@@ -123,6 +123,26 @@ def test_wnut16_reads_train_file_instead_of_the_data_dir(tokenizer, tmp_path):
     assert len(task.read_examples("dev")) == 2 and len(task.read_examples("train")) == 16
 
 
+@pytest.mark.parametrize("name, corpus, own, missing", [
+    ("tweet_sentiment", "tweets.csv", ("train.csv", "dev.csv"), "test"),
+    ("wnut16", "ner.txt", ("train", "test"), "dev"),
+])
+def test_a_split_is_never_cut_from_the_corpus_file_next_to_split_files(tokenizer, tmp_path, name, corpus, own, missing):
+    """data_dir with train/dev files AND the one-file corpus: the split without a file of its own was
+    silently a 10 % slice of the corpus (which the other files may overlap)."""
+    from deepprompt.errors import ConfigError
+
+    body = ("sentiment,text\n" + "".join(f"positive,tweet {i}\n" for i in range(30)) if name == "tweet_sentiment"
+            else "".join(f"w{i}\tO\n\n" for i in range(30)))
+    for f in (corpus, *own):
+        (tmp_path / f).write_text(body)
+    task = build_task(TaskConfig(name=name, data_dir=str(tmp_path)), tokenizer)
+    with pytest.raises(ConfigError, match=rf"^task.data_dir: {tmp_path} has {own[0]} but no {missing} file \(looked "
+                                          rf"for .*\); the {missing} split would be cut from {corpus}, the whole corpus"):
+        task.read_examples(missing)
+    assert len(task.read_examples("train")) == 30  # the splits that have their own files read as before
+
+
 def test_a_split_file_that_is_missing_or_a_directory_is_one_line(tokenizer, tmp_path):
     from deepprompt.errors import ConfigError
 

@@ -67,6 +67,15 @@ def test_explicit_files_from_a_run_config(tok, tmp_path):
     ("train.csv", "sentence,label\na,b\nc,\n", r"train.csv:3: missing field 'label'"),
     ("train.csv", 'sentence,label\n"a\nb",x\nc,y,z\n', r"train.csv:4: more cells than the 2 header columns"),
     ("train.jsonl", "", r"train.jsonl: no examples"),
+    # blank lines are skipped but still counted: the line named is the row's own
+    ("train.csv", "sentence,label\na,x\n\nb,\n", r"train.csv:4: missing field 'label'"),
+    ("train.tsv", "sentence\tlabel\n\n\na\tx\ty\n", r"train.tsv:4: more cells than the 2 header columns"),
+    ("train.csv", "sentence,label,sentence\na,x,b\n", r"train.csv:1: column 'sentence' appears twice in the header"),
+    # a stray quote: lenient csv read on to the next quote, two rows silently joined into one cell
+    ("train.csv", 'sentence,label\n"oops,x\nsecond" row,y\nlast,x\n',
+     r"train.csv:2: not valid CSV \(',' expected after '\"' on line 3; a cell that starts with a quote"),
+    ("train.tsv", 'sentence\tlabel\na\tx\n"never closed\ty\n', r"train.tsv:3: not valid CSV \(unexpected end of data"),
+    ("train.json", "[" * 100_000, r"train.json:1: not valid JSON \(arrays/objects nested too deeply to read\)"),
 ])
 def test_classification_bad_input_is_one_line(tok, tmp_path, name, content, message):
     (tmp_path / name).write_text(content)
@@ -136,6 +145,13 @@ def test_tagging_from_conll_columns(tok):
     ("Acme\tNNP\tB-ORG\n", "Berg\tNNP\tB-PER\n", r"dev.txt:1: unknown label 'B-PER'"),
     ("Acme\tNNP\tB-ORG\nhired\tO\n", "Berg\tNNP\tO\n",
      r"train.txt:2: expected a word in column 0 and a tag in column 2"),
+    # a word with a space in a tab-separated file shifts the columns: the wrong cell would be the tag
+    ("Acme\tNNP\tB-ORG\nNew York\tNNP\tB-LOC\n", "Berg\tNNP\tO\n",
+     r"train.txt:2: 4 columns, but the sentence started on line 1 with 3"),
+    # tags that are not BIO (IO, BIOES, lower case): seqeval would score them as no entity at all
+    ("Acme\tNNP\tORG\n", "Berg\tNNP\tO\n", r"train.txt:1: tag 'ORG' is not BIO \(expected O, B-<type> or I-<type>\)"),
+    ("Acme\tNNP\tO\n\nAnna\tNNP\tB-PER\nBerg\tNNP\tE-PER\n", "Berg\tNNP\tO\n", r"train.txt:4: tag 'E-PER' is not BIO"),
+    ("Acme\tNNP\tB-ORG\n", "Berg\tNNP\tb-org\n", r"dev.txt:1: tag 'b-org' is not BIO"),
 ])
 def test_tagging_bad_input(tok, tmp_path, train, dev, message):
     (tmp_path / "train.txt").write_text(train)

@@ -3,6 +3,7 @@ features (loss on the response only), one-line errors naming file:line, metrics.
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -45,6 +46,13 @@ def test_chat_messages_are_rendered_with_the_chat_template(tmp_path):
     assert rec["prompt"] == "user : what is the answer ? red </s> assistant : " and rec["references"] == ["red"]
     f = t.features("train")[0]
     assert t.tokenizer.decode(f["input_ids"][len(f["prompt_ids"]):]) == "red </s>"
+
+
+def test_max_eval_examples_cuts_dev_and_says_so(tmp_path, caplog):
+    write_generation_data(tmp_path, n_train=2, n_dev=5)
+    with caplog.at_level(logging.INFO, logger="deepprompt"):
+        assert len(task(tmp_path, max_eval_examples=3).read_examples("dev")) == 3
+    assert "generation/dev: scoring the first 3 of 5 examples (task.max_eval_examples)" in caplog.text
 
 
 def test_a_row_without_a_response_names_file_and_line(tmp_path):

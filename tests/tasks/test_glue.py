@@ -1,5 +1,6 @@
 """GLUE ablation tasks from the official tsv layout: header-named columns, unlabelled test files,
 metrics, and bad rows as one-line errors with file:line."""
+import logging
 import shutil
 
 import pytest
@@ -66,6 +67,17 @@ def test_labelled_test_file_adds_the_test_split(tokenizer, tmp_path):
     assert task.splits == ("train", "dev", "test") and len(task.features("test")) == 2
 
 
+def test_a_test_file_that_cannot_be_read_is_said_not_skipped_silently(tokenizer, tmp_path, caplog):
+    for name in ("train.tsv", "dev.tsv"):
+        shutil.copy(GLUE / "QNLI" / name, tmp_path / name)
+    rows = (GLUE / "QNLI" / "dev.tsv").read_text().splitlines()
+    (tmp_path / "test.tsv").write_text(rows[0] + "\n" + rows[1] + "\textra\n")  # labelled, but a cell too many
+    with caplog.at_level(logging.WARNING, logger="deepprompt"):
+        assert task_for("qnli", tokenizer, tmp_path).splits == ("train", "dev")
+    assert "qnli: no test split: the test file cannot be read (" in caplog.text
+    assert "test.tsv:2: expected 4 tab-separated fields" in caplog.text
+
+
 @pytest.mark.parametrize("name, content, message", [
     ("sst2", "sentence\tlabel\ngood film\t1\nbad film\n",
      r"dev\.tsv:3: expected 2 tab-separated fields \(sentence, label\), got 1$"),
@@ -73,6 +85,8 @@ def test_labelled_test_file_adds_the_test_split(tokenizer, tmp_path):
     ("sst2", "", r"dev\.tsv: no examples \(empty file\)$"),
     ("sst2", "sentence\tlabel\n", r"dev\.tsv: no examples$"),
     ("qnli", "index\tquestion\tlabel\n0\twhat ?\tentailment\n", r"dev\.tsv:2: missing field 'sentence'$"),
+    # a row read into a dict keeps the last of two same-named cells: the first would vanish unsaid
+    ("sst2", "sentence\tsentence\tlabel\ngood\tfilm\t1\n", r"dev\.tsv:1: column 'sentence' appears twice in the header$"),
 ])
 def test_bad_rows_are_one_line_with_file_and_line(tokenizer, tmp_path, name, content, message):
     (tmp_path / "train.tsv").write_text("")

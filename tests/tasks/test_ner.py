@@ -132,6 +132,8 @@ def test_conll03_missing_split_names_what_was_looked_for(word_tok, tmp_path):
     ("-DOCSTART- -X- -X- O\n\nAnna NNP I-NP I-PER\nBerg NNP I-PER\n", r"eng.train:4: expected 4 columns"),
     ("Anna NNP I-NP I-PER\nBerg NNP I-NP I-PERSON\n", r"eng.train:2: unknown label 'B-PERSON'"),
     ("-DOCSTART- -X- -X- O\n\n", r"eng.train: no sentences"),
+    # an extra column moves the tag: column 3 would be 'O' although the line's NER tag is B-PER
+    ("Anna NNP I-NP B-PER\nBerg NNP I-NP O I-PER\n", r"eng.train:2: 5 columns, but the sentence started on line 1 with 4"),
 ])
 def test_conll03_bad_input(word_tok, tmp_path, content, message):
     (tmp_path / "eng.train").write_text(content)
@@ -210,6 +212,11 @@ def test_conll04_json_spans_to_bio(word_tok):
     ({"tokens": ["Anna"]}, r"example 1 \(orig_id 7\): missing field 'entities'"),
     ({"tokens": ["Anna"], "entities": [{"type": "Peop", "start": 0, "end": 2}]},
      r"span \[0, 2\) is outside the 1 tokens"),
+    # wrong JSON types: each was a TypeError traceback, or (a bool) read as 0/1
+    ({"tokens": ["Anna"], "entities": None}, r"example 1 \(orig_id 7\): field 'entities' must be list, got NoneType"),
+    ({"tokens": "Anna", "entities": []}, r"example 1 \(orig_id 7\): field 'tokens' must be list, got str"),
+    ({"tokens": ["Anna", "Berg"], "entities": [{"type": "Peop", "start": False, "end": 1}]},
+     r"example 1 \(orig_id 7\): entity 'Peop': field 'start' must be int, got bool False"),
 ])
 def test_conll04_bad_examples(word_tok, tmp_path, doc, message):
     ok = {"tokens": ["Oslo"], "entities": [{"type": "Loc", "start": 0, "end": 1}]}
@@ -226,6 +233,9 @@ def test_conll04_empty_and_broken_files(word_tok, tmp_path):
         task.features("train")
     (tmp_path / "conll04_train.json").write_text('[\n{"tokens": ["a"],\n')
     with pytest.raises(DataError, match=r"conll04_train.json:3: not valid JSON"):
+        build_task(TaskConfig(name="conll04", data_dir=str(tmp_path)), word_tok).features("train")
+    (tmp_path / "conll04_train.json").write_text("[" * 100_000)  # json.loads: RecursionError
+    with pytest.raises(DataError, match=r"conll04_train.json:1: not valid JSON \(arrays/objects nested too deeply"):
         build_task(TaskConfig(name="conll04", data_dir=str(tmp_path)), word_tok).features("train")
 
 

@@ -169,6 +169,21 @@ def test_multirc_one_example_per_answer_grouped_per_question(tokenizer):
     assert scores == {"f1a": pytest.approx(80.0), "em": 50.0}
 
 
+def test_multirc_em_counts_each_question_of_each_row(tokenizer, tmp_path):
+    """Paragraph/question idx need not be unique (a repeated row; train and val pooled by
+    task.folds both count paragraphs from 0): em counts every question of every row on its own."""
+    row = (SG / "MultiRC" / "val.jsonl").read_text().splitlines()[0]
+    (tmp_path / "train.jsonl").write_text(row + "\n")
+    (tmp_path / "val.jsonl").write_text(row + "\n" + row + "\n")  # questions 0/0, 0/1, 0/0, 0/1
+    task = task_for("multirc", tokenizer, data_dir=tmp_path)
+    feats = task.features("dev")[:]
+    assert [f["id"] for f in feats] == [0, 0, 0, 1, 1, 2, 2, 2, 3, 3]
+    wrong = {(3, 1)}  # one option of the last question: 3 of the 4 questions are all right
+    logits = torch.tensor([[1.0, 0.0] if (f["labels"] == 0) != ((f["id"], f["sub"]) in wrong) else [0.0, 1.0]
+                           for f in feats])
+    assert task.metrics(task.predict(logits, feats), "dev")["em"] == 75.0  # grouped by idx it was 50
+
+
 def _first_row(name):
     return json.loads((SG / FOLDERS[name] / "val.jsonl").read_text().splitlines()[0])
 
