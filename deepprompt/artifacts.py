@@ -25,7 +25,7 @@ from torch import nn
 from deepprompt.config import RunConfig
 from deepprompt.engine import comm
 from deepprompt.errors import ConfigError
-from deepprompt.fileio import atomic_write, load_safetensors, make_output_dir, read_text
+from deepprompt.fileio import atomic_write, load_json, load_safetensors, make_output_dir, read_text
 from deepprompt.spec import BackboneSpec
 
 log = logging.getLogger("deepprompt")
@@ -238,10 +238,7 @@ def _check_description(desc: dict, where: Path) -> None:
 def load_artifact(path) -> Artifact:
     """Read an artifact directory (or its prompts.json): safetensors + JSON only, never pickle."""
     desc_path = _description_path(path)
-    try:
-        desc = json.loads(read_text(desc_path, ConfigError))
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{desc_path}:{e.lineno}: not valid JSON: {e.msg}") from None
+    desc = load_json(read_text(desc_path, ConfigError), desc_path, ConfigError)
     found = desc.get("format") if isinstance(desc, dict) else None
     if found != FORMAT:
         raise ConfigError(f"{desc_path}: not a deepprompt prompt artifact (format {found!r}, expected {FORMAT!r})")

@@ -74,16 +74,28 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
     return out
 
 
-def load_json(text: str, where: str | os.PathLike, error: ErrorType = DataError):
-    """``json.loads`` of a file's text; invalid JSON, or a key given twice in one object (``json``
-    would keep the last and drop the first without a word), is one ``error`` line naming ``where``."""
+def load_json(text: str, where: str | os.PathLike, error: ErrorType = DataError, line: int | None = None,
+              what: str = "not valid JSON", hint: str = ""):
+    """``json.loads`` of a file's text (of its line ``line``, for JSON Lines) through which every JSON
+    reader of the package goes, so that each way the parser fails is one ``error`` line naming
+    ``where`` (and the line), then ``hint`` (what to do): malformed JSON (with its column); a key
+    given twice in one object (``json`` would keep the last and drop the first without a word); and
+    what the parser raises besides ``JSONDecodeError``: ``RecursionError`` on arrays nested
+    thousands deep, ``ValueError`` on an integer of more than 4300 digits."""
+    def fail(at_line: int | None, detail: str):
+        at = f"{where}:{at_line}" if at_line is not None else str(where)
+        return error(f"{at}: {what} ({detail})" + (f"; {hint}" if hint else ""))
+
     try:
         return json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as e:
-        raise error(f"{where}:{e.lineno}: not valid JSON: {e.msg}") from None
+        raise fail((line or 1) + e.lineno - 1, f"{e.msg} at column {e.colno}") from None
     except _DuplicateKey as e:
-        raise error(f"{where}: not valid JSON: key {e.args[0]!r} is given twice in one object "
-                    f"(only the last would count); keep one") from None
+        raise fail(line, f"key {e.args[0]!r} is given twice in one object: only the last would count") from None
+    except RecursionError:
+        raise fail(line, "arrays/objects nested too deeply to read") from None
+    except ValueError as e:
+        raise fail(line, str(e).split(":")[0]) from None
 
 
 def text_lines(path: str | os.PathLike, error: ErrorType = DataError, newline: str | None = None) -> Iterator[str]:

@@ -6,6 +6,7 @@ import torch
 from safetensors.torch import save_file
 
 from deepprompt import fileio
+from deepprompt.fileio import load_json
 from deepprompt.errors import ConfigError, DataError
 
 
@@ -64,3 +65,17 @@ def test_truncated_safetensors_names_the_file(tmp_path):
     f.write_bytes(b"")
     with pytest.raises(DataError, match=r"w.safetensors: not a readable safetensors file \(header too small\)"):
         fileio.open_safetensors(f)
+
+
+def test_a_whole_file_names_the_line_of_the_error(tmp_path):
+    assert load_json('[1,\n 2]', "x.json") == [1, 2]
+    with pytest.raises(DataError, match=r"^x\.json:2: not valid JSON \(Expecting value at column 4\)$"):
+        load_json('[1,\n 2,]', "x.json")
+    with pytest.raises(DataError, match=r"^x\.json: not valid JSON \(arrays/objects nested too deeply"):
+        load_json("[" * 100_000, "x.json")
+
+
+    with pytest.raises(DataError, match=r"^x\.json: not valid JSON \(key 'a' is given twice in one object: only the last would count\)$"):
+        load_json('{"a": 1,\n "a": 2}', "x.json")
+    with pytest.raises(DataError, match=r"^x\.jsonl:7: bad line \(key 'a' is given twice"):  # one line of a JSONL file
+        load_json('{"a": 1, "a": 2}', "x.jsonl", line=7, what="bad line")

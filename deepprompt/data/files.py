@@ -2,28 +2,11 @@
 errors: ``deepprompt.fileio``)."""
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from deepprompt.errors import DataError
-from deepprompt.fileio import text_lines
-
-
-def parse_json(text: str, path: str | Path, line: int = 1, what: str = "not valid JSON") -> Any:
-    """``json.loads(text)`` for ``text`` that starts on ``line`` of ``path``. Every way the parser
-    fails is one ``DataError`` naming the line: malformed JSON (with its column), but also what it
-    raises besides ``JSONDecodeError``: ``RecursionError`` on arrays/objects nested thousands deep,
-    ``ValueError`` on an integer of more than 4300 digits."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{line + e.lineno - 1}: {what} ({e.msg} at column {e.colno})") from None
-    except RecursionError:
-        raise DataError(f"{path}:{line}: {what} (arrays/objects nested too deeply to read)") from None
-    except ValueError as e:
-        raise DataError(f"{path}:{line}: {what} ({str(e).split(':')[0]})") from None
+from deepprompt.fileio import load_json, text_lines
 
 
 def iter_jsonl(path: Path, allow_empty: bool = False) -> Iterator[tuple[str, dict]]:
@@ -35,7 +18,7 @@ def iter_jsonl(path: Path, allow_empty: bool = False) -> Iterator[tuple[str, dic
         if not line.strip():
             continue
         where = f"{path}:{lineno}"
-        row = parse_json(line.rstrip("\n"), path, lineno, "malformed JSON line")  # an error at its end stays on it
+        row = load_json(line.rstrip("\n"), path, line=lineno, what="malformed JSON line")  # an error at its end stays on it
         if not isinstance(row, dict):
             raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
         seen = True

@@ -12,7 +12,6 @@ started over. Pruning removes only checkpoints older than the one just written.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -23,7 +22,7 @@ from pathlib import Path
 from deepprompt.config import RunConfig, flatten
 from deepprompt.config.sections import flat_without_legacy_defaults
 from deepprompt.errors import ConfigError, DeepPromptError
-from deepprompt.fileio import open_safetensors, read_text
+from deepprompt.fileio import load_json, open_safetensors, read_text
 
 log = logging.getLogger("deepprompt")
 CKPT_DIR, LATEST, TENSORS, STATE = "checkpoints", "latest", "trainable.safetensors", "state.json"
@@ -78,10 +77,7 @@ def step_of(path: Path) -> int:
 def read_state(path: Path) -> dict:
     """A checkpoint's state.json; a file that does not read is one ConfigError line naming it."""
     where = path / STATE
-    try:
-        state = json.loads(read_text(where, ConfigError))
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{where}:{e.lineno}: not valid JSON ({e.msg})") from None
+    state = load_json(read_text(where, ConfigError), where, ConfigError)
     missing = [k for k in ("step", "signature") if not isinstance(state, dict) or k not in state]
     if missing:
         raise ConfigError(f"{where}: not a checkpoint's state (no {' or '.join(map(repr, missing))})")

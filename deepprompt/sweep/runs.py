@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deepprompt.errors import ConfigError, DeepPromptError
-from deepprompt.fileio import read_text
+from deepprompt.fileio import load_json, read_text
 
 REPO = Path(__file__).resolve().parent.parent.parent
 TRAIN_SCRIPT = REPO / "launcher" / "train.py"
@@ -106,10 +106,7 @@ def read_results(path: Path) -> dict:
     (it is reused, never rerun), so one that is empty, cut short or of another shape is one line
     naming it: deleting it makes the run go again, continuing from its checkpoints."""
     again = "delete it and the run is launched again (continuing from its checkpoints)"
-    try:
-        r = json.loads(read_text(path, ConfigError))
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); {again}") from None
+    r = load_json(read_text(path, ConfigError), path, ConfigError, hint=again)
     tasks = r.get("tasks") if isinstance(r, dict) else None
     if not isinstance(tasks, dict) or not tasks:
         raise ConfigError(f"{path}: not a deepprompt run's results.json (no \"tasks\" object); {again}")

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from deepprompt.errors import ConfigError, DeepPromptError
-from deepprompt.fileio import read_text
+from deepprompt.fileio import load_json, read_text
 from deepprompt.sweep import runs as R
 from deepprompt.sweep.settings import CONFIRMATION, OWNED_KEYS, SweepConfig, config_id, param_overrides, run_name  # noqa: F401  (re-exported)
 
@@ -293,11 +293,8 @@ class Sweep:
 
 
 def _read_definition(path: Path) -> dict:
-    try:
-        stored = json.loads(read_text(path, ConfigError))
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); it is the sweep's definition: restore it "
-                          f"or use a new --dir") from None
+    stored = load_json(read_text(path, ConfigError), path, ConfigError,
+                       hint="it is the sweep's definition: restore it or use a new --dir")
     if not isinstance(stored, dict):
         raise ConfigError(f"{path}: expected a JSON object (the sweep's definition); restore it or use a new --dir")
     return stored

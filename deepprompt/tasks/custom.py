@@ -19,9 +19,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from deepprompt.data.files import check_header, iter_jsonl, parse_json
+from deepprompt.data.files import check_header, iter_jsonl
 from deepprompt.errors import DataError
-from deepprompt.fileio import read_text, text_lines
+from deepprompt.fileio import load_json, read_text, text_lines
 from deepprompt.metrics.classification import accuracy, macro_f1
 from deepprompt.registry import TASKS
 from deepprompt.tasks.base import Task, log
@@ -134,7 +134,7 @@ class CustomClassification(Task):
         """(object, "file:line") per line; a ``.json`` file holding one JSON list gives "file: example i"."""
         text = read_text(path) if path.suffix == ".json" else ""
         if text.lstrip().startswith("["):
-            items = parse_json(text, path)
+            items = load_json(text, path)
             for i, obj in enumerate(items):
                 if not isinstance(obj, dict):
                     raise DataError(f"{path}: example {i}: expected a JSON object, got {type(obj).__name__}")

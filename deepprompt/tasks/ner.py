@@ -3,9 +3,8 @@ per-word BIO tags, entity-level micro-F1; the file readers are in ``readers.py``
 Every task's files, metric and truncation policy: docs/tasks.md."""
 from __future__ import annotations
 
-from deepprompt.data.files import parse_json
 from deepprompt.errors import DataError
-from deepprompt.fileio import read_text
+from deepprompt.fileio import load_json, read_text
 from deepprompt.registry import TASKS
 from deepprompt.tasks.base import split_80_10_10
 from deepprompt.tasks.readers import Sentence, brackets_to_bio, get_field, read_conll
@@ -98,7 +97,7 @@ class Conll04(TaggingTask):
 
     def read_split(self, split):
         path = self.split_source(split)
-        docs = parse_json(read_text(path) or "[]", path)
+        docs = load_json(read_text(path) or "[]", path)
         if not isinstance(docs, list):
             raise DataError(f"{path}: expected a JSON list of examples, got {type(docs).__name__}")
         if not docs:

@@ -28,9 +28,8 @@ from typing import ClassVar
 
 import torch
 
-from deepprompt.data.files import parse_json
 from deepprompt.errors import ConfigError, DataError
-from deepprompt.fileio import read_text
+from deepprompt.fileio import load_json, read_text
 from deepprompt.metrics.squad import merge_windows, squad_v1, squad_v2
 from deepprompt.registry import TASKS
 from deepprompt.tasks.base import Task, log
@@ -61,7 +60,7 @@ def read_squad_json(path: Path, version_2: bool) -> tuple[list[dict], int]:
     text = read_text(path)
     if not text.strip():
         raise DataError(f"{path}: empty file")
-    doc = parse_json(text, path)
+    doc = load_json(text, path)
     records, moved = [], 0
     for a, article in enumerate(get_field(doc, "data", str(path), list)):
         for p, para in enumerate(get_field(article, "paragraphs", f"{path}: data[{a}]", list)):

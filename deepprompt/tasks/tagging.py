@@ -13,8 +13,9 @@ from deepprompt.tasks.base import PAD_LABEL, Task, log
 from deepprompt.tasks.readers import GoldConllSentence, Sentence, gold_conll_files, iob1_to_iob2, read_gold_conll
 
 
-BIO_TAG = re.compile(r"O|[BI]-\S+")
-"""A tag the tasks read (BIO or IOB1, normalised to IOB2 by ``iob1_to_iob2``)."""
+BIO_TAG = re.compile(r"O|[BIES]-\S+")
+"""A tag the tasks read: IOB2, IOB1 (normalised to IOB2 by ``iob1_to_iob2``) or BIOES (kept as it
+is: seqeval's chunking reads ``E-``/``S-``, and strict mode picks its IOBES scheme for them)."""
 
 
 def word_where(where: str, j: int) -> str:
@@ -25,13 +26,13 @@ def word_where(where: str, j: int) -> str:
 
 
 def bio_tags(sent: Sentence) -> list[str]:
-    """The sentence's tags in IOB2. A tag that is not BIO/IOB1 (``PER``, ``b-per``, BIOES's ``S-PER``)
-    is a one-line error naming its line: it would train as a label of its own, but the IOB1
-    normalisation and the entity metric assume BIO (seqeval finds no entity in ``PER`` or ``b-per``,
-    so their F1 would be 0 without a word said)."""
+    """The sentence's tags, IOB1 normalised to IOB2. A tag of no scheme the metric reads (``PER``,
+    ``b-per``, BILOU's ``U-PER``) is a one-line error naming its line: it would train as a label of
+    its own, but seqeval finds no entity in it, so the F1 would be 0 without a word said."""
     for j, t in enumerate(sent.tags):
         if not BIO_TAG.fullmatch(t):
-            raise DataError(f"{word_where(sent.where, j)}: tag {t!r} is not BIO (expected O, B-<type> or I-<type>)")
+            raise DataError(f"{word_where(sent.where, j)}: tag {t!r} is not BIO or BIOES (expected O, or B-, I-, "
+                            f"E-, S- and the type)")
     return iob1_to_iob2(sent.tags)
 
 

@@ -1,7 +1,7 @@
 """The shared readers of data files: every way the JSON parser fails is one line naming file:line."""
 import pytest
 
-from deepprompt.data.files import check_header, iter_jsonl, parse_json
+from deepprompt.data.files import check_header, iter_jsonl
 from deepprompt.errors import DataError
 
 DEEP = "[" * 100_000  # json.loads raises RecursionError, not JSONDecodeError
@@ -19,14 +19,6 @@ def test_a_line_the_parser_refuses_is_one_line_naming_it(tmp_path, line, message
     with pytest.raises(DataError, match=f"^{f}:3: " + message) as e:
         list(iter_jsonl(f))
     assert "\n" not in str(e.value)
-
-
-def test_a_whole_file_names_the_line_of_the_error(tmp_path):
-    assert parse_json('[1,\n 2]', "x.json") == [1, 2]
-    with pytest.raises(DataError, match=r"^x\.json:2: not valid JSON \(Expecting value at column 4\)$"):
-        parse_json('[1,\n 2,]', "x.json")
-    with pytest.raises(DataError, match=r"^x\.json:1: not valid JSON \(arrays/objects nested too deeply"):
-        parse_json(DEEP, "x.json")
 
 
 def test_a_header_naming_a_column_twice_is_refused():

@@ -47,3 +47,14 @@ def test_types_with_hyphens_are_kept_whole():
     pred = [["B-ARGM-LOC", "I-ARGM-LOC", "B-C-ARG1"]]
     m = entity_f1(gold, pred)
     assert (m["precision"], m["recall"]) == pytest.approx((50.0, 50.0))
+
+
+def test_bioes_scores_as_its_entities_in_both_modes():
+    """Gold: Anna Berg (B-PER E-PER) and Oslo (S-LOC). The prediction finds Anna Berg, misses Oslo
+    and tags a one-word ORG: 1 of 2 predicted right, 1 of 2 gold found: P = R = F1 = 50."""
+    gold = [["B-PER", "E-PER", "O", "S-LOC"]]
+    pred = [["B-PER", "E-PER", "S-ORG", "O"]]
+    for mode in (None, "strict"):
+        m = entity_f1(gold, pred, mode=mode)
+        assert (m["precision"], m["recall"], m["f1"]) == pytest.approx((50.0, 50.0, 50.0)), mode
+    assert entity_f1(gold, gold, mode="strict")["f1"] == pytest.approx(100.0)

@@ -112,7 +112,7 @@ def test_scores_keep_last_and_best_dev_apart_and_average_tasks():
 
 
 @pytest.mark.parametrize("text, problem", [
-    ("", r":1: not valid JSON \(Expecting value\)"),
+    ("", r":1: not valid JSON \(Expecting value at column 1\)"),
     ('{"method": "prefix", "tasks": {"wnut16": {"main_metric": "f1", "la', r":1: not valid JSON"),
     ("[]", r": not a deepprompt run's results.json \(no \"tasks\" object\)"),
     ('{"tasks": {}}', r": not a deepprompt run's results.json"),

@@ -75,7 +75,7 @@ def test_explicit_files_from_a_run_config(tok, tmp_path):
     ("train.csv", 'sentence,label\n"oops,x\nsecond" row,y\nlast,x\n',
      r"train.csv:2: not valid CSV \(',' expected after '\"' on line 3; a cell that starts with a quote"),
     ("train.tsv", 'sentence\tlabel\na\tx\n"never closed\ty\n', r"train.tsv:3: not valid CSV \(unexpected end of data"),
-    ("train.json", "[" * 100_000, r"train.json:1: not valid JSON \(arrays/objects nested too deeply to read\)"),
+    ("train.json", "[" * 100_000, r"train.json: not valid JSON \(arrays/objects nested too deeply to read\)"),
 ])
 def test_classification_bad_input_is_one_line(tok, tmp_path, name, content, message):
     (tmp_path / name).write_text(content)
@@ -148,9 +148,10 @@ def test_tagging_from_conll_columns(tok):
     # a word with a space in a tab-separated file shifts the columns: the wrong cell would be the tag
     ("Acme\tNNP\tB-ORG\nNew York\tNNP\tB-LOC\n", "Berg\tNNP\tO\n",
      r"train.txt:2: 4 columns, but the sentence started on line 1 with 3"),
-    # tags that are not BIO (IO, BIOES, lower case): seqeval would score them as no entity at all
-    ("Acme\tNNP\tORG\n", "Berg\tNNP\tO\n", r"train.txt:1: tag 'ORG' is not BIO \(expected O, B-<type> or I-<type>\)"),
-    ("Acme\tNNP\tO\n\nAnna\tNNP\tB-PER\nBerg\tNNP\tE-PER\n", "Berg\tNNP\tO\n", r"train.txt:4: tag 'E-PER' is not BIO"),
+    # tags of no scheme seqeval reads (IO, BILOU, lower case): it would score them as no entity at all
+    ("Acme\tNNP\tORG\n", "Berg\tNNP\tO\n",
+     r"train.txt:1: tag 'ORG' is not BIO or BIOES \(expected O, or B-, I-, E-, S- and the type\)"),
+    ("Acme\tNNP\tO\n\nAnna\tNNP\tB-PER\nBerg\tNNP\tL-PER\n", "Berg\tNNP\tO\n", r"train.txt:4: tag 'L-PER' is not BIO"),
     ("Acme\tNNP\tB-ORG\n", "Berg\tNNP\tb-org\n", r"dev.txt:1: tag 'b-org' is not BIO"),
 ])
 def test_tagging_bad_input(tok, tmp_path, train, dev, message):
@@ -178,3 +179,12 @@ def test_a_csv_with_a_byte_order_mark_finds_its_first_column(tok, tmp_path, name
     (tmp_path / name).write_bytes(f"\ufefftext{sep}label\ngreat movie{sep}positive\nboring{sep}negative\n".encode())
     task = build_task(TaskConfig(name="custom_classification", train_file=str(tmp_path / name)), tok)
     assert [r["text"] for r in task.read_examples("train")] == ["great movie", "boring"]
+
+
+def test_bioes_tags_are_read_as_they_are(tok, tmp_path):
+    (tmp_path / "train.txt").write_text("Anna\tB-PER\nBerg\tE-PER\nin\tO\nOslo\tS-LOC\n")
+    (tmp_path / "dev.txt").write_text("Oslo\tS-LOC\n")
+    task = build_task(TaskConfig(name="custom_tagging", data_dir=str(tmp_path)), tok)
+    assert task.labels == ["O", "B-PER", "E-PER", "S-LOC"]
+    assert [r["tags"] for r in task.read_examples("train")] == [["B-PER", "E-PER", "O", "S-LOC"]]
+    assert len(task.features("dev")) == 1

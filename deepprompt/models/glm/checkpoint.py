@@ -15,7 +15,6 @@ partition, so no rank holds more than its shard plus one full tensor (and one la
 """
 from __future__ import annotations
 
-import json
 import logging
 import re
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 import torch
 
 from deepprompt.errors import ConfigError
-from deepprompt.fileio import open_safetensors, read_text
+from deepprompt.fileio import load_json, open_safetensors, read_text
 from deepprompt.models.glm.config import GLMConfig
 from deepprompt.models.glm.model import GLMModel
 
@@ -118,9 +117,19 @@ def _original_source(files: list[Path], trust: bool) -> Source:
                   release=states.clear)
 
 
+def _weight_map(index: Path) -> dict[str, str]:
+    """A sharded checkpoint's ``*.index.json``: tensor name -> shard file (one line if it is not one)."""
+    data = load_json(read_text(index, ConfigError), index, ConfigError)
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
+        raise ConfigError(f"{index}: no \"weight_map\" object of tensor name -> shard file (not a sharded "
+                          f"checkpoint's index)")
+    return weight_map
+
+
 def _hub_source(directory: Path) -> Source | None:
     index = sorted(directory.glob("*.index.json"))
-    shards = sorted({directory / f for f in json.loads(read_text(index[0], ConfigError))["weight_map"].values()}) if index else \
+    shards = sorted({directory / f for f in _weight_map(index[0]).values()}) if index else \
         [p for p in (directory / "model.safetensors", directory / "pytorch_model.bin") if p.is_file()][:1]
     if not shards:
         return None

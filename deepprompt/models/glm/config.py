@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from deepprompt.errors import ConfigError
-from deepprompt.fileio import read_text
+from deepprompt.fileio import load_json, read_text
 
 CONFIG_FILE = "glm_config.json"
 
@@ -115,10 +115,7 @@ def read_config(directory: str | Path) -> GLMConfig:
         path = d / name
         if not path.is_file():
             continue
-        try:
-            data = json.loads(read_text(path, ConfigError))
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}:{e.lineno}: not valid JSON: {e.msg}") from None
+        data = load_json(read_text(path, ConfigError), path, ConfigError)
         if name == CONFIG_FILE:
             return config_from_dict(data, str(path))
         if is_hub_glm_config(data):

@@ -16,11 +16,10 @@ input format of GLM's fine-tuning code; pre-split words get a leading space, as 
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from deepprompt.errors import ConfigError
-from deepprompt.fileio import read_text
+from deepprompt.fileio import load_json, read_text
 
 COMMANDS = ("<|startofpiece|>", "<|endofpiece|>", "[CLS]", "[MASK]", "[SEP]", "[UNK]", "[gMASK]", "[sMASK]")
 EOT = "<|endoftext|>"
@@ -61,10 +60,7 @@ def _wrap(tok, ids: dict[str, int]):
 def gpt2_tokenizer(vocab_file: str | Path, merges_file: str | Path):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-    try:
-        vocab = json.loads(read_text(vocab_file, ConfigError))
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{vocab_file}:{e.lineno}: not valid JSON: {e.msg}") from None
+    vocab = load_json(read_text(vocab_file, ConfigError), vocab_file, ConfigError)
     if EOT not in vocab:
         raise ConfigError(f"{vocab_file}: no {EOT} token (not a GPT-2 vocabulary)")
     ids = gpt2_command_ids(len(vocab))

@@ -162,3 +162,16 @@ def test_zero3_two_ranks_load_mp_shards_and_run_the_cloze_head(saved, tmp_path):
     n = model.config.num_params()
     assert all(r["world"] == 2 and r["local_numel"] < 0.6 * n for r in results)  # each rank stores about half
     _check_zero3(results, model)
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"weight_map": {"a": "m-1.safetensors",', r"model\.safetensors\.index\.json:1: not valid JSON \(Expecting"),
+    ('{"metadata": {}}', r"model\.safetensors\.index\.json: no \"weight_map\" object"),
+    ('{"weight_map": {"a": 3}}', r"model\.safetensors\.index\.json: no \"weight_map\" object"),
+])
+def test_a_sharded_index_that_does_not_read_is_one_line(tmp_path, text, message):
+    from deepprompt.models.glm.checkpoint import _weight_map
+
+    (tmp_path / "model.safetensors.index.json").write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        _weight_map(tmp_path / "model.safetensors.index.json")
