@@ -164,6 +164,23 @@ def _predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model_path", default=None, help="the backbone, if it moved since training")
 
 
+def output_file(text: str):
+    """``--output`` as the path the predictions go to (None: stdout), its directory made; checked
+    before any model loads, so a directory in its place or a file in its path is one line then."""
+    from pathlib import Path
+
+    from deepprompt.errors import ConfigError
+    from deepprompt.fileio import make_output_dir
+
+    if text == "-":
+        return None
+    out = Path(text)
+    if out.is_dir():
+        raise ConfigError(f"--output: {out} is a directory; give the path of the predictions file")
+    make_output_dir(out.parent, "the predictions (--output)")
+    return out
+
+
 def _predict(args: argparse.Namespace) -> None:
     import json
 
@@ -172,16 +189,17 @@ def _predict(args: argparse.Namespace) -> None:
     from deepprompt.artifacts import load_artifact
     from deepprompt.cli import setup_logging
     from deepprompt.engine.serving import build_server, predict, read_jsonl
+    from deepprompt.fileio import atomic_write
 
     setup_logging(0)
+    rows, out = read_jsonl(args.input), output_file(args.output)  # before the backbone loads
     server = build_server([load_artifact(a) for a in args.artifact], args.model_path, args.device,
                           getattr(torch, args.dtype))
-    lines = [json.dumps(r, ensure_ascii=False) + "\n" for r in predict(server, read_jsonl(args.input), args.batch_size)]
-    if args.output == "-":
+    lines = [json.dumps(r, ensure_ascii=False) + "\n" for r in predict(server, rows, args.batch_size)]
+    if out is None:
         sys.stdout.writelines(lines)
-    else:
-        with open(args.output, "w", encoding="utf-8") as fh:
-            fh.writelines(lines)
+    else:  # whole or not at all: a reader never sees half the predictions
+        atomic_write(out, lambda p: p.write_text("".join(lines), encoding="utf-8"))
 
 
 COMMANDS.register("predict")(Command(
@@ -193,7 +211,8 @@ COMMANDS.register("predict")(Command(
     deepprompt predict --artifact ... --input in.jsonl ...
 
 Each input line is {"task": "<task name>", "text": "..."} or {"task": ..., "words": [...]} (QA:
-{"task": "squad", "question": ..., "context": ...}); each output line is that object plus the
-prediction (token tasks: "words" and one tag per word in "tags"; QA: "answer", "answer_start",
-"score"). Batches mix tasks: one backbone forward serves every artifact. One process, no DeepSpeed.""",
+{"task": "squad", "question": ..., "context": ...}), no blank line between two; output line N is
+input line N plus the prediction (token tasks: "words" and one tag per word in "tags"; QA:
+"answer", "answer_start", "score"). Inputs cut to the task's length limits are counted in the log.
+Batches mix tasks: one backbone forward serves every artifact. One process, no DeepSpeed.""",
     add_arguments=_predict_arguments, run=_predict))

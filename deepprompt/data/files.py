@@ -9,15 +9,21 @@ from deepprompt.errors import DataError
 from deepprompt.fileio import load_json, text_lines
 
 
-def iter_jsonl(path: Path, allow_empty: bool = False) -> Iterator[tuple[str, dict]]:
+def iter_jsonl(path: Path, allow_empty: bool = False,
+               blank_lines: bool = True) -> Iterator[tuple[str, dict]]:
     """(``file:line``, object) per non-blank line. A malformed line, a line that is not a JSON
     object, and (unless ``allow_empty``) a file without any object are one-line ``DataError``s; so
-    is a file that is not UTF-8 (a byte-order mark is fine)."""
-    seen = False
+    is a file that is not UTF-8 (a byte-order mark is fine). Without ``blank_lines`` a blank line
+    before an object is one too: where the N-th output line must answer the N-th input line."""
+    seen, blank = False, None
     for lineno, line in enumerate(text_lines(Path(path)), 1):
         if not line.strip():
+            blank = blank or lineno
             continue
         where = f"{path}:{lineno}"
+        if blank is not None and not blank_lines:
+            raise DataError(f"{path}:{blank}: blank line; every line up to the last must be a JSON object, so that "
+                            f"line N of the output answers line N of the input")
         row = load_json(line.rstrip("\n"), path, line=lineno, what="malformed JSON line")  # an error at its end stays on it
         if not isinstance(row, dict):
             raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")

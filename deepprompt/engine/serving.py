@@ -8,6 +8,7 @@ own head, in ONE backbone forward.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,8 @@ from deepprompt.models.prompted_model import PromptedModel
 from deepprompt.prompts import MultiPrompt
 from deepprompt.registry import BACKBONES, PROMPTS, TASKS
 from deepprompt.tasks import Task, build_task
+
+log = logging.getLogger("deepprompt")
 
 
 @dataclass
@@ -57,6 +60,7 @@ def build_server(artifacts: Sequence[Artifact], model_path: str | None = None, d
 
     if not artifacts:
         raise ConfigError("--artifact: give at least one artifact")
+    where = parse_device(device)  # before the backbone loads
     for a in artifacts:
         if a.method == "finetune":
             raise ConfigError(f"--artifact: {a.path} is a finetune run: it holds only the heads, not the trained backbone")
@@ -94,15 +98,42 @@ def build_server(artifacts: Sequence[Artifact], model_path: str | None = None, d
         params.update({f"heads.{t['name']}.{n}": p for t in a.description["tasks"]
                        for n, p in model.heads[t["name"]].named_parameters()})
         copy_tensors(params, a.tensors, str(a.path))
-    model = model.to(device=device, dtype=dtype).eval()
-    return Server(model=model, tasks=tasks, device=torch.device(device))
+    model = model.to(device=where, dtype=dtype).eval()
+    return Server(model=model, tasks=tasks, device=where)
+
+
+def parse_device(name: str) -> torch.device:
+    """``--device`` as a torch device that is there: a misspelt one, or CUDA where there is none
+    (or not that many), is one line, not torch's error from deep inside ``model.to``."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"--device: {name!r} is not a device name (cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"--device: {name} is not here ({torch.cuda.device_count()} CUDA device(s) visible)")
+    return device
+
+
+class InputLine(dict):
+    """One object of the input file; ``where`` (``file:line``) is kept beside its fields, so that a
+    field of the user's is never taken for ours, nor dropped from the output."""
+
+    where: str
+
+    def __init__(self, where: str, fields: dict):
+        super().__init__(fields)
+        self.where = where
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
-    if not Path(path).is_file():
+    """The prediction input: one JSON object per line, in order. Line N of the predictions answers
+    line N of the input, so a blank line between objects (which would shift every later answer) and
+    a file without any object are one line naming the file; blank lines at the end are fine."""
+    if Path(path).is_dir():
+        raise DataError(f"--input: {path} is a directory, expected a JSONL file")
+    if not Path(path).exists():
         raise DataError(f"--input: {path} does not exist")
-    records = [{**rec, "_where": where} for where, rec in iter_jsonl(Path(path), allow_empty=True)]
-    return records
+    return [InputLine(where, rec) for where, rec in iter_jsonl(Path(path), blank_lines=False)]
 
 
 @torch.no_grad()
@@ -111,12 +142,14 @@ def predict(server: Server, records: Sequence[dict], batch_size: int = 32) -> li
     ``words`` and ``tags``, one tag per word; QA: ``answer``, ``answer_start``, ``score``). A record
     may give several features (QA windows); batches mix tasks freely."""
     feats = []
-    for i, rec in enumerate(records):
-        where = rec.get("_where", f"input:{i + 1}")
+    wheres = [getattr(rec, "where", f"input:{i + 1}") for i, rec in enumerate(records)]
+    for i, (rec, where) in enumerate(zip(records, wheres)):
         name = rec.get("task")
-        if name not in server.tasks:
-            raise DataError(f"{where}: task {name!r} is not served (served: {', '.join(sorted(server.tasks))})")
+        if not isinstance(name, str) or name not in server.tasks:
+            said = "no \"task\" field" if name is None else f"task {name!r} is not served"
+            raise DataError(f"{where}: {said} (served: {', '.join(sorted(server.tasks))})")
         feats += [{"id": 0, **feat, "input": i} for feat in server.tasks[name].raw_features(rec, where)]
+    _log_cut(server, records, wheres, feats)
     collate = next(iter(server.tasks.values())).collate  # one backbone, one tokenizer: any task pads alike
     per_record: list[list[dict]] = [[] for _ in records]
     words: dict[int, list[str]] = {}
@@ -136,14 +169,31 @@ def predict(server: Server, records: Sequence[dict], batch_size: int = 32) -> li
                 per_record[feat["input"]].append(pred)
                 if "words" in feat:
                     words[feat["input"]] = feat["words"]
-    out = []
+    out, replaced = [], {}
     for i, rec in enumerate(records):
-        row = {k: v for k, v in rec.items() if k != "_where"}
+        row = dict(rec)
         if i in words:
-            row["words"] = words[i]
-        row.update(server.tasks[rec["task"]].raw_prediction(rec, per_record[i]))
-        out.append(row)
+            row["words"] = words[i]  # the input's own words, or its text split
+        prediction = server.tasks[rec["task"]].raw_prediction(rec, per_record[i])
+        for key in prediction.keys() & rec.keys():  # e.g. a gold "label": the prediction takes its place
+            replaced.setdefault(key, []).append(i)
+        out.append({**row, **prediction})
+    for key, rows in sorted(replaced.items()):
+        log.warning("%d of %d inputs have a field %r, where the prediction goes: the output holds the prediction "
+                    "(line N of the output answers line N of the input; first: %s)", len(rows), len(records), key,
+                    wheres[rows[0]])
     return out
+
+
+def _log_cut(server: Server, records: Sequence[dict], wheres: list[str], feats: list[dict]) -> None:
+    """One warning per task: how many inputs were longer than its limits, what they lost, the first."""
+    cut: dict[str, list[int]] = {}
+    for i in dict.fromkeys(f["input"] for f in feats if server.tasks[records[f["input"]]["task"]].input_cut(f)):
+        cut.setdefault(records[i]["task"], []).append(i)  # an input once, however many of its windows were cut
+    for name, rows in cut.items():
+        total = sum(r["task"] == name for r in records)
+        log.warning("%s: %d of %d inputs are too long: %s (first: %s)", name, len(rows), total,
+                    server.tasks[name].cut_effect(), wheres[rows[0]])
 
 
 def _generate_mixed(server: Server, records: Sequence[dict], feats: list[dict], batch_size: int,

@@ -369,6 +369,15 @@ class Task:
         starts its error messages."""
         raise ConfigError(f"task {self.name}: predicting from raw input is not supported yet")
 
+    def input_cut(self, feature: dict) -> bool:
+        """Whether ``feature`` lost part of its input to the task's length limits: prediction from
+        raw input logs how many inputs did and what became of them (``cut_effect``)."""
+        return bool(feature.get("truncated"))
+
+    def cut_effect(self) -> str:
+        """What an input that ``input_cut`` lost, for that log line."""
+        return f"their ends were cut to task.max_seq_length={self.cfg.max_seq_length} tokens"
+
     def raw_prediction(self, record: dict, predictions: list[dict]) -> dict:
         """One raw input's prediction from ``predict``'s outputs for its features (in order): by
         default the single feature's, without its id."""

@@ -171,9 +171,18 @@ class GenerativeTask(Task):
                 for g, f in zip(generated, features, strict=True)]
 
     # ---- raw input (launcher/predict.py)
+    def cut_effect(self):
+        return f"their prompts lost their first tokens (task.max_seq_length={self.cfg.max_seq_length})"
+
+    def input_cut(self, feature):
+        return bool(feature["cut"])
+
     def raw_features(self, record, where="input"):
         rec = self.parse_row(record, where, need_response=False)
-        return [{k: v for k, v in self.encode_rows([rec])[0].items() if k != "labels"}]
+        feat = {k: v for k, v in self.encode_rows([rec])[0].items() if k != "labels"}
+        if not feat["prompt_ids"]:  # generation would start from no token at all
+            raise DataError(f"{where}: task {self.name}: the prompt is empty (no tokens); nothing to generate from")
+        return [feat]
 
 
 @TASKS.register("generation")

@@ -285,8 +285,14 @@ class QATask(Task):
                 raise DataError(f"{where}: task {self.name} needs {key!r} (a non-empty string)")
         windows = self.encode_rows([{"id": 0, "question": record["question"], "context": record["context"],
                                      "answer_texts": [], "answer_starts": []}])
-        labels = ("start_positions", "end_positions", "question_cut")
+        labels = ("start_positions", "end_positions")
         return [{k: v for k, v in w.items() if k not in labels} for w in windows]
+
+    def cut_effect(self):
+        return f"their questions were cut to task.max_query_length={self.opts.max_query_length} tokens"
+
+    def input_cut(self, feature):
+        return bool(feature["question_cut"])
 
     def raw_prediction(self, record, predictions):
         """The best span over the windows: ``answer`` (its text), ``answer_start`` (its character

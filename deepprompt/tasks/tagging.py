@@ -150,6 +150,8 @@ class TaggingTask(Task):
     def raw_features(self, record, where="input"):
         """``{"words": [...]}`` or ``{"text": "..."}`` (split on whitespace) -> a feature without labels."""
         self.require_fast_tokenizer("word alignment")
+        if "words" in record and "text" in record:  # one would be ignored without a word
+            raise DataError(f"{where}: task {self.name}: give \"words\" or \"text\", not both")
         words = record.get("words")
         if words is None and isinstance(record.get("text"), str):
             words = record["text"].split()
@@ -167,6 +169,12 @@ class TaggingTask(Task):
         feat = self.encode_one(rec)
         feat["words"] = words
         return [feat]
+
+    def cut_effect(self):
+        return f"their words past task.max_seq_length={self.cfg.max_seq_length} tokens are tagged 'O'"
+
+    def input_cut(self, feature):
+        return len({w for w in feature["word_ids"] if w is not None}) < feature["num_words"]
 
     def predict(self, logits, features):
         best = logits.argmax(-1).tolist()

@@ -75,7 +75,7 @@ def test_bad_input_names_the_line(artifacts, tmp_path):
     _, first, _ = artifacts
     server = build_server([load_artifact(first)])
     bad = tmp_path / "in.jsonl"
-    bad.write_text('{"task": "wnut16", "text": "paris"}\n\n{"task": "pos", "text": "x"}\n')
+    bad.write_text('{"task": "wnut16", "text": "paris"}\n{"task": "wnut16", "text": "x"}\n{"task": "pos", "text": "x"}\n')
     with pytest.raises(DataError, match=r"in.jsonl:3: task 'pos' is not served \(served: wnut16\)"):
         predict(server, read_jsonl(bad))
     bad.write_text('{"task": "wnut16", "text": "  "}\n')
