@@ -100,7 +100,8 @@ class TaskConfig:
     ``cloze`` head scores one single-token verbalizer per label there, GLM's SuperGLUE format;
     patterns and verbalizers in docs/tasks.md). Other tasks accept only ``classification``."""
     max_train_examples: int | None = None
-    """Use only the first N training examples (quick experiments); None = all."""
+    """Use only the first N training examples (quick experiments; logged): whole examples, e.g. a QA
+    question with all its windows; None = all."""
     train_file: str | None = None
     """The training file (or CoNLL-2012 directory), instead of the task's default name under data_dir.
     Every task honours ``train_file``/``dev_file``/``test_file``; with all the splits it uses set,

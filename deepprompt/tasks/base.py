@@ -83,9 +83,6 @@ class FeatureSet:
     def __iter__(self):
         return iter(self.dataset)
 
-    def select(self, n: int) -> "FeatureSet":
-        return FeatureSet(self.dataset.select(range(min(n, len(self)))))
-
 
 @dataclass
 class NoOptions:
@@ -303,10 +300,23 @@ class Task:
                  type(tok).__name__, _tokenizer_identity(tok)]
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
+    def examples(self, split: str) -> list[dict]:
+        """The records ``build_features`` encodes: the split's (``read_examples``) or its fold's
+        (``fold_examples``), and of train only the first ``task.max_train_examples`` (logged). The cut
+        is by record, so a record that gives several features (QA windows, MultiRC answer options,
+        ReCoRD candidates) is kept or left out whole."""
+        examples = self.fold_examples(split) if self.cfg.folds else self.read_examples(split)
+        limit = self.cfg.max_train_examples
+        if split == "train" and limit is not None and len(examples) > limit:
+            log.info("%s/train: training on the first %d of %d examples (task.max_train_examples)", self.name,
+                     limit, len(examples))
+            examples = examples[:limit]
+        return examples
+
     def build_features(self, split: str) -> FeatureSet:
         import datasets
 
-        examples = self.fold_examples(split) if self.cfg.folds else self.read_examples(split)
+        examples = self.examples(split)
         if getattr(self.cfg, f"{split}_file", None) and split not in self._located:
             raise ConfigError(f"task.{split}_file: task {self.name} cannot read its {split} split from a file "
                               f"of its own; unset it (and use task.data_dir)")
@@ -342,10 +352,7 @@ class Task:
 
     def features(self, split: str) -> FeatureSet:
         if split not in self._features:
-            feats = self.build_features(split)
-            if split == "train" and self.cfg.max_train_examples is not None:
-                feats = feats.select(self.cfg.max_train_examples)
-            self._features[split] = feats
+            self._features[split] = self.build_features(split)
         return self._features[split]
 
     def collate(self, features: list[dict]) -> dict[str, torch.Tensor]:
