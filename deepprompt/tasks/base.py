@@ -43,12 +43,17 @@ def cache_root() -> Path | None:
 
 
 def _tokenizer_identity(tok) -> str:
+    # what the Python tokenizer adds to its vocabulary and rules: the side truncation cuts (its
+    # tokenizer_config.json's truncation_side) and which tokens are special (a generation feature
+    # ends in eos_token_id, a cloze one holds mask_token_id); neither is in the backend's JSON
+    wrapper = json.dumps({"truncation_side": getattr(tok, "truncation_side", None),
+                          "special_tokens": getattr(tok, "special_tokens_map", None)}, sort_keys=True, default=str)
     backend = getattr(tok, "backend_tokenizer", None)
     if backend is not None:  # minus the truncation/padding state a previous call left behind
         spec = json.loads(backend.to_str())
-        return json.dumps({k: v for k, v in spec.items() if k not in ("truncation", "padding")}, sort_keys=True)
+        return json.dumps({k: v for k, v in spec.items() if k not in ("truncation", "padding")}, sort_keys=True) + wrapper
     return json.dumps(sorted(tok.get_vocab().items())) + json.dumps(getattr(tok, "init_kwargs", {}),
-                                                                    sort_keys=True, default=str)
+                                                                    sort_keys=True, default=str) + wrapper
 
 
 def split_80_10_10(items: list[int], seed: int, keep: int | None = None) -> dict[str, list[int]]:

@@ -40,6 +40,28 @@ def test_features_are_cached_and_invalidated_by_data_and_config(tokenizer, tmp_p
     assert len(list((cache / "wnut16").glob("train-*.arrow"))) == 3
 
 
+def test_the_cache_is_keyed_by_how_the_tokenizer_truncates_and_its_special_tokens(tokenizer, tmp_path, monkeypatch):
+    """tokenizer_config.json's truncation_side and special tokens are not in the backend's JSON: a
+    tokenizer that cuts from the left (or ends with another EOS) read the right-cutting one's cache."""
+    import copy
+
+    from deepprompt.tasks.base import _tokenizer_identity
+    from tests.tiny import fixture_words
+
+    _write(tmp_path / "train", ["".join(f"{w}\tO\n" for w in fixture_words()[:12]) + "\n"])
+    cfg = TaskConfig(name="wnut16", data_dir=str(tmp_path), max_seq_length=8)
+    left = copy.deepcopy(tokenizer)
+    left.truncation_side = "left"
+    monkeypatch.setenv("DEEPPROMPT_CACHE", "")
+    fresh = build_task(cfg, left).features("train")[0]["input_ids"]
+    monkeypatch.setenv("DEEPPROMPT_CACHE", str(tmp_path / "cache"))
+    right = build_task(cfg, tokenizer).features("train")[0]["input_ids"]
+    assert right != fresh and build_task(cfg, left).features("train")[0]["input_ids"] == fresh
+    other_eos = copy.deepcopy(tokenizer)
+    other_eos.eos_token = "[PAD]"
+    assert _tokenizer_identity(other_eos) != _tokenizer_identity(tokenizer)
+
+
 def test_empty_cache_variable_disables_the_cache(tokenizer, tmp_path, monkeypatch):
     monkeypatch.setenv("DEEPPROMPT_CACHE", "")
     _write(tmp_path / "train", ["love\tO\n\n"])
