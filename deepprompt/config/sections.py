@@ -115,8 +115,9 @@ class TaskConfig:
     """k-fold re-split for small data (``deepprompt sweep --folds k``): every labelled example of the
     task's train, dev and test splits is pooled, shuffled with a fixed seed and cut into k parts; fold
     ``task.fold`` holds out its part, the first half as dev and the second as test, and trains on the
-    other k-1 parts (k=5: 80/10/10; over the k folds every example is held out exactly once). None =
-    the task's own splits."""
+    other k-1 parts (k=5: 80/10/10; over the k folds every example is held out exactly once). A label
+    set read from the data (task.labels unset) comes from all the pooled splits. None = the task's
+    own splits."""
     fold: int = 0
     """With task.folds: which fold (0 .. folds-1)."""
     options: dict = field(default_factory=dict)

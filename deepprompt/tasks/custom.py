@@ -10,8 +10,8 @@ Files: ``task.train_file`` / ``task.dev_file`` / ``task.test_file``, or ``task.d
 ``train``/``dev``/``test`` with one of the extensions .jsonl, .json (JSON lines, or one JSON list),
 .csv, .tsv (classification) or
 .txt, .conll, .tsv, none (tagging). Labels: ``task.labels`` in that order, else every label of the
-training split, sorted (``O`` first for tagging); a dev/test label outside that set is a one-line
-error naming file:line."""
+training split (with ``task.folds``: of every split), sorted (``O`` first for tagging); a dev/test
+label outside that set is a one-line error naming file:line, and fewer than two labels is one too."""
 from __future__ import annotations
 
 import csv
@@ -88,7 +88,7 @@ class CustomClassification(Task):
         if self.opts.labels:
             return list(self.opts.labels)
         if getattr(self, "_train_labels", None) is None:
-            self._train_labels = sorted({r["label"] for r, _ in self._rows("train")})
+            self._train_labels = self.labels_seen({r["label"] for s in self.label_splits() for r, _ in self._rows(s)})
         return self._train_labels
 
     def cache_key(self) -> str:
