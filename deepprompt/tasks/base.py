@@ -43,9 +43,8 @@ def cache_root() -> Path | None:
 
 
 def _tokenizer_identity(tok) -> str:
-    # what the Python tokenizer adds to its vocabulary and rules: the side truncation cuts (its
-    # tokenizer_config.json's truncation_side) and which tokens are special (a generation feature
-    # ends in eos_token_id, a cloze one holds mask_token_id); neither is in the backend's JSON
+    # not in the backend's JSON: the side truncation cuts (tokenizer_config.json's truncation_side)
+    # and which tokens are special (a generation feature ends in eos_token_id, a cloze one has mask_token_id)
     wrapper = json.dumps({"truncation_side": getattr(tok, "truncation_side", None),
                           "special_tokens": getattr(tok, "special_tokens_map", None)}, sort_keys=True, default=str)
     backend = getattr(tok, "backend_tokenizer", None)
@@ -139,22 +138,6 @@ class Task:
     @property
     def labels(self) -> list[str]:
         raise NotImplementedError
-
-    def label_splits(self) -> tuple[str, ...]:
-        """Where a label set read from the data comes from: train; with ``task.folds`` every split, as
-        each fold trains on parts of all three (a tag only dev had was trained as no label at all)."""
-        return ("train", "dev", "test") if self.cfg.folds else ("train",)
-
-    def labels_seen(self, seen: set[str], first: tuple[str, ...] = ()) -> list[str]:
-        """The label set read from the data: ``first``, then the rest of ``seen`` sorted. Fewer than
-        two is one line: a head of one class learns nothing and scores everything right."""
-        labels = [*first, *sorted(seen - set(first))]
-        if len(labels) < 2:
-            where = "the training split" if self.label_splits() == ("train",) else "the pooled splits (task.folds)"
-            held = f"only the label {labels[0]!r}" if labels else "no labels"
-            raise DataError(f"task {self.name}: {where} holds {held}; a classifier needs at least two (or set "
-                            f"task.labels)")
-        return labels
 
     # ---- where a split's data lives: ONE resolver for every task, driven by these class attributes
     split_files: ClassVar[dict[str, tuple[str, ...]]] = {}

@@ -26,7 +26,7 @@ from deepprompt.metrics.classification import accuracy, macro_f1
 from deepprompt.registry import TASKS
 from deepprompt.tasks.base import Task, log
 from deepprompt.tasks.readers import read_conll
-from deepprompt.tasks.tagging import LabelOptions, TaggingTask
+from deepprompt.tasks.tagging import LabelOptions, TaggingTask, label_splits, labels_seen
 
 
 @dataclass
@@ -88,7 +88,7 @@ class CustomClassification(Task):
         if self.opts.labels:
             return list(self.opts.labels)
         if getattr(self, "_train_labels", None) is None:
-            self._train_labels = self.labels_seen({r["label"] for s in self.label_splits() for r, _ in self._rows(s)})
+            self._train_labels = labels_seen(self, {r["label"] for s in label_splits(self) for r, _ in self._rows(s)})
         return self._train_labels
 
     def cache_key(self) -> str:
