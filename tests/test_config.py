@@ -207,6 +207,10 @@ def test_task_keys_are_every_entrys_defaults_and_entries_override_by_index_or_na
     (["mixer.policy=weights", "mixer.weights={other: 1}"], "mixer.weights: names ['other'] unknown; no weight for ['wnut16']"),
     (["mixer.policy=weights", "mixer.weights={wnut16: -1}"], "mixer.weights: weights must be >= 0"),
     (["prompt.init_head=true"], "prompt.init_head: needs prompt.init_from"),
+    # an entry's own checks name the entry's key, not task.* (which entry would that be?)
+    (["tasks=[{name: wnut16}, {name: conll03, folds: 3, fold: 3}]"], "tasks[1].fold: must be in 0..2 (tasks[1].folds=3)"),
+    (["tasks=[{name: wnut16, max_seq_length: 4}, {name: conll03}]"], "tasks[0].max_seq_length: must be >= 8"),
+    (["tasks=[{name: wnut16}, {name: conll03, max_train_examples: 0}]"], "tasks[1].max_train_examples: must be >= 1"),
 ])
 def test_bad_multi_task_values_name_the_key(overrides, message):
     with pytest.raises(ConfigError) as e:

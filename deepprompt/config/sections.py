@@ -100,7 +100,8 @@ class TaskConfig:
     ``cloze`` head scores one single-token verbalizer per label there, GLM's SuperGLUE format;
     patterns and verbalizers in docs/tasks.md). Other tasks accept only ``classification``."""
     max_train_examples: int | None = None
-    """Use only the first N training examples (quick experiments); None = all."""
+    """Use only the first N training examples (quick experiments; logged): whole examples, e.g. a QA
+    question with all its windows; None = all."""
     train_file: str | None = None
     """The training file (or CoNLL-2012 directory), instead of the task's default name under data_dir.
     Every task honours ``train_file``/``dev_file``/``test_file``; with all the splits it uses set,
@@ -114,8 +115,9 @@ class TaskConfig:
     """k-fold re-split for small data (``deepprompt sweep --folds k``): every labelled example of the
     task's train, dev and test splits is pooled, shuffled with a fixed seed and cut into k parts; fold
     ``task.fold`` holds out its part, the first half as dev and the second as test, and trains on the
-    other k-1 parts (k=5: 80/10/10; over the k folds every example is held out exactly once). None =
-    the task's own splits."""
+    other k-1 parts (k=5: 80/10/10; over the k folds every example is held out exactly once). A label
+    set read from the data (task.labels unset) comes from all the pooled splits. None = the task's
+    own splits."""
     fold: int = 0
     """With task.folds: which fold (0 .. folds-1)."""
     options: dict = field(default_factory=dict)
@@ -131,19 +133,20 @@ class TaskConfig:
         out = {f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "options"}
         return {**out, **copy.deepcopy(self.options)}
 
-    def check(self) -> None:
+    def check(self, prefix: str = "task.") -> None:
+        """``prefix``: ``tasks[i].`` for an entry of a multi-task run, so the message names its key."""
         if self.max_seq_length < 8:
-            raise ConfigError(f"task.max_seq_length: must be >= 8, got {self.max_seq_length}")
+            raise ConfigError(f"{prefix}max_seq_length: must be >= 8, got {self.max_seq_length}")
         if not 0.0 <= self.head_dropout < 1.0:
-            raise ConfigError(f"task.head_dropout: must be in [0, 1), got {self.head_dropout}")
+            raise ConfigError(f"{prefix}head_dropout: must be in [0, 1), got {self.head_dropout}")
         if self.max_train_examples is not None and self.max_train_examples < 1:
-            raise ConfigError(f"task.max_train_examples: must be >= 1 (or null for all), got {self.max_train_examples}")
+            raise ConfigError(f"{prefix}max_train_examples: must be >= 1 (or null for all), got {self.max_train_examples}")
         if self.formulation not in ("classification", "cloze"):
-            raise ConfigError(f"task.formulation: must be classification or cloze, got {self.formulation!r}")
+            raise ConfigError(f"{prefix}formulation: must be classification or cloze, got {self.formulation!r}")
         if self.folds is not None and self.folds < 2:
-            raise ConfigError(f"task.folds: must be >= 2 (or null for the task's own splits), got {self.folds}")
+            raise ConfigError(f"{prefix}folds: must be >= 2 (or null for the task's own splits), got {self.folds}")
         if not 0 <= self.fold < (self.folds or 1):
-            raise ConfigError(f"task.fold: must be in 0..{(self.folds or 1) - 1} (task.folds={self.folds}), got {self.fold}")
+            raise ConfigError(f"{prefix}fold: must be in 0..{(self.folds or 1) - 1} ({prefix}folds={self.folds}), got {self.fold}")
 
 
 def _task_config_init(init):
@@ -361,8 +364,11 @@ class RunConfig:
     def check(self) -> None:
         if self.tasks is not None and not self.tasks:
             raise ConfigError("tasks: must list at least one task (or be null for the single task)")
-        for section in (self.model, self.prompt, *self.task_configs(), self.train):
-            section.check()
+        self.model.check()
+        self.prompt.check()
+        for i, task in enumerate(self.task_configs()):
+            task.check("task." if self.tasks is None else f"tasks[{i}].")
+        self.train.check()
         names = [t.name for t in self.task_configs()]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:

@@ -13,6 +13,7 @@ exactly like the single-task sampler always was).
 from __future__ import annotations
 
 import bisect
+import math
 import random
 from collections.abc import Callable, Sequence
 
@@ -45,8 +46,11 @@ def _proportional(sizes, names, cfg):
 
 @policy("temperature")
 def _temperature(sizes, names, cfg):
-    """Temperature-scaled mixing: rate ∝ min(size, cap)^(1/T)."""
-    return [float(n) ** (1.0 / cfg.temperature) for n in _capped(sizes, cfg)]
+    """Temperature-scaled mixing: rate ∝ min(size, cap)^(1/T), as (n / largest)^(1/T): a small T
+    raises the sizes to a large power, which overflows a float (1000^100) where the ratios do not."""
+    capped = _capped(sizes, cfg)
+    top = max(capped)
+    return [math.exp((math.log(n) - math.log(top)) / cfg.temperature) if n > 0 else 0.0 for n in capped]
 
 
 @policy("equal")
@@ -64,10 +68,13 @@ def mixing_rates(sizes: Sequence[int], names: Sequence[str], cfg: MixerConfig) -
     if cfg.policy not in POLICIES:
         raise ConfigError(f"mixer.policy: unknown policy {cfg.policy!r} (known: {', '.join(sorted(POLICIES))})")
     raw = POLICIES[cfg.policy](sizes, names, cfg)
-    total = sum(raw)
-    if not total > 0:
-        raise ConfigError(f"mixer: policy {cfg.policy!r} gives no task a positive rate (sizes {list(sizes)})")
-    return [r / total for r in raw]
+    top = max(raw, default=0.0)
+    if not 0 < top < math.inf or not all(0 <= r < math.inf for r in raw):
+        raise ConfigError(f"mixer: policy {cfg.policy!r} gives no task a finite positive rate (sizes {list(sizes)}, "
+                          f"rates {raw})")
+    scaled = [r / top for r in raw]  # relative to the largest first: a sum of huge weights overflows to inf
+    total = sum(scaled)
+    return [r / total for r in scaled]
 
 
 class TaskMixer:

@@ -43,12 +43,16 @@ def cache_root() -> Path | None:
 
 
 def _tokenizer_identity(tok) -> str:
+    # not in the backend's JSON: the side truncation cuts (tokenizer_config.json's truncation_side)
+    # and which tokens are special (a generation feature ends in eos_token_id, a cloze one has mask_token_id)
+    wrapper = json.dumps({"truncation_side": getattr(tok, "truncation_side", None),
+                          "special_tokens": getattr(tok, "special_tokens_map", None)}, sort_keys=True, default=str)
     backend = getattr(tok, "backend_tokenizer", None)
     if backend is not None:  # minus the truncation/padding state a previous call left behind
         spec = json.loads(backend.to_str())
-        return json.dumps({k: v for k, v in spec.items() if k not in ("truncation", "padding")}, sort_keys=True)
+        return json.dumps({k: v for k, v in spec.items() if k not in ("truncation", "padding")}, sort_keys=True) + wrapper
     return json.dumps(sorted(tok.get_vocab().items())) + json.dumps(getattr(tok, "init_kwargs", {}),
-                                                                    sort_keys=True, default=str)
+                                                                    sort_keys=True, default=str) + wrapper
 
 
 def split_80_10_10(items: list[int], seed: int, keep: int | None = None) -> dict[str, list[int]]:
@@ -82,9 +86,6 @@ class FeatureSet:
 
     def __iter__(self):
         return iter(self.dataset)
-
-    def select(self, n: int) -> "FeatureSet":
-        return FeatureSet(self.dataset.select(range(min(n, len(self)))))
 
 
 @dataclass
@@ -303,10 +304,23 @@ class Task:
                  type(tok).__name__, _tokenizer_identity(tok)]
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
+    def examples(self, split: str) -> list[dict]:
+        """The records ``build_features`` encodes: the split's (``read_examples``) or its fold's
+        (``fold_examples``), and of train only the first ``task.max_train_examples`` (logged). The cut
+        is by record, so a record that gives several features (QA windows, MultiRC answer options,
+        ReCoRD candidates) is kept or left out whole."""
+        examples = self.fold_examples(split) if self.cfg.folds else self.read_examples(split)
+        limit = self.cfg.max_train_examples
+        if split == "train" and limit is not None and len(examples) > limit:
+            log.info("%s/train: training on the first %d of %d examples (task.max_train_examples)", self.name,
+                     limit, len(examples))
+            examples = examples[:limit]
+        return examples
+
     def build_features(self, split: str) -> FeatureSet:
         import datasets
 
-        examples = self.fold_examples(split) if self.cfg.folds else self.read_examples(split)
+        examples = self.examples(split)
         if getattr(self.cfg, f"{split}_file", None) and split not in self._located:
             raise ConfigError(f"task.{split}_file: task {self.name} cannot read its {split} split from a file "
                               f"of its own; unset it (and use task.data_dir)")
@@ -342,10 +356,7 @@ class Task:
 
     def features(self, split: str) -> FeatureSet:
         if split not in self._features:
-            feats = self.build_features(split)
-            if split == "train" and self.cfg.max_train_examples is not None:
-                feats = feats.select(self.cfg.max_train_examples)
-            self._features[split] = feats
+            self._features[split] = self.build_features(split)
         return self._features[split]
 
     def collate(self, features: list[dict]) -> dict[str, torch.Tensor]:

@@ -46,14 +46,14 @@ def label_text(value: Any) -> str:
 
 # ---------------------------------------------------------------------------------- tokenising
 def encode_pairs(tokenizer, texts: list[str], pairs: list[str] | None, max_length: int,
-                 truncate: str) -> tuple[dict[str, list], list[bool], int]:
+                 truncate: str) -> tuple[dict[str, list], list[bool], list[bool]]:
     """Tokenise texts (or text pairs) to at most ``max_length`` tokens, special tokens included.
 
     ``truncate`` says what may be cut when a row is too long: ``"text_pair"`` (only the second
     segment, e.g. a passage after its question), ``"text"`` (only the first, e.g. a premise before
     its hypothesis) or ``"longest"`` (tokens off the longer segment first). A row whose protected
     segment alone leaves no room falls back to ``"longest"``. Returns (columns, truncated flag per
-    row, how many rows fell back)."""
+    row, fell-back flag per row)."""
     if truncate not in _STRATEGY:
         raise ValueError(f"truncate must be one of {sorted(_STRATEGY)}, got {truncate!r}")
     n = len(texts)
@@ -61,12 +61,12 @@ def encode_pairs(tokenizer, texts: list[str], pairs: list[str] | None, max_lengt
     len_a = [len(x) for x in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     len_b = [len(x) for x in tokenizer(pairs, add_special_tokens=False)["input_ids"]] if pairs is not None else [0] * n
     truncated = [a + b + special > max_length for a, b in zip(len_a, len_b)]
-    strategy, fell_back = [], 0
-    for a, b, cut in zip(len_a, len_b, truncated):
+    strategy, fell_back = [], [False] * n
+    for i, (a, b, cut) in enumerate(zip(len_a, len_b, truncated)):
         s = _STRATEGY[truncate] if pairs is not None else "longest_first"
         protected = b if truncate == "text" else a
         if cut and pairs is not None and truncate != "longest" and protected + special >= max_length:
-            s, fell_back = "longest_first", fell_back + 1
+            s, fell_back[i] = "longest_first", True
         strategy.append(s)
     columns: dict[str, list] = {}
     for s in dict.fromkeys(strategy):
@@ -78,7 +78,8 @@ def encode_pairs(tokenizer, texts: list[str], pairs: list[str] | None, max_lengt
             if s == "longest_first":
                 raise
             enc = tokenizer(*args, truncation="longest_first", max_length=max_length)
-            fell_back += sum(truncated[i] for i in rows)
+            for i in rows:
+                fell_back[i] = truncated[i]
         for key in _SEQ:
             if key in enc:
                 col = columns.setdefault(key, [None] * n)
@@ -161,6 +162,8 @@ class FileTask(Task):
         return self.encode_rows([{"id": i, **r} for i, r in enumerate(recs)])
 
     def build_features(self, split: str):
+        """Logs the truncation from the features' own columns, so a cached split says it as well
+        (``encode`` does not run then)."""
         feats = super().build_features(split)
         if "truncated" in feats.dataset.column_names:
             cut = sum(feats.dataset["truncated"])
@@ -168,17 +171,16 @@ class FileTask(Task):
                 log.warning("%s/%s: %d of %d inputs are longer than task.max_seq_length=%d and were truncated "
                             "(%s)", self.name, split, cut, len(feats), self.cfg.max_seq_length,
                             self.truncation_policy())
+        fell_back = sum(feats.dataset["fell_back"]) if "fell_back" in feats.dataset.column_names else 0
+        if fell_back:
+            log.warning("%s/%s: %d input(s) too long even without the segment that is normally cut; those "
+                        "were truncated longest-first", self.name, split, fell_back)
         return feats
 
     def truncation_policy(self) -> str:
         return {"text": "the first segment is cut, never the second",
                 "text_pair": "the second segment is cut, never the first",
                 "longest": "tokens come off the longer segment first"}[self.truncate]
-
-    def _log_fallback(self, fell_back: int) -> None:
-        if fell_back:
-            log.warning("%s: %d input(s) too long even without the segment that is normally cut; those "
-                        "were truncated longest-first", self.name, fell_back)
 
 
 def label_index(task: Task, value: Any, where: str) -> int:
@@ -240,7 +242,7 @@ class ClassificationTask(FileTask):
         else:
             out, truncated, fell_back = encode_pairs(self.tokenizer, texts, pairs, self.cfg.max_seq_length,
                                                      self.truncate)
-            self._log_fallback(fell_back)
+            out["fell_back"] = fell_back
         if "label" in rows:
             out["labels"] = rows.pop("label")
         out["truncated"] = truncated
@@ -303,10 +305,10 @@ class MultipleChoiceTask(FileTask):
         flat_a = [a for choices in batch["choices"] for a, _ in choices]
         flat_b = [b for choices in batch["choices"] for _, b in choices]
         enc, truncated, fell_back = encode_pairs(self.tokenizer, flat_a, flat_b, self.cfg.max_seq_length, self.truncate)
-        self._log_fallback(fell_back)
         c = self.num_choices
         out = {k: [v[i * c:(i + 1) * c] for i in range(len(batch["id"]))] for k, v in enc.items()}
         out["truncated"] = [any(truncated[i * c:(i + 1) * c]) for i in range(len(batch["id"]))]
+        out["fell_back"] = [any(fell_back[i * c:(i + 1) * c]) for i in range(len(batch["id"]))]
         out["id"], out["sub"] = batch["id"], [0] * len(batch["id"])
         if "label" in batch:
             out["labels"] = batch["label"]

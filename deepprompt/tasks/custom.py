@@ -10,8 +10,8 @@ Files: ``task.train_file`` / ``task.dev_file`` / ``task.test_file``, or ``task.d
 ``train``/``dev``/``test`` with one of the extensions .jsonl, .json (JSON lines, or one JSON list),
 .csv, .tsv (classification) or
 .txt, .conll, .tsv, none (tagging). Labels: ``task.labels`` in that order, else every label of the
-training split, sorted (``O`` first for tagging); a dev/test label outside that set is a one-line
-error naming file:line."""
+training split (with ``task.folds``: of every split), sorted (``O`` first for tagging); a dev/test
+label outside that set is a one-line error naming file:line, and fewer than two labels is one too."""
 from __future__ import annotations
 
 import csv
@@ -26,7 +26,7 @@ from deepprompt.metrics.classification import accuracy, macro_f1
 from deepprompt.registry import TASKS
 from deepprompt.tasks.base import Task, log
 from deepprompt.tasks.readers import read_conll
-from deepprompt.tasks.tagging import LabelOptions, TaggingTask
+from deepprompt.tasks.tagging import LabelOptions, TaggingTask, label_splits, labels_seen
 
 
 @dataclass
@@ -88,7 +88,7 @@ class CustomClassification(Task):
         if self.opts.labels:
             return list(self.opts.labels)
         if getattr(self, "_train_labels", None) is None:
-            self._train_labels = sorted({r["label"] for r, _ in self._rows("train")})
+            self._train_labels = labels_seen(self, {r["label"] for s in label_splits(self) for r, _ in self._rows(s)})
         return self._train_labels
 
     def cache_key(self) -> str:

@@ -216,14 +216,16 @@ class QATask(Task):
         if cut:
             log.warning("%s/%s: %d question(s) longer than task.max_query_length=%d tokens were cut to it",
                         self.name, split, cut, self.opts.max_query_length)
+        encoded = set(feats.dataset["id"])  # every question gives a window; train may be cut (max_train_examples)
+        records = [r for r in self._records[split] if r["id"] in encoded]
         held = {i for i, s in zip(feats.dataset["id"], feats.dataset["start_positions"]) if s > 0}
-        lost = [r["id"] for r in self._records[split] if r["answer_texts"] and r["id"] not in held]
+        lost = [r["id"] for r in records if r["answer_texts"] and r["id"] not in held]
         if lost and split == "train":
             log.warning("%s/%s: %d question(s) have no window holding their whole first answer (longer than "
                         "doc_stride + 1 tokens across a window edge, e.g. %r); all their windows are labelled "
                         "[CLS] in training", self.name, split, len(lost), lost[0])
         log.info("%s/%s: %d questions -> %d windows (max_seq_length %d, doc_stride %d)", self.name, split,
-                 len(self._records[split]), len(feats), self.cfg.max_seq_length, self.opts.doc_stride)
+                 len(records), len(feats), self.cfg.max_seq_length, self.opts.doc_stride)
         return feats
 
     def _cut_questions(self, questions: list[str]) -> tuple[list[str], list[int]]:

@@ -45,6 +45,7 @@ class TweetSentimentOptions(ClassificationColumns):
     (5,460 of the asset's 38,158) are kept, and counted in the log."""
 
     def check(self, cfg, prefix: str) -> None:
+        super().check(cfg, prefix)
         if self.sample is not None and self.sample < 10:
             raise ConfigError(f"{prefix}sample: must be >= 10 (or null for every tweet), got {self.sample}")
         if not 0.0 <= self.min_confidence <= 1.0:

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar
 
-from deepprompt.errors import DataError
+from deepprompt.errors import ConfigError, DataError
 from deepprompt.metrics.seqeval_f1 import entity_f1
 from deepprompt.tasks.base import PAD_LABEL, Task, log
 from deepprompt.tasks.readers import GoldConllSentence, Sentence, gold_conll_files, iob1_to_iob2, read_gold_conll
@@ -36,11 +36,38 @@ def bio_tags(sent: Sentence) -> list[str]:
     return iob1_to_iob2(sent.tags)
 
 
+def label_splits(task: Task) -> tuple[str, ...]:
+    """Where a label set read from the data comes from: train; with ``task.folds`` every split, as
+    each fold trains on parts of all three (a tag only dev had was trained as no label at all)."""
+    return ("train", "dev", "test") if task.cfg.folds else ("train",)
+
+
+def labels_seen(task: Task, seen: set[str], first: tuple[str, ...] = ()) -> list[str]:
+    """The label set read from the data: ``first``, then the rest of ``seen`` sorted. Fewer than
+    two is one line: a head of one class learns nothing and scores everything right."""
+    labels = [*first, *sorted(seen - set(first))]
+    if len(labels) < 2:
+        where = "the training split" if label_splits(task) == ("train",) else "the pooled splits (task.folds)"
+        held = f"only the label {labels[0]!r}" if labels else "no labels"
+        raise DataError(f"task {task.name}: {where} holds {held}; a classifier needs at least two (or set task.labels)")
+    return labels
+
+
 @dataclass
 class LabelOptions:
     labels: list[str] | None = None
-    """The label set, in this order; None = every label of the training split (sorted; ``O`` first
-    for tagging)."""
+    """The label set, in this order; None = every label of the training split (with task.folds: of
+    every split; sorted, ``O`` first for tagging)."""
+
+    def check(self, cfg, prefix: str) -> None:
+        if self.labels is None:
+            return
+        twice = sorted({label for label in self.labels if self.labels.count(label) > 1})
+        if twice:
+            raise ConfigError(f"{prefix}labels: {twice[0]!r} is listed twice (each label is one output of the head)")
+        if len(self.labels) < 2:
+            raise ConfigError(f"{prefix}labels: a classifier needs at least two labels, got {self.labels} (or null for "
+                              f"those of the data)")
 
 
 class TaggingTask(Task):
@@ -68,8 +95,8 @@ class TaggingTask(Task):
         if self.given_labels:
             return list(self.given_labels)
         if getattr(self, "_train_labels", None) is None:
-            seen = {t for sent in self.read_split("train") for t in bio_tags(sent)}
-            self._train_labels = ["O"] + sorted(seen - {"O"})
+            seen = {t for s in label_splits(self) for sent in self.read_split(s) for t in bio_tags(sent)}
+            self._train_labels = labels_seen(self, seen | {"O"}, first=("O",))
         return self._train_labels
 
     @property

@@ -27,6 +27,19 @@ def test_rates_by_policy(cfg, expected):
     assert mixing_rates(SIZES, NAMES, cfg) == pytest.approx(expected, abs=1e-12)
 
 
+@pytest.mark.parametrize("cfg, sizes, expected", [
+    # a small T raises the sizes to a large power: 4000^100 overflows a float, the ratios do not
+    (MixerConfig("temperature", temperature=0.01), [4000, 1000], [1.0, 0.0]),
+    (MixerConfig("temperature", temperature=0.5), [2 ** 600, 2 ** 599], [0.8, 0.2]),
+    # weights whose sum overflows to inf gave every task rate 0 and drew the last task every step
+    (MixerConfig("weights", weights={"a": 1e308, "b": 1e308}), [10, 10], [0.5, 0.5]),
+])
+def test_rates_do_not_overflow(cfg, sizes, expected):
+    assert mixing_rates(sizes, ["a", "b"], cfg) == pytest.approx(expected, abs=1e-12)
+    draws = Counter(TaskMixer(["a", "b"], sizes, cfg, 1, 1, 0, 1).task_at(s) for s in range(400))
+    assert all(draws[i] > 0 for i, r in enumerate(expected) if r > 0.1)
+
+
 @pytest.mark.parametrize("cfg", [
     MixerConfig("proportional"), MixerConfig("proportional", cap=1000), MixerConfig("temperature", temperature=3.0),
     MixerConfig("equal"), MixerConfig("weights", weights={"ner": 1.0, "qa": 3.0, "cls": 0.0}),

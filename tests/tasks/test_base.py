@@ -40,6 +40,28 @@ def test_features_are_cached_and_invalidated_by_data_and_config(tokenizer, tmp_p
     assert len(list((cache / "wnut16").glob("train-*.arrow"))) == 3
 
 
+def test_the_cache_is_keyed_by_how_the_tokenizer_truncates_and_its_special_tokens(tokenizer, tmp_path, monkeypatch):
+    """tokenizer_config.json's truncation_side and special tokens are not in the backend's JSON: a
+    tokenizer that cuts from the left (or ends with another EOS) read the right-cutting one's cache."""
+    import copy
+
+    from deepprompt.tasks.base import _tokenizer_identity
+    from tests.tiny import fixture_words
+
+    _write(tmp_path / "train", ["".join(f"{w}\tO\n" for w in fixture_words()[:12]) + "\n"])
+    cfg = TaskConfig(name="wnut16", data_dir=str(tmp_path), max_seq_length=8)
+    left = copy.deepcopy(tokenizer)
+    left.truncation_side = "left"
+    monkeypatch.setenv("DEEPPROMPT_CACHE", "")
+    fresh = build_task(cfg, left).features("train")[0]["input_ids"]
+    monkeypatch.setenv("DEEPPROMPT_CACHE", str(tmp_path / "cache"))
+    right = build_task(cfg, tokenizer).features("train")[0]["input_ids"]
+    assert right != fresh and build_task(cfg, left).features("train")[0]["input_ids"] == fresh
+    other_eos = copy.deepcopy(tokenizer)
+    other_eos.eos_token = "[PAD]"
+    assert _tokenizer_identity(other_eos) != _tokenizer_identity(tokenizer)
+
+
 def test_empty_cache_variable_disables_the_cache(tokenizer, tmp_path, monkeypatch):
     monkeypatch.setenv("DEEPPROMPT_CACHE", "")
     _write(tmp_path / "train", ["love\tO\n\n"])
@@ -47,12 +69,33 @@ def test_empty_cache_variable_disables_the_cache(tokenizer, tmp_path, monkeypatc
     assert len(feats) == 1 and feats.dataset.cache_files == []
 
 
-def test_max_train_examples_and_slicing(tokenizer, tmp_path):
+def test_max_train_examples_and_slicing(tokenizer, tmp_path, caplog):
     _write(tmp_path / "train", [f"w{i}\tO\n\n" for i in range(5)])
     task = build_task(TaskConfig(name="wnut16", data_dir=str(tmp_path), max_train_examples=3), tokenizer)
-    feats = task.features("train")
+    with caplog.at_level("INFO", logger="deepprompt"):
+        feats = task.features("train")
     assert len(feats) == 3 and [f["id"] for f in feats] == [0, 1, 2]
     assert [f["id"] for f in feats[1:]] == [1, 2] and feats[-1]["id"] == 2
+    assert "wnut16/train: training on the first 3 of 5 examples (task.max_train_examples)" in caplog.text
+
+
+def test_max_train_examples_keeps_whole_examples_of_several_features(tokenizer):
+    """A question gives several windows: the first N questions are kept with all their windows (it
+    cut the first N windows, a question's later windows left out without a word)."""
+    from tests.tiny import FIXTURES
+
+    def squad(**kw):
+        cfg = TaskConfig(name="squad", data_dir=str(FIXTURES / "squad"), max_seq_length=40, max_query_length=8,
+                         doc_stride=4, **kw)
+        return build_task(cfg, tokenizer).features("train")
+
+    every = squad()
+    first = every[0]["id"]
+    windows = [f for f in every if f["id"] == first]
+    assert 1 < len(windows) < len(every)
+    kept = squad(max_train_examples=1)
+    assert [f["id"] for f in kept] == [first] * len(windows)
+    assert [f["input_ids"] for f in kept] == [f["input_ids"] for f in windows]
 
 
 def test_cache_key_covers_the_code_of_base_task_classes(tokenizer, monkeypatch):

@@ -188,3 +188,24 @@ def test_bioes_tags_are_read_as_they_are(tok, tmp_path):
     assert task.labels == ["O", "B-PER", "E-PER", "S-LOC"]
     assert [r["tags"] for r in task.read_examples("train")] == [["B-PER", "E-PER", "O", "S-LOC"]]
     assert len(task.features("dev")) == 1
+
+
+def test_a_label_set_of_fewer_than_two_labels_or_a_label_listed_twice_is_one_line(tok, tmp_path):
+    """A head of one class learns nothing and scores everything right; a label listed twice got two
+    outputs of which the first was never a target."""
+    for split in ("train", "dev", "test"):
+        (tmp_path / f"{split}.jsonl").write_text('{"sentence": "great movie", "label": "pos"}\n' * 2)
+    with pytest.raises(DataError, match="task custom_classification: the training split holds only the label 'pos'; "
+                                        "a classifier needs at least two"):
+        build_task(TaskConfig(name="custom_classification", data_dir=str(tmp_path), text_column="sentence"), tok).labels
+    (tmp_path / "tagging").mkdir()
+    for split in ("train", "dev", "test"):
+        (tmp_path / "tagging" / f"{split}.txt").write_text("acme O\nanna O\n\n")
+    with pytest.raises(DataError, match="task custom_tagging: the training split holds only the label 'O'"):
+        build_task(TaskConfig(name="custom_tagging", data_dir=str(tmp_path / "tagging")), tok).labels
+    for labels, says in ((["pos", "neg", "pos"], "task.labels: 'pos' is listed twice"),
+                         (["pos"], "task.labels: a classifier needs at least two labels")):
+        with pytest.raises(ConfigError, match=says):
+            build_task(_cls(labels=labels), tok)
+    with pytest.raises(ConfigError, match="task.labels: 'O' is listed twice"):
+        build_task(TaskConfig(name="custom_tagging", data_dir=str(TAG), labels=["O", "B-X", "O"]), tok)

@@ -66,3 +66,19 @@ def test_a_task_without_a_labelled_test_split_is_refused(tok):
     cfg = load_config(None, ["task.name=squad", f"task.data_dir={FIXTURES / 'squad'}", "task.folds=2"]).task
     with pytest.raises(ConfigError, match="task.folds: task squad has no labelled test split"):
         build_task(cfg, tok).fold_examples("train")
+
+
+def test_a_label_set_read_from_the_data_comes_from_every_split_under_folds(tok):
+    """conll12's fixture has a tag only in dev: without folds it cannot be predicted (and is counted);
+    with folds the dev sentence may land in a fold's train, where it was trained as no label at all."""
+    def conll12(*over):
+        return build_task(load_config(None, ["task.name=conll12", f"task.data_dir={FIXTURES / 'conll2012'}",
+                                             *over]).task, tok)
+
+    plain = conll12()
+    only_dev = {t for r in plain.read_examples("dev") for t in r["tags"]} - set(plain.labels)
+    assert only_dev  # the fixture still has the case this test is about
+    for fold in range(3):
+        t = conll12("task.folds=3", f"task.fold={fold}")
+        assert only_dev <= set(t.labels)
+        assert all(tag in t.labels for f in t.features("train") for tag in f["gold"])
