@@ -210,16 +210,25 @@ def load(engine, model, path: Path) -> dict:
     return state
 
 
-def _check_loadable(path: Path, state: dict, tensors: dict, model, sched) -> None:
-    """Everything ``load`` and the trainer take from the checkpoint is there, with this model's
-    shapes, BEFORE anything is restored: a checkpoint of another model, prompt or optimizer setup (or
-    one edited by hand) is one line naming it, never a KeyError nor a half-restored run."""
-    fresh = "move it out of the way to resume from an older one, or start fresh with train.resume=never"
-    needed = ["optimizer_steps", "progress", "world_size", "mixer" if "sampler" not in state else "sampler"]
-    missing = [k for k in needed if k not in state]
+FRESH = "move it out of the way to resume from an older one, or start fresh with train.resume=never"
+
+
+def missing_state(path: Path, state: dict, keys) -> None:
+    """One line naming the checkpoint when its state lacks any of ``keys`` (each a key, or a tuple
+    of keys of which one will do): not one this deepprompt wrote, or edited by hand."""
+    missing = [k if isinstance(k, str) else k[0] for k in keys
+               if not any(x in state for x in ((k,) if isinstance(k, str) else k))]
     if missing:
         raise ConfigError(f"{path / STATE}: has no {', '.join(map(repr, missing))} (not a checkpoint this deepprompt "
-                          f"wrote); {fresh}")
+                          f"wrote); {FRESH}")
+
+
+def _check_loadable(path: Path, state: dict, tensors: dict, model, sched) -> None:
+    """Everything ``load`` takes from the checkpoint is there, with this model's shapes, BEFORE
+    anything is restored: a checkpoint of another model, prompt or optimizer setup (or one edited by
+    hand) is one line naming it, never a KeyError nor a half-restored model. (The keys the caller
+    saved itself, e.g. the trainer's progress, are the caller's to check: ``missing_state``.)"""
+    missing_state(path, state, ("optimizer_steps", "world_size"))
     saved = state.get("lr_scheduler")
     if sched is not None and saved is not None and len(saved.get("base_lrs", ())) != len(sched.optimizer.param_groups):
         raise ConfigError(f"{path}: was saved with {len(saved.get('base_lrs', ()))} optimizer group(s), this run has {len(sched.optimizer.param_groups)}"
@@ -229,11 +238,11 @@ def _check_loadable(path: Path, state: dict, tensors: dict, model, sched) -> Non
         for key in ("param", *MOMENTS):
             what = f"trainable parameter {name!r}" if key == "param" else f"Adam {key} of {name!r}"
             if f"{key}/{name}" not in tensors:
-                raise ConfigError(f"{path}: has no {what} (a different prompt method or task?); {fresh}")
+                raise ConfigError(f"{path}: has no {what} (a different prompt method or task?); {FRESH}")
             got = tuple(tensors[f"{key}/{name}"].shape)
             if got != want:
                 raise ConfigError(f"{path}: {name if key == 'param' else what} has shape {got}, the model wants {want} "
-                                  f"(another backbone, prompt length or number of layers?); {fresh}")
+                                  f"(another backbone, prompt length or number of layers?); {FRESH}")
 
 
 def _json_default(o):

@@ -91,6 +91,7 @@ class Trainer:
         self.resumed = resume_from is not None
         if self.resumed:
             state = checkpoint.load(self.engine, self.model, resume_from)
+            checkpoint.missing_state(resume_from, state, ("progress", ("mixer", "sampler")))  # older ones: sampler
             self.mixer.load_state_dict(state.get("mixer") or {"sampler": state["sampler"]}, step=state["step"])
             self.progress.load_state_dict(state["progress"])
             self.start_step = state["step"]

@@ -265,8 +265,8 @@ def _rewrite_tensors(path, change):
      r": weight has shape \(4, 2\), the model wants \(3, 2\) \(another backbone, prompt "
      r"length or number of layers\?\)"),
     (lambda p: (p / checkpoint.STATE).write_text(json.dumps(
-        {k: v for k, v in json.loads((p / checkpoint.STATE).read_text()).items() if k != "progress"})),
-     r"/state.json: has no 'progress' \(not a checkpoint this deepprompt wrote\)"),
+        {k: v for k, v in json.loads((p / checkpoint.STATE).read_text()).items() if k != "optimizer_steps"})),
+     r"/state.json: has no 'optimizer_steps' \(not a checkpoint this deepprompt wrote\)"),
 ])
 def test_load_checks_every_tensor_and_state_key_before_restoring_any(tmp_path, damage, problem):
     """A checkpoint of another model or prompt shape, or one missing a moment or a state key: one
@@ -279,6 +279,15 @@ def test_load_checks_every_tensor_and_state_key_before_restoring_any(tmp_path, d
                                                      r"an older one, or start fresh with train.resume=never$"):
         checkpoint.load(engine, model, path)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_the_state_keys_the_trainer_reads_are_checked_in_one_line(tmp_path):
+    """The trainer's own keys (its progress; the mixer, or an older checkpoint's sampler)."""
+    needed = ("progress", ("mixer", "sampler"))
+    checkpoint.missing_state(tmp_path, {"progress": {}, "sampler": {}}, needed)  # an older checkpoint
+    with pytest.raises(checkpoint.ConfigError, match=r"state.json: has no 'progress', 'mixer' \(not a checkpoint "
+                                                     r"this deepprompt wrote\); move it out of the way"):
+        checkpoint.missing_state(tmp_path, {"step": 3}, needed)
 
 
 def test_a_plain_round_trip_restores_the_moments(tmp_path):
