@@ -53,25 +53,19 @@ log = logging.getLogger("deepprompt")
 def resume_point(run: RunConfig) -> Path | None:
     """Collective: the checkpoint this run continues from (rank 0 looks, checks compatibility, and
     tells everyone, so only rank 0's node needs ``output_dir``), or None for a fresh start."""
-    decision = None
-    if comm.rank() == 0:
-        try:
-            root = checkpoint_root(run.output_dir)
-            if root.exists() and not root.is_dir():  # else the first save fails, after training up to it
-                raise ConfigError(f"{root}: is a file, but the run keeps its checkpoints in a directory there; "
-                                  f"move it away")
-            found = choose(run) if run.train.resume == "auto" else None
-            if found is not None:
-                check_compatible(read_state(found)["signature"], run, found)
-            elif run.train.resume == "never":
-                clear(run.output_dir)
-            decision = ("ok", found)
-        except ConfigError as e:
-            decision = ("error", str(e))
-    kind, value = comm.broadcast_object(decision)
-    if kind == "error":
-        raise ConfigError(value)
-    return value
+    def decide() -> Path | None:
+        root = checkpoint_root(run.output_dir)
+        if root.exists() and not root.is_dir():  # else the first save fails, after training up to it
+            raise ConfigError(f"{root}: is a file, but the run keeps its checkpoints in a directory there; "
+                              f"move it away")
+        found = choose(run) if run.train.resume == "auto" else None
+        if found is not None:
+            check_compatible(read_state(found)["signature"], run, found)
+        elif run.train.resume == "never":
+            clear(run.output_dir)
+        return found
+
+    return comm.from_rank0(decide)
 
 
 # ----------------------------------------------------------------------------- full tensors
@@ -177,16 +171,7 @@ def save(engine, model, run: RunConfig, step: int, state: dict, keep: int, prote
 
 def load(engine, model, path: Path) -> dict:
     """Collective: restore params, Adam moments, step counts and the LR scheduler; return state."""
-    payload = None
-    if comm.rank() == 0:  # a failure is sent too: the other ranks would otherwise wait in the broadcast
-        try:
-            payload = ("ok", (load_safetensors(path / TENSORS, ConfigError), read_state(path)))
-        except ConfigError as e:
-            payload = ("error", str(e))
-    kind, value = comm.broadcast_object(payload)
-    if kind == "error":
-        raise ConfigError(value)
-    tensors, state = value
+    tensors, state = comm.from_rank0(lambda: (load_safetensors(path / TENSORS, ConfigError), read_state(path)))
     _check_loadable(path, state, tensors, model, engine.lr_scheduler)
     sched, saved = engine.lr_scheduler, state.get("lr_scheduler")
     import deepspeed

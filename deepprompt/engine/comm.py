@@ -287,6 +287,22 @@ def broadcast_object(obj, src: int = 0):
     return box[0]
 
 
+def from_rank0(compute, error: type[Exception] = ConfigError):
+    """Rank 0's ``compute()`` on every rank (the others do not call it). An ``error`` it raises is
+    sent instead and raised on every rank: raised on rank 0 alone, it would leave the others waiting
+    in the broadcast until the collective timeout."""
+    payload = None
+    if rank() == 0:
+        try:
+            payload = ("ok", compute())
+        except error as e:
+            payload = ("error", str(e))
+    kind, value = broadcast_object(payload)
+    if kind == "error":
+        raise error(value)
+    return value
+
+
 def barrier() -> None:
     """Every rank waits for every other. On NCCL the barrier runs on this rank's device (without
     ``device_ids`` torch guesses one and warns)."""

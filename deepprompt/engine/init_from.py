@@ -23,16 +23,10 @@ SHAPE_KEYS = ("method", "length", "reparam", "reparam_hidden", "layers", "encode
 
 
 def _load_on_rank0(path: str):
-    payload = None
-    if comm.rank() == 0:
-        try:
-            payload = ("ok", load_artifact(path))
-        except ConfigError as e:
-            payload = ("error", f"prompt.init_from: {e}")
-    kind, value = comm.broadcast_object(payload)
-    if kind == "error":
-        raise ConfigError(value)
-    return value
+    try:
+        return comm.from_rank0(lambda: load_artifact(path))
+    except ConfigError as e:  # on every rank
+        raise ConfigError(f"prompt.init_from: {e}") from None
 
 
 def prepare(run: RunConfig, model_path: str, family: str, tasks: list) -> tuple[Callable, dict] | None:

@@ -10,11 +10,11 @@ the last step) and BEST-DEV (the model at the best dev step) stay apart everywhe
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import yaml
 
+from deepprompt.fileio import atomic_write
 from deepprompt.sweep import runs as R
 
 LABEL = {"last": "LAST", "best_dev": "BEST-DEV"}
@@ -254,6 +254,4 @@ def write_report(sweep) -> Path:
 
 
 def _write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write(path, lambda p: p.write_text(text))

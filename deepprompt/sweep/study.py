@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from deepprompt.errors import ConfigError, DeepPromptError
-from deepprompt.fileio import load_json, read_text
+from deepprompt.fileio import atomic_write, load_json, read_text
 from deepprompt.sweep import runs as R
 from deepprompt.sweep.settings import CONFIRMATION, OWNED_KEYS, SweepConfig, config_id, param_overrides, run_name  # noqa: F401  (re-exported)
 
@@ -90,9 +90,7 @@ class Sweep:
                 log.info("sweep: %s changed from %r to %r%s", key, before, now,
                          " for this report only" if self.cfg.report_only else "")
         if (theirs is None or changed) and not self.cfg.report_only:
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(mine, indent=2))
-            os.replace(tmp, path)
+            atomic_write(path, lambda p: p.write_text(json.dumps(mine, indent=2)))
 
     # ---- trials and who runs them
     def trials(self):
@@ -111,9 +109,7 @@ class Sweep:
             return
         self._beats[number] = time.time()
         path = self.dir / "trials" / f"{number}.alive"
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({**self.me, "time": time.time()}))
-        os.replace(tmp, path)
+        atomic_write(path, lambda p: p.write_text(json.dumps({**self.me, "time": time.time()})))
 
     def _stale(self, t) -> bool:
         path = self.dir / "trials" / f"{t.number}.alive"
