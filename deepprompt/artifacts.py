@@ -163,6 +163,9 @@ def save_artifact(model, run: RunConfig, tasks: list, model_path: str, out_dir: 
                             "not reproduce the run (artifacts are for prompt methods)")
         make_output_dir(out_dir, "the artifact")
         atomic_write(out_dir / TENSORS_FILE, lambda p: save_file(tensors, str(p), metadata={"format": FORMAT}))
+        # the two files are renamed one after the other: a save cut between them leaves new tensors beside
+        # the old description, shaped alike when only training moved on; the hash ties the pair together
+        desc["tensors_sha256"] = _sha256_file(out_dir / TENSORS_FILE)
         atomic_write(out_dir / DESCRIPTION_FILE, lambda p: p.write_text(json.dumps(desc, indent=2) + "\n"))
     comm.barrier()  # every rank returns once the files exist
     return out_dir
@@ -251,7 +254,12 @@ def load_artifact(path) -> Artifact:
     tensor_path = desc_path.with_name(TENSORS_FILE)
     if not tensor_path.is_file():
         raise ConfigError(f"{tensor_path}: missing (the tensors of {desc_path}); copy the artifact directory whole")
-    tensors = load_safetensors(tensor_path, ConfigError)
+    tensors = load_safetensors(tensor_path, ConfigError)  # a damaged file: its own line first
+    recorded = desc.get("tensors_sha256")  # absent in artifacts saved before it was recorded
+    if recorded is not None and recorded != _sha256_file(tensor_path):
+        raise ConfigError(f"{tensor_path}: not the tensors {desc_path.name} was saved with (its SHA-256 differs): "
+                          f"the two files come from different saves, or one was replaced; save the artifact again "
+                          f"or restore both files from one copy")
     declared = {k: tuple(v["shape"]) for k, v in desc["tensors"].items()}
     stored = {k: tuple(v.shape) for k, v in tensors.items()}
     if declared != stored:

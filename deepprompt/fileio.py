@@ -170,11 +170,17 @@ def atomic_write(path: Path, write, error: ErrorType = ConfigError) -> None:
         raise
 
 
-def make_output_dir(out: Path, what: str, error: ErrorType = ConfigError) -> None:
-    """``out`` as a directory to write ``what`` into; a file in the way is one line naming it."""
-    if out.exists() and not out.is_dir():
-        raise error(f"{out}: is a file, not a directory to write {what} into; give another path")
+def make_output_dir(out: Path, what: str, error: ErrorType = ConfigError, key: str = "") -> None:
+    """``out`` as a directory to write ``what`` into (made with its parents), the one place every
+    output directory is made: a regular file at ``out`` or above it, or a directory that cannot be
+    made, is one line naming it (prefixed ``key: `` where a config key or flag gave the path)."""
+    out = Path(out)
+    label = f"{key}: " if key else ""
+    blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        where = "is a file" if blocker == out else f"is under {blocker}, a file"
+        raise error(f"{label}{out}: {where}, not a directory to write {what} into; give another path")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise error(f"{out}: cannot create the directory for {what} ({e.strerror or e})") from None
+        raise error(f"{label}{out}: cannot create the directory for {what} ({e.strerror or e})") from None

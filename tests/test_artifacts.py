@@ -230,3 +230,24 @@ def test_an_artifact_directory_that_is_a_file_is_one_line(tmp_path):
                                           r"artifact into; give another path$"):
         save_artifact(model, run, [task], str(path), tmp_path / "artifact")
     assert (tmp_path / "artifact").read_text() == "mine"
+
+
+def test_tensors_and_description_from_two_saves_are_refused(tmp_path):
+    """The two files are renamed one after the other: a save cut between them leaves the new tensors
+    beside the old description, alike in every shape. The recorded SHA-256 of the tensors refuses the
+    pair; an artifact saved before the hash was recorded still loads."""
+    path = save_tiny_bert(tmp_path / "bert")
+    run = run_config(path)
+    model, task = plain_model(run)
+    early = save_artifact(model, run, [task], str(path), tmp_path / "early")
+    train_briefly(model, task, steps=2)
+    late = save_artifact(model, run, [task], str(path), tmp_path / "late")
+    assert (early / TENSORS_FILE).read_bytes() != (late / TENSORS_FILE).read_bytes()
+    (early / TENSORS_FILE).write_bytes((late / TENSORS_FILE).read_bytes())  # the cut save: tensors renamed, not its JSON
+    with pytest.raises(ConfigError, match=rf"^{early / TENSORS_FILE}: not the tensors {DESCRIPTION_FILE} was saved "
+                                          r"with \(its SHA-256 differs\): .*restore both files from one copy$"):
+        load_artifact(early)
+    desc = json.loads((early / DESCRIPTION_FILE).read_text())
+    del desc["tensors_sha256"]  # as artifacts were written before
+    (early / DESCRIPTION_FILE).write_text(json.dumps(desc))
+    assert load_artifact(early).tensors.keys() == load_artifact(late).tensors.keys()

@@ -214,13 +214,13 @@ def test_output_dir_under_a_regular_file_is_one_line(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(ConfigError) as e:
         preflight.check_output_dir(str(tmp_path / "notes.txt" / "run"))
-    assert str(e.value) == (f"output_dir: {tmp_path / 'notes.txt' / 'run'} is under {tmp_path / 'notes.txt'}, a "
-                            f"regular file; output_dir must be a directory")
-    with pytest.raises(ConfigError, match=r"notes.txt is a regular file; output_dir must be a directory$"):
+    assert str(e.value) == (f"output_dir: {tmp_path / 'notes.txt' / 'run'}: is under {tmp_path / 'notes.txt'}, a "
+                            f"file, not a directory to write the run's output into; give another path")
+    with pytest.raises(ConfigError, match=r"notes.txt: is a file, not a directory to write the run's output into; "
+                                          r"give another path$"):
         preflight.check_output_dir(str(tmp_path / "notes.txt"))
     preflight.check_output_dir(str(tmp_path / "a" / "b"))
     assert (tmp_path / "a" / "b").is_dir()
-
 
 
 @pytest.mark.parametrize("entry, make, says", [

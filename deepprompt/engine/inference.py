@@ -19,6 +19,7 @@ from deepprompt.errors import ConfigError
 from deepprompt.tasks import Task
 
 log = logging.getLogger("deepprompt")
+RESULTS_FILE = "eval_results.json"
 
 
 def run_config_from_artifact(artifact: Artifact, overrides: list[str] | None = None) -> RunConfig:
@@ -57,6 +58,8 @@ def evaluate_artifact(artifact_path: str, ds_config_path: str, overrides: list[s
         raise ConfigError(f"--artifact: {artifact.path} is a finetune run: it holds only the heads, not the trained "
                           f"backbone, so it cannot be evaluated on its own")
     run = run_config_from_artifact(artifact, overrides)
+    # on every rank, before any data or weights load (it was checked only when the results were written)
+    preflight.check_output_dir(run.output_dir, files=(RESULTS_FILE,))
     world, rank = comm.world_size(), comm.rank()
     # no optimizer step is taken: make the batch arithmetic fit any world size
     run.train.batch_size = run.train.micro_batch_size * world
@@ -85,8 +88,7 @@ def evaluate_artifact(artifact_path: str, ds_config_path: str, overrides: list[s
                "wall_time_s": time.time() - started}
     if rank == 0:
         out_dir = Path(run.output_dir)
-        path = out_dir / "eval_results.json"
-        preflight.check_output_dir(run.output_dir, files=(path.name,))  # under a regular file: one line
+        path = out_dir / RESULTS_FILE
         atomic_write(path, lambda p: p.write_text(json.dumps(results, indent=2) + "\n"))
         for split, m in metrics.items():
             log.info("%s %s | %s", task.name, split, " ".join(f"{k} {v:.2f}" for k, v in m.items()))

@@ -33,7 +33,7 @@ from deepprompt.config import RunConfig, flatten
 from deepprompt.engine import comm, ds_setup
 from deepprompt.engine.world import me
 from deepprompt.errors import ConfigError, DeepPromptError
-from deepprompt.fileio import first_broken_safetensors
+from deepprompt.fileio import first_broken_safetensors, make_output_dir
 from deepprompt.models import assembly
 from deepprompt.models.loading import Backbone, backbone_at, resolve_model_path
 from deepprompt.registry import PROMPTS, TASKS
@@ -215,14 +215,7 @@ def check_output_dir(path: str, dirs: tuple[str, ...] = (), files: tuple[str, ..
     that is there already as the other kind (a file named ``dirs[i]``, a directory named
     ``files[i]``): found now, not as a traceback when it is written, maybe after all the training."""
     out = Path(path)
-    blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
-    if blocker is not None:
-        where = "is a regular file" if blocker == out else f"is under {blocker}, a regular file"
-        raise ConfigError(f"output_dir: {out} {where}; output_dir must be a directory")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"output_dir: cannot create {out} ({e.strerror or e})") from None
+    make_output_dir(out, "the run's output", key="output_dir")
     for name, want_dir in [*((d, True) for d in dirs), *((f, False) for f in files)]:
         entry = out / name
         if entry.exists() and entry.is_dir() != want_dir:

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from deepprompt.errors import ConfigError, DeepPromptError
-from deepprompt.fileio import atomic_write, load_json, read_text
+from deepprompt.fileio import atomic_write, load_json, make_output_dir, read_text
 from deepprompt.sweep import runs as R
 from deepprompt.sweep.settings import CONFIRMATION, OWNED_KEYS, SweepConfig, config_id, param_overrides, run_name  # noqa: F401  (re-exported)
 
@@ -53,7 +53,7 @@ class Sweep:
         except ImportError:
             raise DeepPromptError("deepprompt sweep needs Optuna: pip install 'deepprompt[sweep]' "
                                   "(or pip install optuna matplotlib)") from None
-        self.dir.mkdir(parents=True, exist_ok=True)
+        make_output_dir(self.dir, "the sweep", key="--dir")
         self._agree_on_definition(stored, changed)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         from optuna.storages import JournalStorage

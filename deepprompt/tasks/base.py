@@ -22,6 +22,7 @@ import torch
 from deepprompt.config import TaskConfig
 from deepprompt.config.loading import build_options
 from deepprompt.errors import ConfigError, DataError
+from deepprompt.fileio import make_output_dir
 from deepprompt.registry import TASKS
 from deepprompt.tasks.sources import SplitSources
 
@@ -223,7 +224,7 @@ class Task(SplitSources):
         root = cache_root()
         cache_file = str(root / self.name / f"{split}-{fingerprint}.arrow") if root else None
         if cache_file:
-            Path(cache_file).parent.mkdir(parents=True, exist_ok=True)
+            make_output_dir(Path(cache_file).parent, "the feature cache", DataError, key=f"${CACHE_ENV}")
         if os.environ.get("RANK", "0") != "0":
             datasets.disable_progress_bars()
         raw = datasets.Dataset.from_list(examples)

@@ -79,3 +79,24 @@ def test_evaluate_defaults_to_every_split_but_train(trained):
     assert proc.returncode == 0, proc.stderr[-3000:]
     scored = json.loads((out / "eval_results.json").read_text())["metrics"]
     assert scored == {k: v for k, v in metrics.items() if k != "train"} and set(scored) == {"dev", "test"}
+
+
+def test_an_output_dir_under_a_file_is_one_line_before_anything_loads(tmp_path, monkeypatch):
+    """It was checked only when eval_results.json was written, after the whole evaluation."""
+    from deepprompt.artifacts import save_artifact as save
+    from deepprompt.engine import inference, setup
+    from deepprompt.errors import ConfigError
+    from tests.artifact_utils import plain_model, run_config
+
+    path = save_tiny_bert(tmp_path / "bert")
+    run = run_config(path)
+    model, task = plain_model(run)
+    art = save(model, run, [task], str(path), tmp_path / "artifact")
+    (tmp_path / "notes").write_text("mine")
+
+    def loads(*a, **k):
+        raise AssertionError("data and weights were loaded before output_dir was checked")
+
+    monkeypatch.setattr(setup, "for_evaluation", loads)
+    with pytest.raises(ConfigError, match=rf"^output_dir: {tmp_path / 'notes'}: is a file, not a directory"):
+        inference.evaluate_artifact(str(art), "ds_configs/zero3.json", [f"output_dir={tmp_path / 'notes'}"])

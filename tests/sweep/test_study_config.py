@@ -48,6 +48,15 @@ def test_workers_of_one_directory_must_run_the_same_sweep(tmp_path):
         Sweep(SweepConfig(**base))
 
 
+def test_a_sweep_dir_that_is_a_file_is_one_line(tmp_path):
+    (tmp_path / "notes").write_text("mine")
+    for d in (tmp_path / "notes", tmp_path / "notes" / "s"):
+        with pytest.raises(ConfigError, match=rf"^--dir: {d}: is (a file|under .*notes, a file), not a directory to "
+                                              r"write the sweep into; give another path$"):
+            Sweep(SweepConfig(dir=str(d), space=["train.lr=loguniform(1e-3,1e-1)"], seeds=[42], trials=1))
+    assert (tmp_path / "notes").read_text() == "mine"
+
+
 def test_a_confirmation_may_be_added_to_a_sweep_under_way_but_its_runs_never_mix(tmp_path):
     from deepprompt.sweep.cli import add_arguments, to_config
 

@@ -2,6 +2,7 @@
 import pytest
 
 from deepprompt.config import TaskConfig
+from deepprompt.errors import DataError
 from deepprompt.tasks import build_task
 from deepprompt.tasks.base import FeatureSet
 from tests.tiny import save_tiny_bert
@@ -60,6 +61,17 @@ def test_the_cache_is_keyed_by_how_the_tokenizer_truncates_and_its_special_token
     other_eos = copy.deepcopy(tokenizer)
     other_eos.eos_token = "[PAD]"
     assert _tokenizer_identity(other_eos) != _tokenizer_identity(tokenizer)
+
+
+def test_a_cache_directory_blocked_by_a_file_is_one_line(tokenizer, tmp_path, monkeypatch):
+    (tmp_path / "cache").write_text("mine")
+    monkeypatch.setenv("DEEPPROMPT_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    data.mkdir()
+    _write(data / "train", ["love\tO\n\n"])
+    with pytest.raises(DataError, match=r"^\$DEEPPROMPT_CACHE: .*cache/wnut16: is under .*cache, a file, not a "
+                                        r"directory to write the feature cache into; give another path$"):
+        build_task(TaskConfig(name="wnut16", data_dir=str(data)), tokenizer).features("train")
 
 
 def test_empty_cache_variable_disables_the_cache(tokenizer, tmp_path, monkeypatch):
