@@ -205,7 +205,10 @@ def test_task_keys_are_every_entrys_defaults_and_entries_override_by_index_or_na
     (["mixer.weights={wnut16: 1}"], "mixer.weights: only used by mixer.policy=weights"),
     (["mixer.policy=weights"], "mixer.weights: mixer.policy=weights needs a weight per task"),
     (["mixer.policy=weights", "mixer.weights={other: 1}"], "mixer.weights: names ['other'] unknown; no weight for ['wnut16']"),
-    (["mixer.policy=weights", "mixer.weights={wnut16: -1}"], "mixer.weights: weights must be >= 0"),
+    (["mixer.policy=weights", "mixer.weights={wnut16: -1}"], "mixer.weights: weights must be > 0"),
+    (["tasks=[{name: wnut16}, {name: conll03}]", "mixer.policy=weights", "mixer.weights={wnut16: 1, conll03: 0}"],
+     "mixer.weights: conll03 at weight 0 would never be trained, yet be evaluated, exported and averaged into the "
+     "BEST-DEV criterion; remove it from tasks"),
     (["prompt.init_head=true"], "prompt.init_head: needs prompt.init_from"),
     # an entry's own checks name the entry's key, not task.* (which entry would that be?)
     (["tasks=[{name: wnut16}, {name: conll03, folds: 3, fold: 3}]"], "tasks[1].fold: must be in 0..2 (tasks[1].folds=3)"),
@@ -327,6 +330,19 @@ def test_an_override_with_an_empty_key_names_the_override(item, why):
     with pytest.raises(ConfigError) as e:
         load_config(None, [item])
     assert str(e.value) == f"override {item!r}: {why} (expected key=value, e.g. prompt.length=16)"
+
+
+@pytest.mark.parametrize("item, comment", [("output_dir=runs/a #2", "#2"), ("task.data_dir=#x", "#x"),
+                                           ("train={lr: 0.1} # fast", "# fast")])
+def test_an_override_value_that_yaml_would_cut_at_a_comment_is_refused(item, comment):
+    """YAML drops `` #...``: output_dir=runs/a #2 wrote to runs/a without a word."""
+    key, raw = item.split("=", 1)
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [item])
+    assert str(e.value) == (f"{key}: YAML reads {comment!r} in {raw!r} as a comment and would drop it; quote the "
+                            f"value ({key}='{raw}') or leave the ' #' out")
+    assert load_config(None, ["output_dir='runs/a #2'"]).output_dir == "runs/a #2"
+    assert load_config(None, ["output_dir=runs/a#2"]).output_dir == "runs/a#2"  # not a comment in YAML
 
 
 def test_a_mapping_override_merges_into_earlier_overrides_of_that_section():

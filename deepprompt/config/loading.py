@@ -136,6 +136,12 @@ def _set_dotted(tree: dict, dotted: str, value) -> None:
         else value
 
 
+def _comment(raw: str) -> str:
+    """What follows the value in ``raw``: a YAML comment (`` #...``), which the parser drops silently."""
+    node = yaml.compose(raw, _Loader)  # noqa: S506 - a SafeLoader
+    return raw[node.end_mark.index if node is not None else 0:].strip()
+
+
 def parse_overrides(items: list[str]) -> dict:
     tree: dict = {}
     for item in items:
@@ -147,10 +153,14 @@ def parse_overrides(items: list[str]) -> dict:
                               f"(expected key=value, e.g. prompt.length=16)")
         try:
             value = _yaml(raw) if raw != "" else ""
+            comment = _comment(raw)
         except DuplicateKeyError as e:
             raise ConfigError(f"{key}: {e.key!r} is given twice in {raw!r}") from None
         except yaml.YAMLError:
-            value = raw
+            value, comment = raw, ""
+        if comment:  # YAML drops it: `output_dir=runs/a #2` would write to runs/a
+            raise ConfigError(f"{key}: YAML reads {comment!r} in {raw!r} as a comment and would drop it; quote the "
+                              f"value ({key}='{raw}') or leave the ' #' out")
         _set_dotted(tree, key, value)
     return tree
 

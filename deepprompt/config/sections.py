@@ -337,8 +337,13 @@ class MixerConfig:
                               f"{'; ' if unknown and missing else ''}{f'no weight for {missing}' if missing else ''} "
                               f"(tasks: {', '.join(task_names)})")
         bad = {n: w for n, w in self.weights.items() if w < 0}
-        if bad or sum(self.weights.values()) <= 0:
-            raise ConfigError(f"mixer.weights: weights must be >= 0 with a positive sum, got {self.weights}")
+        if bad:
+            raise ConfigError(f"mixer.weights: weights must be > 0, got {self.weights}")
+        never = [n for n, w in self.weights.items() if w == 0]
+        if never:  # its head would stay untrained, yet be evaluated, exported and averaged into the BEST-DEV criterion
+            raise ConfigError(f"mixer.weights: {', '.join(never)} at weight 0 would never be trained, yet be evaluated, "
+                              f"exported and averaged into the BEST-DEV criterion; remove it from tasks "
+                              f"(score a trained artifact on it with deepprompt evaluate)")
 
 
 @dataclass
