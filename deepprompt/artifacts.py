@@ -241,7 +241,7 @@ def _check_description(desc: dict, where: Path) -> None:
 def load_artifact(path) -> Artifact:
     """Read an artifact directory (or its prompts.json): safetensors + JSON only, never pickle."""
     desc_path = _description_path(path)
-    desc = load_json(read_text(desc_path, ConfigError), desc_path, ConfigError)
+    desc = load_json(read_text(desc_path, ConfigError), desc_path, ConfigError, allow_nan=True)  # extra: metrics
     found = desc.get("format") if isinstance(desc, dict) else None
     if found != FORMAT:
         raise ConfigError(f"{desc_path}: not a deepprompt prompt artifact (format {found!r}, expected {FORMAT!r})")

@@ -74,24 +74,36 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
     return out
 
 
+class _NotANumber(ValueError):
+    pass
+
+
+def _refuse_constant(name: str):
+    raise _NotANumber(name)
+
+
 def load_json(text: str, where: str | os.PathLike, error: ErrorType = DataError, line: int | None = None,
-              what: str = "not valid JSON", hint: str = ""):
+              what: str = "not valid JSON", hint: str = "", allow_nan: bool = False):
     """``json.loads`` of a file's text (of its line ``line``, for JSON Lines) through which every JSON
     reader of the package goes, so that each way the parser fails is one ``error`` line naming
     ``where`` (and the line), then ``hint`` (what to do): malformed JSON (with its column); a key
     given twice in one object (``json`` would keep the last and drop the first without a word); and
     what the parser raises besides ``JSONDecodeError``: ``RecursionError`` on arrays nested
-    thousands deep, ``ValueError`` on an integer of more than 4300 digits."""
+    thousands deep, ``ValueError`` on an integer of more than 4300 digits; and ``NaN``/``Infinity``,
+    which are not JSON (the parser accepts them; a label or a setting of NaN would travel on), unless
+    ``allow_nan``: for the files this package writes itself, where a diverged loss may be NaN."""
     def fail(at_line: int | None, detail: str):
         at = f"{where}:{at_line}" if at_line is not None else str(where)
         return error(f"{at}: {what} ({detail})" + (f"; {hint}" if hint else ""))
 
     try:
-        return json.loads(text, object_pairs_hook=_unique_keys)
+        return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=None if allow_nan else _refuse_constant)
     except json.JSONDecodeError as e:
         raise fail((line or 1) + e.lineno - 1, f"{e.msg} at column {e.colno}") from None
     except _DuplicateKey as e:
         raise fail(line, f"key {e.args[0]!r} is given twice in one object: only the last would count") from None
+    except _NotANumber as e:
+        raise fail(line, f"{e.args[0]} is not a JSON number; write a finite number, or null") from None
     except RecursionError:
         raise fail(line, "arrays/objects nested too deeply to read") from None
     except ValueError as e:

@@ -73,6 +73,9 @@ def test_a_whole_file_names_the_line_of_the_error(tmp_path):
         load_json('[1,\n 2,]', "x.json")
     with pytest.raises(DataError, match=r"^x\.json: not valid JSON \(arrays/objects nested too deeply"):
         load_json("[" * 100_000, "x.json")
+    with pytest.raises(DataError, match=r"^x\.json: not valid JSON \(Infinity is not a JSON number; write a finite "):
+        load_json('{"lr": Infinity}', "x.json")
+    assert load_json('{"loss": NaN}', "state.json", allow_nan=True)["loss"] != 0  # the package's own files (a diverged loss)
 
 
     with pytest.raises(DataError, match=r"^x\.json: not valid JSON \(key 'a' is given twice in one object: only the last would count\)$"):

@@ -77,7 +77,7 @@ def step_of(path: Path) -> int:
 def read_state(path: Path) -> dict:
     """A checkpoint's state.json; a file that does not read is one ConfigError line naming it."""
     where = path / STATE
-    state = load_json(read_text(where, ConfigError), where, ConfigError)
+    state = load_json(read_text(where, ConfigError), where, ConfigError, allow_nan=True)  # a diverged loss
     missing = [k for k in ("step", "signature") if not isinstance(state, dict) or k not in state]
     if missing:
         raise ConfigError(f"{where}: not a checkpoint's state (no {' or '.join(map(repr, missing))})")

@@ -106,7 +106,7 @@ def read_results(path: Path) -> dict:
     (it is reused, never rerun), so one that is empty, cut short or of another shape is one line
     naming it: deleting it makes the run go again, continuing from its checkpoints."""
     again = "delete it and the run is launched again (continuing from its checkpoints)"
-    r = load_json(read_text(path, ConfigError), path, ConfigError, hint=again)
+    r = load_json(read_text(path, ConfigError), path, ConfigError, hint=again, allow_nan=True)  # a diverged loss
     tasks = r.get("tasks") if isinstance(r, dict) else None
     if not isinstance(tasks, dict) or not tasks:
         raise ConfigError(f"{path}: not a deepprompt run's results.json (no \"tasks\" object); {again}")
