@@ -10,12 +10,12 @@ import time
 from pathlib import Path
 
 from deepprompt.artifacts import Artifact, apply_artifact, check_backbone, load_artifact
-from deepprompt.fileio import atomic_write
-from deepprompt.config import RunConfig, config_from_dict
+from deepprompt.config import RunConfig, config_from_dict, parse_overrides
 from deepprompt.config.sections import without_legacy_defaults
 from deepprompt.engine import comm, preflight, setup
 from deepprompt.engine.evaluate import evaluate
 from deepprompt.errors import ConfigError
+from deepprompt.fileio import atomic_write
 from deepprompt.tasks import Task
 
 log = logging.getLogger("deepprompt")
@@ -24,12 +24,23 @@ RESULTS_FILE = "eval_results.json"
 
 def run_config_from_artifact(artifact: Artifact, overrides: list[str] | None = None) -> RunConfig:
     """The run config the artifact was trained with, updated by dotted ``key=value`` overrides
-    (e.g. ``task.data_dir=...`` for data elsewhere, ``model.path=...`` for a moved backbone)."""
+    (e.g. ``task.data_dir=...`` for data elsewhere, ``model.path=...`` for a moved backbone).
+    A multi-task run's artifact is evaluated on one of its tasks, chosen with ``task.name=``: that
+    task's own ``tasks[i]`` section becomes ``task`` (the run's ``task`` section is only the shared
+    defaults; scoring with it read the default data and lengths, not the ones the head trained on)."""
     run = dict(artifact.description["run"])
     if isinstance(run.get("task"), dict):  # written before the family keys moved to the task classes?
         run["task"] = without_legacy_defaults(run["task"])
-    if isinstance(run.get("tasks"), list):
-        run["tasks"] = [without_legacy_defaults(t) if isinstance(t, dict) else t for t in run["tasks"]]
+    entries = run.get("tasks")
+    if isinstance(entries, list) and entries:
+        names = [e.get("name") if isinstance(e, dict) else None for e in entries]
+        chosen = (parse_overrides(overrides or []).get("task") or {}).get("name")
+        if chosen not in names:
+            got = f"task.name={chosen} is not one of them" if chosen is not None else "choose one with task.name=<name>"
+            raise ConfigError(f"task.name: artifact {artifact.path} was trained on {len(names)} tasks "
+                              f"({', '.join(map(str, names))}): {got}")
+        run["task"], run["tasks"] = without_legacy_defaults(entries[names.index(chosen)]), None
+        run.pop("mixer", None)  # the mixture of several tasks (its weights name them all) means nothing for one
     return config_from_dict(run, overrides)
 
 

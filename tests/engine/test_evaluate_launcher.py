@@ -100,3 +100,27 @@ def test_an_output_dir_under_a_file_is_one_line_before_anything_loads(tmp_path, 
     monkeypatch.setattr(setup, "for_evaluation", loads)
     with pytest.raises(ConfigError, match=rf"^output_dir: {tmp_path / 'notes'}: is a file, not a directory"):
         inference.evaluate_artifact(str(art), "ds_configs/zero3.json", [f"output_dir={tmp_path / 'notes'}"])
+
+
+def test_a_multi_task_artifact_is_evaluated_on_the_chosen_tasks_own_section(tmp_path):
+    """The run's ``task`` section of a multi-task run is only the shared defaults: evaluating with it
+    read the default data and length, not those the head trained on."""
+    from types import SimpleNamespace
+
+    from deepprompt.config import load_config
+    from deepprompt.engine.inference import run_config_from_artifact
+    from deepprompt.errors import ConfigError
+
+    run = load_config(None, ["tasks=[{name: wnut16, max_seq_length: 48, data_dir: /data/w}, "
+                             "{name: conll03, max_seq_length: 96, data_dir: /data/c}]",
+                             "mixer.policy=weights", "mixer.weights={wnut16: 2, conll03: 1}"])
+    art = SimpleNamespace(description={"run": run.to_dict()}, path=tmp_path / "artifact")
+    for overrides, says in [([], "choose one with task.name=<name>"),
+                            (["task.name=squad"], "task.name=squad is not one of them")]:
+        with pytest.raises(ConfigError) as e:
+            run_config_from_artifact(art, overrides)
+        assert str(e.value) == f"task.name: artifact {tmp_path / 'artifact'} was trained on 2 tasks (wnut16, conll03): {says}"
+    one = run_config_from_artifact(art, ["task.name=conll03", "task.data_dir=/elsewhere"])
+    assert (one.task.name, one.task.max_seq_length, one.task.data_dir) == ("conll03", 96, "/elsewhere")
+    assert one.tasks is None and one.mixer.policy == "proportional"
+    assert run_config_from_artifact(art, ["task.name=wnut16"]).task.max_seq_length == 48
