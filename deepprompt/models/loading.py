@@ -136,7 +136,7 @@ def load_hf_backbone(path: str, dtype: torch.dtype, zero3_config: dict | None, l
     hf_ds = HfDeepSpeedConfig(zero3_config) if zero3_config is not None else None
     try:
         auto = AutoModelForCausalLM if causal_lm else AutoModel
-        return auto.from_pretrained(path, dtype=dtype, **load_kwargs)
+        model, info = auto.from_pretrained(path, dtype=dtype, output_loading_info=True, **load_kwargs)
     except OSError as e:
         raise ConfigError(f"model.path: cannot load {path!r}: {str(e).splitlines()[0]}") from None
     except SafetensorError as e:  # a truncated or corrupt weight file; transformers does not say which
@@ -145,3 +145,11 @@ def load_hf_backbone(path: str, dtype: torch.dtype, zero3_config: dict | None, l
     finally:
         if hf_ds is not None:  # transformers keeps it in a global: later models are not ours to partition
             unset_hf_deepspeed_config()
+    # transformers fills a weight the files lack with a random init and only logs it; frozen, it stays random
+    # (keys it does not use, e.g. a pooler that is dropped, are harmless: ``unexpected_keys``)
+    missing = sorted(info.get("missing_keys") or ())
+    if missing:
+        raise ConfigError(f"model.path: {path}: {len(missing)} weight(s) of {type(model).__name__} are not in its "
+                          f"checkpoint files (e.g. {', '.join(missing[:3])}) and would start random, then stay frozen; "
+                          f"the files are of another architecture or saved under other names")
+    return model

@@ -42,3 +42,37 @@ def test_config_and_tokenizer_files_that_are_not_utf8_name_the_file(tiny_model, 
     (broken / name).write_bytes(data[:40] + b"\xe9" + data[40:])
     with pytest.raises(ConfigError, match=rf"{name}:\d+: not UTF-8 text \(byte 0xe9 at byte offset 40\); save it as UTF-8$"):
         load_tokenizer_and_config(str(broken))
+
+
+def test_a_weight_the_checkpoint_lacks_is_refused_not_left_random(tiny_model, tmp_path):
+    """transformers initialises a weight missing from the files at random and only logs it; frozen,
+    the backbone would stay partly random for the whole run. A key it does not use (the pooler that
+    add_pooling_layer=False drops) is no problem."""
+    from safetensors.torch import load_file, save_file
+
+    broken = _copy(tiny_model, tmp_path / "m")
+    weights = load_file(str(broken / "model.safetensors"))
+    assert any(k.startswith("pooler.") for k in weights)  # present in the files, unused: still loads
+    load_hf_backbone(str(broken), torch.float32, None, {"add_pooling_layer": False})
+    del weights["encoder.layer.1.attention.self.query.weight"]
+    save_file(weights, str(broken / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(ConfigError) as e:
+        load_hf_backbone(str(broken), torch.float32, None, {"add_pooling_layer": False})
+    assert str(e.value) == (f"model.path: {broken}: 1 weight(s) of BertModel are not in its checkpoint files "
+                            f"(e.g. encoder.layer.1.attention.self.query.weight) and would start random, then stay "
+                            f"frozen; the files are of another architecture or saved under other names")
+
+
+def test_a_missing_weight_is_refused_under_zero3_too(tiny_model, tmp_path):
+    """Under ZeRO-3 the backbone is built partitioned (HfDeepSpeedConfig): the same check holds there."""
+    from safetensors.torch import load_file, save_file
+
+    from tests.tiny import build_zero3
+
+    broken = _copy(tiny_model, tmp_path / "m")
+    weights = load_file(str(broken / "model.safetensors"))
+    del weights["embeddings.word_embeddings.weight"]
+    save_file(weights, str(broken / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(ConfigError, match=r"^model.path: .*: 1 weight\(s\) of BertModel are not in its checkpoint "
+                                          r"files \(e.g. embeddings.word_embeddings.weight\)"):
+        build_zero3(broken)
