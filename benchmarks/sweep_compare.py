@@ -7,7 +7,9 @@ difference from the first sweep's (the reference, e.g. fine-tuning) two ways:
 - unpaired (Welch: sqrt(s1²/n1 + s2²/n2), the runs taken as independent), kept for reference. It
   counts the spread between folds as noise.
 With ``--margin M`` it also says whether the paired 95 % interval lies above −M (e.g. "within 1 F1
-of fine-tuning"). Prints a table and writes docs/benchmarks/sweep_<name>.json.
+of fine-tuning"). Prints a table and writes sweep_<name>.json and sweep_<name>.png (each run's LAST
+dev and test per sweep, a line joining the runs of one (fold, seed)) under ``--out``
+(docs/benchmarks/).
 
     .venv/bin/python benchmarks/sweep_compare.py --name wnut16 runs/sweep/wnut16_finetune runs/sweep/wnut16_prefix
 """
@@ -17,7 +19,7 @@ import math
 import sys
 from pathlib import Path
 
-from _bench import print_table, write_json
+from _bench import REPO, print_table
 
 from deepprompt.sweep import runs as R
 
@@ -38,11 +40,13 @@ def main() -> None:
     ap.add_argument("dirs", nargs="+", help="sweep directories (the first is the reference, e.g. fine-tuning)")
     ap.add_argument("--margin", type=float, default=1.0, help="the goal: within this many points of the reference "
                     "(paired LAST test, 95 %% interval; default: %(default)s)")
+    ap.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks", help="where the JSON and the plot go")
     args = ap.parse_args()
-    rows, out, verdicts = [], [], []
+    rows, out, verdicts, all_runs = [], [], [], []
     ref = ref_runs = None
     for d in args.dirs:
         report, per_run = final_runs(Path(d))
+        all_runs.append(per_run)
         agg = R.aggregate([r["scores"] for r in per_run])
         n = len(per_run)
         entry = {"dir": d, "final": report["final"], "params": next(t["params"] for t in report["trials"]
@@ -74,7 +78,38 @@ def main() -> None:
                  "LAST test − first (± s.e., unpaired)", "LAST test − first, paired [95 %]"), rows)
     for line in verdicts:
         print(line)
-    print(f"wrote {write_json(f'sweep_{args.name}.json', {'name': args.name, 'margin': args.margin, 'sweeps': out})}", file=sys.stderr)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"sweep_{args.name}.json"
+    path.write_text(json.dumps({"name": args.name, "margin": args.margin, "sweeps": out}, indent=2))
+    print(f"wrote {path} and {plot(args.dirs, all_runs, args.out / f'sweep_{args.name}.png')}", file=sys.stderr)
+
+
+def plot(names: list[str], per_sweep: list[list[dict]], path: Path) -> Path:
+    """Per split (dev, test): each sweep's runs (LAST) at its own x, a grey line joining the runs of
+    one (fold, seed) across sweeps, the mean as a bar: the pairing the paired interval rests on, seen."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(8.0, 4.0), dpi=110, sharey=True)
+    keys = sorted({(r["fold"], r["seed"]) for rs in per_sweep for r in rs}, key=str)
+    for ax, split in zip(axes, ("dev", "test")):
+        by_key = [{(r["fold"], r["seed"]): r["scores"]["last"].get(split) for r in rs} for rs in per_sweep]
+        for k in keys:
+            ax.plot(range(len(per_sweep)), [b.get(k) for b in by_key], "-", color="grey", alpha=0.4, lw=0.8)
+        for i, b in enumerate(by_key):
+            vals = [v for v in b.values() if v is not None]
+            ax.plot([i] * len(vals), vals, "o", alpha=0.8)
+            if vals:
+                ax.hlines(sum(vals) / len(vals), i - 0.2, i + 0.2, color="black", lw=2)
+        ax.set_xticks(range(len(per_sweep)), [Path(n).name for n in names], fontsize=8)
+        ax.set_title(f"LAST {split}, per (fold, seed) run")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("main metric")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
 
 
 if __name__ == "__main__":

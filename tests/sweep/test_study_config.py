@@ -274,3 +274,44 @@ def test_a_confirm_lock_or_heartbeat_cut_short_is_no_traceback(tmp_path, caplog,
     assert f"{lock} names no worker; if none is confirming, delete it" in caplog.text and lock.read_text() == text
     (sweep.dir / "trials" / "0.alive").write_text(text)
     assert sweep._stale(SimpleNamespace(number=0, datetime_start=None)) is False
+
+
+def test_sweep_compare_pairs_two_confirmed_sweeps_by_fold_and_seed(tmp_path):
+    """FT confirmed at LAST test 50 and 52 (seeds 45, 46), PT-2 at 49.5 and 50.5: paired differences
+    -0.5 and -1.5, mean -1.0, s.e. 0.5, t(0.975, 1) = 12.706, so the 95 % interval is -1.0 ± 6.353:
+    "within 1 F1" is not shown. Unpaired: -1.0 ± sqrt(2/2 + 0.5/2) = ± 1.118."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    from deepprompt.sweep.settings import config_id
+
+    lr = {"train.lr": FloatDistribution(1e-3, 1e-1, log=True)}
+
+    def results(dev):
+        scores = {"dev_f1": dev, "test_f1": dev - 1}
+        return {"tasks": {"wnut16": {"main_metric": "f1", "last": scores, "best_dev": {**scores, "step": 10}}}}
+
+    def confirmed_sweep(name, rate, devs):
+        sweep = Sweep(SweepConfig(dir=str(tmp_path / name), space=["train.lr=loguniform(1e-3,1e-1)"], trials=1,
+                                  confirm_seeds=[45, 46], confirm_top=1))
+        sweep.study.add_trial(optuna.trial.create_trial(
+            params={"train.lr": rate}, distributions=lr, value=devs[0],
+            user_attrs={"runs": [{"fold": None, "seed": 42, "scores": runs.scores(results(devs[0]))}]}))
+        for seed, dev in zip((45, 46), devs):
+            out = sweep.dir / "confirm" / config_id({"train.lr": rate}) / f"all-seed{seed}"
+            out.mkdir(parents=True)
+            (out / "results.json").write_text(json.dumps(results(dev)))
+        sweep.report()
+        return sweep.dir
+
+    ft, pt = confirmed_sweep("ft", 1e-3, (51.0, 53.0)), confirmed_sweep("pt", 3e-2, (50.5, 51.5))
+    compare = subprocess.run([sys.executable, "benchmarks/sweep_compare.py", "--name", "x", "--out", str(tmp_path / "o"),
+                              str(ft), str(pt)], cwd=REPO, capture_output=True, text=True)
+    assert compare.returncode == 0, compare.stderr
+    assert (f"{pt} − {ft}, LAST test, paired over 2 (fold, seed) runs: -1.00 (95 % interval -7.35 … +5.35): "
+            f"within 1 NOT shown at 95 %") in compare.stdout
+    out = json.loads((tmp_path / "o" / "sweep_x.json").read_text())["sweeps"]
+    assert out[1]["last_test_minus_ref"] == pytest.approx([-1.0, (2 / 2 + 0.5 / 2) ** 0.5])
+    assert out[1]["last_test_minus_ref_paired"]["ci95"] == pytest.approx([-7.353, 5.353], abs=1e-3)
+    assert out[1]["within_margin"] is False and "within_margin" not in out[0]
+    assert (tmp_path / "o" / "sweep_x.png").stat().st_size > 10_000
