@@ -12,6 +12,7 @@ import codecs
 import gzip
 import io
 import json
+import math
 import os
 import tempfile
 import zlib
@@ -74,12 +75,18 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
     return out
 
 
-class _NotANumber(ValueError):
-    pass
-
-
-def _refuse_constant(name: str):
-    raise _NotANumber(name)
+def _non_finite(value) -> tuple[str, float] | None:
+    """The first NaN/±Infinity in a parsed JSON value (``NaN``, ``Infinity``, or a literal such as
+    1e400 that overflows a float) as (its path, e.g. ``train.lr`` or ``[3].label``, the value).
+    A loop, not recursion: the parser accepts nesting deeper than a recursive walk could follow."""
+    stack = [("", value)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, float) and not math.isfinite(node):
+            return path, node
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        stack.extend(reversed([(f"{path}.{k}" if isinstance(k, str) else f"{path}[{k}]", v) for k, v in items]))
+    return None
 
 
 def load_json(text: str, where: str | os.PathLike, error: ErrorType = DataError, line: int | None = None,
@@ -97,17 +104,20 @@ def load_json(text: str, where: str | os.PathLike, error: ErrorType = DataError,
         return error(f"{at}: {what} ({detail})" + (f"; {hint}" if hint else ""))
 
     try:
-        return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=None if allow_nan else _refuse_constant)
+        value = json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as e:
         raise fail((line or 1) + e.lineno - 1, f"{e.msg} at column {e.colno}") from None
     except _DuplicateKey as e:
         raise fail(line, f"key {e.args[0]!r} is given twice in one object: only the last would count") from None
-    except _NotANumber as e:
-        raise fail(line, f"{e.args[0]} is not a JSON number; write a finite number, or null") from None
     except RecursionError:
         raise fail(line, "arrays/objects nested too deeply to read") from None
     except ValueError as e:
         raise fail(line, str(e).split(":")[0]) from None
+    found = None if allow_nan else _non_finite(value)
+    if found:
+        where_in = f"{found[0].lstrip('.')} is " if found[0] else ""
+        raise fail(line, f"{where_in}{found[1]}, not a finite number; write a finite number, or null")
+    return value
 
 
 def text_lines(path: str | os.PathLike, error: ErrorType = DataError, newline: str | None = None) -> Iterator[str]:

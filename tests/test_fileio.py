@@ -73,8 +73,11 @@ def test_a_whole_file_names_the_line_of_the_error(tmp_path):
         load_json('[1,\n 2,]', "x.json")
     with pytest.raises(DataError, match=r"^x\.json: not valid JSON \(arrays/objects nested too deeply"):
         load_json("[" * 100_000, "x.json")
-    with pytest.raises(DataError, match=r"^x\.json: not valid JSON \(Infinity is not a JSON number; write a finite "):
-        load_json('{"lr": Infinity}', "x.json")
+    with pytest.raises(DataError, match=r"^x\.json: not valid JSON \(opt.lr is -inf, not a finite number; write a "):
+        load_json('{"opt": {"lr": -Infinity}}', "x.json")
+    with pytest.raises(DataError, match=r"^x\.json: not valid JSON \(nan, not a finite number"):
+        load_json("NaN", "x.json")
+    assert load_json("[" * 900 + "1" + "]" * 900, "x.json") is not None  # deep but finite: the walk is no recursion
     assert load_json('{"loss": NaN}', "state.json", allow_nan=True)["loss"] != 0  # the package's own files (a diverged loss)
 
 

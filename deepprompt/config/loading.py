@@ -214,7 +214,8 @@ def read_config_file(path: str | os.PathLike) -> dict:
         raise ConfigError(f"--config: file not found: {p}")
     text = read_text(p, ConfigError)
     try:
-        data = load_json(text, p, ConfigError) if p.suffix == ".json" else _yaml(text)
+        # NaN passes here (as in YAML): every number is checked finite by its key when the config is built
+        data = load_json(text, p, ConfigError, allow_nan=True) if p.suffix == ".json" else _yaml(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         raise ConfigError(f"{p}{f':{mark.line + 1}' if mark is not None else ''}: not valid YAML: "

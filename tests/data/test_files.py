@@ -12,8 +12,8 @@ HUGE = "9" * 5_000  # json.loads raises a plain ValueError (Python's 4300-digit 
     ('{"text": "a", "label": ', r"malformed JSON line \(Expecting value at column 24\)$"),
     (DEEP, r"malformed JSON line \(arrays/objects nested too deeply to read\)$"),
     ('{"label": ' + HUGE + "}", r"malformed JSON line \(Exceeds the limit \(4300 digits\)"),
-    ('{"text": "a", "label": NaN}', r"malformed JSON line \(NaN is not a JSON number; write a finite number, or null\)$"),
-    ('{"score": -Infinity}', r"malformed JSON line \(-Infinity is not a JSON number"),
+    ('{"text": "a", "label": NaN}', r"malformed JSON line \(label is nan, not a finite number; write a finite number, or null\)$"),
+    ('{"spans": [[0, 1e400]]}', r"malformed JSON line \(spans\[0\]\[1\] is inf, not a finite number"),
 ])
 def test_a_line_the_parser_refuses_is_one_line_naming_it(tmp_path, line, message):
     f = tmp_path / "train.jsonl"

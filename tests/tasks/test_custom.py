@@ -76,7 +76,7 @@ def test_explicit_files_from_a_run_config(tok, tmp_path):
      r"train.csv:2: not valid CSV \(',' expected after '\"' on line 3; a cell that starts with a quote"),
     ("train.tsv", 'sentence\tlabel\na\tx\n"never closed\ty\n', r"train.tsv:3: not valid CSV \(unexpected end of data"),
     ("train.json", "[" * 100_000, r"train.json: not valid JSON \(arrays/objects nested too deeply to read\)"),
-    ("train.json", '[{"sentence": "a", "label": NaN}]', r"train.json: not valid JSON \(NaN is not a JSON number"),
+    ("train.json", '[{"sentence": "a", "label": NaN}]', r"train.json: not valid JSON \(\[0\].label is nan, not a finite number"),
 ])
 def test_classification_bad_input_is_one_line(tok, tmp_path, name, content, message):
     (tmp_path / name).write_text(content)
