@@ -201,9 +201,9 @@ class Sweep:
                     trial.report(value, i * STRIDE + step)
                     return trial.should_prune()
 
-                res = R.launch(cfg.launch(), out, [*param_overrides(self.dims, params),
-                                                   *R.run_overrides(cfg.folds, fold, seed)], on_eval=on_eval,
-                               tick=lambda: self._beat(trial.number))
+                res = self._launch(f"trial {trial.number} {run_name(fold, seed)} (run {i + 1} of {len(cfg.plan(cfg.seeds))})",
+                                   out, [*param_overrides(self.dims, params), *R.run_overrides(cfg.folds, fold, seed)],
+                                   on_eval=on_eval, tick=lambda: self._beat(trial.number))
                 done.append({"fold": fold, "seed": seed, "dir": str(out), "scores": R.scores(res),
                              "wall_time_s": res.get("wall_time_s")})
                 trial.set_user_attr("runs", done)
@@ -222,6 +222,29 @@ class Sweep:
         value = statistics.fmean(r["scores"][cfg.select]["dev"] for r in done)
         self.study.tell(trial, value)
         log.info("sweep: trial %d: dev %.2f (%s, mean of %d run(s))", trial.number, value, cfg.select, len(done))
+
+    def _launch(self, label: str, out: Path, overrides: list[str], on_eval=None, tick=None) -> dict:
+        """``R.launch`` with rank 0's account of it: each new dev score as it comes, then the run's LAST
+        and BEST-DEV scores and its time, or that it was reused (a run of hours is not silent)."""
+        reused = (out / "results.json").is_file()
+        if not reused:
+            log.info("sweep: %s ...", label)
+
+        def logged(step: int, value: float) -> bool:
+            if not reused:
+                log.info("sweep: %s step %d: dev %.2f", label, step, value)
+            return bool(on_eval and on_eval(step, value))
+
+        started = time.time()
+        res = R.launch(self.cfg.launch(), out, overrides, on_eval=logged, tick=tick)
+        sc = R.scores(res)
+
+        def shown(which: str) -> str:
+            return " ".join(f"{split} {sc[which][split]:.2f}" for split in ("dev", "test") if split in sc[which])
+        log.info("sweep: %s %s: LAST %s | BEST-DEV %s (step %s)%s", label, "reused" if reused else "done",
+                 shown("last"), shown("best_dev"), sc["best_dev"].get("step"),
+                 "" if reused else f" | {(time.time() - started) / 60:.1f} min")
+        return res
 
     def _wait_for_twin(self, number: int, cid: str) -> None:
         """Two trials of one configuration never write into the same run directories at once: wait for
@@ -266,13 +289,12 @@ class Sweep:
             log.info("sweep: worker %s:%s is confirming", other.get("host"), other.get("pid"))
             return
         try:
-            for t in self.top():
-                params = t.params
-                for fold, seed in self.cfg.plan(self.cfg.confirm_seeds):
-                    out = self.dir / "confirm" / config_id(params) / run_name(fold, seed)
-                    log.info("sweep: confirming trial %d on %s", t.number, run_name(fold, seed))
-                    R.launch(self.cfg.launch(), out, [*param_overrides(self.dims, params),
-                                                      *R.run_overrides(self.cfg.folds, fold, seed), *self.cfg.confirm_overrides])
+            plan = [(t, fold, seed) for t in self.top() for fold, seed in self.cfg.plan(self.cfg.confirm_seeds)]
+            for k, (t, fold, seed) in enumerate(plan, 1):
+                out = self.dir / "confirm" / config_id(t.params) / run_name(fold, seed)
+                self._launch(f"confirming trial {t.number} on {run_name(fold, seed)} (run {k} of {len(plan)})", out,
+                             [*param_overrides(self.dims, t.params), *R.run_overrides(self.cfg.folds, fold, seed),
+                              *self.cfg.confirm_overrides])
         finally:
             lock.unlink(missing_ok=True)
 

@@ -315,3 +315,47 @@ def test_sweep_compare_pairs_two_confirmed_sweeps_by_fold_and_seed(tmp_path):
     assert out[1]["last_test_minus_ref_paired"]["ci95"] == pytest.approx([-7.353, 5.353], abs=1e-3)
     assert out[1]["within_margin"] is False and "within_margin" not in out[0]
     assert (tmp_path / "o" / "sweep_x.png").stat().st_size > 10_000
+
+
+def test_rank_0_logs_each_run_its_dev_scores_as_they_come_and_its_result(tmp_path, monkeypatch, caplog):
+    """A confirmation of hours said only "confirming trial 22 on fold0-seed45", and the same for the runs
+    it reused: now each new dev score, then the run's LAST and BEST-DEV and its time, or "reused"."""
+    import logging
+
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    from deepprompt.sweep import study as S
+
+    sweep = Sweep(SweepConfig(dir=str(tmp_path / "s"), space=["train.lr=loguniform(1e-3,1e-1)"], trials=1,
+                              confirm_seeds=[45, 46], confirm_top=1))
+    sweep.study.add_trial(optuna.trial.create_trial(
+        params={"train.lr": 0.01}, distributions={"train.lr": FloatDistribution(1e-3, 1e-1, log=True)}, value=40.0))
+    scores = {"dev_f1": 50.0, "test_f1": 48.5}
+    results = {"tasks": {"wnut16": {"main_metric": "f1", "last": scores,
+                                    "best_dev": {"dev_f1": 51.25, "test_f1": 47.0, "step": 100}}},
+               "eval_history": [{"step": 50, "dev_mean_main": 45.0}, {"step": 100, "dev_mean_main": 51.25}]}
+
+    def launch(how, out, extra, on_eval=None, tick=None):
+        if not (out / "results.json").is_file():
+            for r in results["eval_history"]:
+                assert on_eval(r["step"], r["dev_mean_main"]) is False
+            out.mkdir(parents=True)
+            (out / "results.json").write_text(json.dumps(results))
+        return results
+
+    monkeypatch.setattr(S.R, "launch", launch)
+    (tmp_path / "s" / "confirm").mkdir()
+    with caplog.at_level(logging.INFO, logger="deepprompt"):
+        sweep.confirm()
+    lines = [r.getMessage() for r in caplog.records]
+    assert "sweep: confirming trial 0 on all-seed45 (run 1 of 2) step 50: dev 45.00" in lines
+    done = [m for m in lines if m.startswith("sweep: confirming trial 0 on all-seed46 (run 2 of 2) done: ")][0]
+    assert done.startswith("sweep: confirming trial 0 on all-seed46 (run 2 of 2) done: LAST dev 50.00 test 48.50 | "
+                           "BEST-DEV dev 51.25 test 47.00 (step 100) | ") and done.endswith(" min")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="deepprompt"):
+        sweep.confirm()  # every run is there: reused, no step lines
+    assert [r.getMessage() for r in caplog.records] == [
+        f"sweep: confirming trial 0 on all-seed{s} (run {k} of 2) reused: LAST dev 50.00 test 48.50 | "
+        f"BEST-DEV dev 51.25 test 47.00 (step 100)" for k, s in ((1, 45), (2, 46))]
