@@ -34,7 +34,13 @@ def run_config_from_artifact(artifact: Artifact, overrides: list[str] | None = N
     entries = run.get("tasks")
     if isinstance(entries, list) and entries:
         names = [e.get("name") if isinstance(e, dict) else None for e in entries]
-        chosen = (parse_overrides(overrides or []).get("task") or {}).get("name")
+        tree = parse_overrides(overrides or [])
+        chosen = (tree.get("task") or {}).get("name")
+        if isinstance(tree.get("tasks"), dict):  # tasks.<name or index>.key=value
+            sel, keys = next(iter(tree["tasks"].items()))
+            key = next(iter(keys)) if isinstance(keys, dict) and keys else "..."
+            raise ConfigError(f"tasks.{sel}.{key}: the chosen task is rebuilt as the run's one task: "
+                              f"write task.{key}=... (with task.name=<name>)")
         if chosen not in names:
             got = f"task.name={chosen} is not one of them" if chosen is not None else "choose one with task.name=<name>"
             raise ConfigError(f"task.name: artifact {artifact.path} was trained on {len(names)} tasks "

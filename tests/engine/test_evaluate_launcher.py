@@ -124,3 +124,6 @@ def test_a_multi_task_artifact_is_evaluated_on_the_chosen_tasks_own_section(tmp_
     assert (one.task.name, one.task.max_seq_length, one.task.data_dir) == ("conll03", 96, "/elsewhere")
     assert one.tasks is None and one.mixer.policy == "proportional"
     assert run_config_from_artifact(art, ["task.name=wnut16"]).task.max_seq_length == 48
+    with pytest.raises(ConfigError, match=r"^tasks.conll03.data_dir: the chosen task is rebuilt as the run's one "
+                                          r"task: write task.data_dir=\.\.\. \(with task.name=<name>\)$"):
+        run_config_from_artifact(art, ["task.name=conll03", "tasks.conll03.data_dir=/x"])
