@@ -213,7 +213,8 @@ def plots(data: dict, dims, out: Path) -> list[Path]:
 
 def winner_config(sweep, number: int) -> dict:
     """The chosen configuration as a run config: the base file's sections, the overrides, the
-    trial's values (and the confirmation's overrides, when it was confirmed), nested."""
+    trial's values (and the confirmation's overrides, when it was confirmed), nested; its output_dir
+    is ``runs/<sweep dir name>-trial<number>``."""
     from deepprompt.config import parse_overrides, read_config_file
     from deepprompt.sweep.study import param_overrides
 
@@ -221,7 +222,8 @@ def winner_config(sweep, number: int) -> dict:
     params = next(t.params for t in sweep.trials() if t.number == number)
     data = read_config_file(cfg.config) if cfg.config else {}
     extra = [*cfg.overrides, *param_overrides(sweep.dims, params), *(cfg.confirm_overrides if cfg.confirm_seeds else [])]
-    return _deep_merge(data, parse_overrides(extra))
+    # its own output_dir: the base config's would make a run of the winner resume (or be refused by) the base run's
+    return {**_deep_merge(data, parse_overrides(extra)), "output_dir": f"runs/{sweep.dir.name}-trial{number}"}
 
 
 def _deep_merge(a: dict, b: dict) -> dict:

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from deepprompt.config import load_config
 from deepprompt.errors import ConfigError
 from deepprompt.sweep import runs
 from deepprompt.sweep.study import Sweep, SweepConfig
@@ -217,6 +218,7 @@ def test_the_choice_among_the_confirmed_waits_until_all_of_them_ran(tmp_path):
     assert "**Chosen: trial 0** (by search dev; provisional: the confirmation has 1 of its 2 runs)" in (
         report / "report.md").read_text()
     assert "provisional until the confirmation is done" in (report / "winner.yaml").read_text().splitlines()[0]
+    assert load_config(str(report / "winner.yaml")).output_dir == "runs/s-trial0"  # not the base run's: no resume of it
     compare = subprocess.run([sys.executable, "benchmarks/sweep_compare.py", "--name", "x", str(sweep.dir)],
                              cwd=REPO, capture_output=True, text=True)
     assert compare.returncode == 1 and "the confirmation is not complete yet (1 of 2 runs)" in compare.stderr
