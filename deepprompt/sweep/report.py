@@ -245,8 +245,13 @@ def write_report(sweep) -> Path:
     if data["final"] is not None:
         cfg = winner_config(sweep, data["final"])
         row = next(r for r in data["trials"] if r["number"] == data["final"])
+        confirmed = next((c for c in data["confirmed"] if c["number"] == data["final"]), None)
+        if data["final_by"] == "confirmation" and confirmed is not None:
+            value, n, how = confirmed["scores"][data["select"]]["dev"][0], len(confirmed["runs"]), " on fresh seeds"
+        else:
+            value, n, how = row["value"], len(row["runs"]), ""
         head = (f"# deepprompt sweep {sweep.dir}: trial {data['final']}, chosen on {LABEL[data['select']]} dev "
-                f"{row['value']:.2f} (mean of {len(row['runs'])} run(s))"
+                f"{value:.2f} (mean of {n} run(s){how})"
                 f"{', provisional until the confirmation is done' if data['provisional'] else ''}; report: {out / 'report.md'}\n")
         _write(out / "winner.yaml", head + yaml.safe_dump(cfg, sort_keys=False))
         load_config(str(out / "winner.yaml"))  # it loads as it stands

@@ -225,6 +225,8 @@ def test_the_choice_among_the_confirmed_waits_until_all_of_them_ran(tmp_path):
     confirmed(0.01, 48.0)
     data = json.loads((sweep.report() / "report.json").read_text())
     assert (data["final"], data["final_by"], data["provisional"]) == (1, "confirmation", False)
+    assert (sweep.dir / "report" / "winner.yaml").read_text().startswith(
+        f"# deepprompt sweep {sweep.dir}: trial 1, chosen on LAST dev 50.00 (mean of 1 run(s) on fresh seeds)")
 
 
 def test_the_report_says_how_far_the_confirmed_choice_rests_on_noise(tmp_path):
