@@ -31,6 +31,8 @@ wnut16() {
     --seeds 42 --folds 3 --trials 22 --startup-trials 6 --prune-startup 4 --prune-warmup 100 --prune-percentile 25 \
     --confirm-top 2 --confirm-seeds 45,46,47 --confirm-set train.max_steps=600 \
     train.max_steps=300 train.eval_every=50 train.save_every=100
+  # The recipe shipped as launcher/configs/wnut16_tuned.yaml is this winner.yaml, with a header saying where it comes from
+  # (shipped 2026-12-07, once the confirmation had chosen: trial 15).
   # Fine-tuning: lr only. 6 trials x 3 folds x ~10 min = 3 h (~2.3 h pruned); confirmation 9 runs x ~20 min = 3 h.
   $SWEEP --dir runs/sweep/wnut16_finetune --config launcher/configs/wnut16_finetune.yaml \
     --space 'train.lr=loguniform(1e-5,3e-4)' \
@@ -40,8 +42,6 @@ wnut16() {
   # FT vs PT-2, each its dev-chosen confirmed configuration, mean ± std over 3 seeds x 3 folds, and the difference
   # paired by (fold, seed) with its 95 % interval: is PT-2 within 1 F1 of FT (--margin 1)?
   $PY benchmarks/sweep_compare.py --name wnut16 runs/sweep/wnut16_finetune runs/sweep/wnut16_prefix
-  # the recipe to ship (review, then commit): the P-Tuning v2 winner as a run config
-  cp runs/sweep/wnut16_prefix/report/winner.yaml launcher/configs/wnut16_tuned.yaml
 }
 
 sentiment() {
