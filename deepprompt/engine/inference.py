@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from deepprompt.artifacts import Artifact, apply_artifact, check_backbone, load_artifact
-from deepprompt.config import RunConfig, config_from_dict, parse_overrides
+from deepprompt.config import RunConfig, config_from_dict, flatten, parse_overrides
 from deepprompt.config.sections import without_legacy_defaults
 from deepprompt.engine import comm, preflight, setup
 from deepprompt.engine.evaluate import evaluate
@@ -36,9 +36,10 @@ def run_config_from_artifact(artifact: Artifact, overrides: list[str] | None = N
         names = [e.get("name") if isinstance(e, dict) else None for e in entries]
         tree = parse_overrides(overrides or [])
         chosen = (tree.get("task") or {}).get("name")
-        if isinstance(tree.get("tasks"), dict):  # tasks.<name or index>.key=value
-            sel, keys = next(iter(tree["tasks"].items()))
-            key = next(iter(keys)) if isinstance(keys, dict) and keys else "..."
+        stray = [k for k in flatten(tree) if k.startswith("tasks.")]  # tasks.<name or index>.key=value
+        if stray:
+            _, sel, *rest = stray[0].split(".", 2)
+            key = rest[0] if rest else "..."
             raise ConfigError(f"tasks.{sel}.{key}: the chosen task is rebuilt as the run's one task: "
                               f"write task.{key}=... (with task.name=<name>)")
         if chosen not in names:

@@ -194,14 +194,15 @@ class Sweep:
         self._wait_for_twin(trial.number, cid)
         done = []
         try:
-            for i, (fold, seed) in enumerate(cfg.plan(cfg.seeds)):
+            plan = cfg.plan(cfg.seeds)
+            for i, (fold, seed) in enumerate(plan):
                 out = self.dir / "runs" / cid / run_name(fold, seed)
 
                 def on_eval(step: int, value: float, i=i) -> bool:
                     trial.report(value, i * STRIDE + step)
                     return trial.should_prune()
 
-                res = self._launch(f"trial {trial.number} {run_name(fold, seed)} (run {i + 1} of {len(cfg.plan(cfg.seeds))})",
+                res = self._launch(f"trial {trial.number} {run_name(fold, seed)} (run {i + 1} of {len(plan)})",
                                    out, [*param_overrides(self.dims, params), *R.run_overrides(cfg.folds, fold, seed)],
                                    on_eval=on_eval, tick=lambda: self._beat(trial.number))
                 done.append({"fold": fold, "seed": seed, "dir": str(out), "scores": R.scores(res),
