@@ -229,6 +229,18 @@ def test_an_override_of_a_missing_entry_names_the_entries(tmp_path):
     assert load_config(str(f), ["tasks.wnut16.data_dir=x"]).tasks[0].data_dir == "x"
 
 
+@pytest.mark.parametrize("override, message", [
+    ("tasks.wnut16.max_seq_length=64", "tasks.wnut16.max_seq_length: this run has one task (no tasks: list); "
+                                       "write task.max_seq_length=..."),
+    ("tasks.0.data_dir=x", "tasks.0.data_dir: this run has one task"),
+])
+def test_an_entry_override_on_a_single_task_run_says_to_write_task_key(override, message):
+    # it said "tasks: expected a list, got {'wnut16': ...}", which reads as a fault in the file
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [override])
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
 # ------------------------------------------------------------------------------ the file itself
 
 def test_a_config_file_that_is_not_utf8_names_file_and_line(tmp_path):

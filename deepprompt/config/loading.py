@@ -250,6 +250,10 @@ def config_from_dict(data: dict, overrides: list[str] | None = None) -> RunConfi
     entry_over = over.pop("tasks", None) if isinstance(over.get("tasks"), dict) else None
     merged = _with_task_defaults(_merge(data, over))
     if entry_over is not None:
+        if not isinstance(merged.get("tasks"), list):  # a single-task run: there are no entries to select
+            dotted = next(iter(flatten({"tasks": entry_over})))
+            key = dotted.split(".", 2)[2] if dotted.count(".") >= 2 else "<key>"
+            raise ConfigError(f"{dotted}: this run has one task (no tasks: list); write task.{key}=...")
         merged = _merge(merged, {"tasks": entry_over})
     return from_dict(RunConfig, merged)
 

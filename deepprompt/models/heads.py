@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from deepprompt.errors import ConfigError
 from deepprompt.registry import HEADS
 
 IGNORE = -100
@@ -145,7 +146,7 @@ class ClozeHead(Head):
     def bind(self, adapter) -> None:
         self._embeddings = adapter.word_embeddings  # a method, not a module: no second owner of the weight
         # a decoder scores the candidates as the NEXT token after its last real token, through its LM head
-        self._lm_logits = adapter.lm_logits if getattr(adapter, "causal", False) else None
+        self._lm_logits = _loaded_lm_head(adapter, "cloze") if getattr(adapter, "causal", False) else None
 
     def forward(self, hidden, batch):
         if self._lm_logits is not None:
@@ -179,12 +180,10 @@ class LMHead(Head):
         return 0
 
     def bind(self, adapter) -> None:
-        from deepprompt.errors import ConfigError
-
         if not hasattr(adapter, "lm_logits"):
             raise ConfigError(f"task head lm: backbone family {adapter.family!r} has no LM head (the lm head and "
                               f"generation need a decoder: model.family=decoder)")
-        self._lm_logits = adapter.lm_logits  # a method, not a module: no second owner of the weight
+        self._lm_logits = _loaded_lm_head(adapter, "lm")  # a method, not a module: no second owner of the weight
 
     def forward(self, hidden, batch):
         return self._lm_logits(hidden)
@@ -192,3 +191,12 @@ class LMHead(Head):
     def loss(self, logits, batch):
         shifted = logits[:, :-1].float().flatten(0, 1)
         return F.cross_entropy(shifted, batch["labels"][:, 1:].flatten(), ignore_index=IGNORE)
+
+
+def _loaded_lm_head(adapter, head: str):
+    """``adapter.lm_logits``, refused before any step when the checkpoint had no LM head weights."""
+    if not getattr(adapter, "lm_head_loaded", True):
+        raise ConfigError(f"task head {head}: model.path has no LM head weights (saved without them); this head "
+                          f"scores through the LM head, which would be random and frozen: use a checkpoint that "
+                          f"has it, or a task with a head of its own")
+    return adapter.lm_logits

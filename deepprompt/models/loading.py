@@ -3,6 +3,7 @@ building a transformers backbone (partitioned under ZeRO-3). GLM has its own loa
 (``deepprompt.models.glm.checkpoint``), reached through ``GLMAdapter.load_model``."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from deepprompt.fileio import first_broken_safetensors, read_text
 from deepprompt.models.backbones.base import family_for_model_type
 from deepprompt.models.glm.config import PRESETS as GLM_PRESETS
 from deepprompt.models.glm.config import is_glm_dir
+
+log = logging.getLogger("deepprompt")
 
 
 def resolve_model_path(path: str) -> str:
@@ -123,6 +126,15 @@ def load_tokenizer_and_config(path: str, family: str = "auto"):
     return load_tokenizer(Backbone(path, config, family_for_model_type(config.model_type, family))), config
 
 
+def lm_head_keys(model) -> set[str]:
+    """The state-dict keys of a ``*ForCausalLM``'s LM head (its output embeddings)."""
+    head = model.get_output_embeddings()
+    if head is None:
+        return set()
+    name = next((n for n, m in model.named_modules() if m is head), None)
+    return {f"{name}.{p}" for p, _ in head.named_parameters()} if name else set()
+
+
 def load_hf_backbone(path: str, dtype: torch.dtype, zero3_config: dict | None, load_kwargs: dict,
                      causal_lm: bool = False):
     """``AutoModel.from_pretrained`` (``AutoModelForCausalLM`` for a decoder: its LM head is kept);
@@ -148,6 +160,14 @@ def load_hf_backbone(path: str, dtype: torch.dtype, zero3_config: dict | None, l
     # transformers fills a weight the files lack with a random init and only logs it; frozen, it stays random
     # (keys it does not use, e.g. a pooler that is dropped, are harmless: ``unexpected_keys``)
     missing = sorted(info.get("missing_keys") or ())
+    head = lm_head_keys(model) if causal_lm else set()
+    if missing and set(missing) <= head:
+        # a decoder saved without its LM head (e.g. an embedding model saved as ``*Model``): classification,
+        # NER, QA... never use the head; the heads that do (lm, a decoder's cloze) refuse it when they bind
+        log.warning("model.path: %s has no LM head weights (%s): usable for heads of their own, not for "
+                    "generation or verbalizer scoring", path, ", ".join(missing))
+        model.deepprompt_lm_head_missing = True
+        return model
     if missing:
         raise ConfigError(f"model.path: {path}: {len(missing)} weight(s) of {type(model).__name__} are not in its "
                           f"checkpoint files (e.g. {', '.join(missing[:3])}) and would start random, then stay frozen; "

@@ -76,3 +76,32 @@ def test_a_missing_weight_is_refused_under_zero3_too(tiny_model, tmp_path):
     with pytest.raises(ConfigError, match=r"^model.path: .*: 1 weight\(s\) of BertModel are not in its checkpoint "
                                           r"files \(e.g. embeddings.word_embeddings.weight\)"):
         build_zero3(broken)
+
+
+def test_a_decoder_saved_without_its_lm_head_loads_for_heads_of_their_own_only(tmp_path):
+    """A decoder saved as ``*Model`` (an embedding model, say) has no ``lm_head.weight``: classification and
+    token heads never read it, so it loads; the heads that score through it (lm, a decoder's cloze) refuse
+    it before any step rather than train against a random frozen projection. Any other missing weight is
+    still refused."""
+    from safetensors.torch import load_file, save_file
+
+    from deepprompt.models.backbones.decoder import DecoderAdapter
+    from deepprompt.models.heads import ClassificationHead, ClozeHead, LMHead
+    from tests.decoder_tiny import save_tiny_decoder
+
+    path = save_tiny_decoder(tmp_path / "m")
+    full = DecoderAdapter(DecoderAdapter.load_model(str(path), torch.float32))
+    assert full.lm_head_loaded
+    weights = load_file(str(path / "model.safetensors"))
+    del weights["lm_head.weight"]
+    save_file(weights, str(path / "model.safetensors"), metadata={"format": "pt"})
+    adapter = DecoderAdapter(DecoderAdapter.load_model(str(path), torch.float32))
+    assert not adapter.lm_head_loaded
+    ClassificationHead(32, 3).bind(adapter)
+    for head, name in ((LMHead(32), "lm"), (ClozeHead(32), "cloze")):
+        with pytest.raises(ConfigError, match=rf"^task head {name}: model.path has no LM head weights"):
+            head.bind(adapter)
+    del weights["model.norm.weight"]
+    save_file(weights, str(path / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(ConfigError, match=r"2 weight\(s\) of LlamaForCausalLM are not in its checkpoint files"):
+        DecoderAdapter.load_model(str(path), torch.float32)

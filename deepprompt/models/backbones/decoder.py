@@ -115,6 +115,11 @@ class DecoderAdapter(BackboneAdapter):
     def attention_modules(self) -> list[nn.Module]:
         return [layer.self_attn for layer in self.layers()]
 
+    @property
+    def lm_head_loaded(self) -> bool:
+        """False for a checkpoint saved without its LM head (``load_hf_backbone`` let it start random)."""
+        return not getattr(self.model, "deepprompt_lm_head_missing", False)
+
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Next-token logits [..., vocab] from final hidden states, through the model's LM head
         (a module call: ZeRO-3 gathers its weight as in any forward)."""
