@@ -48,7 +48,7 @@ class ClassificationColumns(LabelOptions):
 
 
 def _split_files(extensions: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
-    """``<split><ext>`` under data_dir, the first extension that exists."""
+    """``<split><ext>`` under data_dir: the one extension that exists (two are refused)."""
     return {s: tuple(f"{s}{ext}" for ext in extensions) for s in ("train", "dev", "test")}
 
 

@@ -76,11 +76,16 @@ class SplitSources:
         return ""
 
     def default_source(self, split: str) -> Path:
-        """The first of ``split_names(split)`` under data_dir (data_dir itself when it is a file)."""
+        """The one of ``split_names(split)`` under data_dir (data_dir itself when it is a file); two of them
+        (``train.jsonl`` and ``train.csv``) are refused, the one-file corpus aside."""
         root = self.data_dir(split)
         if root.is_file():
             return root
         names = self.split_names(split)
+        own = [n for n in names if n != self.SINGLE_FILE and self._found(root / n)]
+        if len(own) > 1:  # reading the first would quietly leave the other out: which one is meant is the user's say
+            raise ConfigError(f"task.data_dir: {root} has both {own[0]} and {own[1]} for the {split} split of "
+                              f"{self.name}; keep one there or name it with task.{split}_file")
         for name in names:
             if self._found(root / name):
                 if name == self.SINGLE_FILE:

@@ -102,6 +102,25 @@ def test_missing_files_are_config_errors(tok, tmp_path):
         build_task(TaskConfig(name="custom_classification", data_dir=str(tmp_path)), tok).features("train")
 
 
+@pytest.mark.parametrize("name, files, split", [
+    ("custom_classification", ("dev.csv", "dev.jsonl"), "dev"),
+    ("custom_tagging", ("train", "train.txt"), "train"),
+])
+def test_two_files_for_one_split_are_refused_not_one_picked(tok, tmp_path, name, files, split):
+    """data_dir with train.jsonl AND train.csv read the .jsonl and quietly left the other out."""
+    for f in files:
+        (tmp_path / f).write_text("x")
+    task = build_task(TaskConfig(name=name, data_dir=str(tmp_path)), tok)
+    first, second = sorted(files, key=task.split_names(split).index)
+    with pytest.raises(ConfigError) as e:
+        task.split_source(split)
+    assert str(e.value) == (f"task.data_dir: {tmp_path} has both {first} and {second} for the {split} split of "
+                            f"{name}; keep one there or name it with task.{split}_file")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / second).rename(tmp_path / "elsewhere" / second)
+    assert task.split_source(split) == tmp_path / first
+
+
 def test_classification_metrics_by_hand(tok):
     """dev gold: positive, negative. Predict positive for both: accuracy 1/2; F1(positive) = 2*1/(2+1)
     = 2/3, F1(negative) = 0 -> macro-F1 = 1/3."""
