@@ -160,8 +160,7 @@ def load_hf_backbone(path: str, dtype: torch.dtype, zero3_config: dict | None, l
     # transformers fills a weight the files lack with a random init and only logs it; frozen, it stays random
     # (keys it does not use, e.g. a pooler that is dropped, are harmless: ``unexpected_keys``)
     missing = sorted(info.get("missing_keys") or ())
-    head = lm_head_keys(model) if causal_lm else set()
-    if missing and set(missing) <= head:
+    if missing and causal_lm and set(missing) <= lm_head_keys(model):
         # a decoder saved without its LM head (e.g. an embedding model saved as ``*Model``): classification,
         # NER, QA... never use the head; the heads that do (lm, a decoder's cloze) refuse it when they bind
         log.warning("model.path: %s has no LM head weights (%s): usable for heads of their own, not for "

@@ -86,11 +86,11 @@ class SplitSources:
         if len(own) > 1:  # reading the first would quietly leave the other out: which one is meant is the user's say
             raise ConfigError(f"task.data_dir: {root} has both {own[0]} and {own[1]} for the {split} split of "
                               f"{self.name}; keep one there or name it with task.{split}_file")
-        for name in names:
-            if self._found(root / name):
-                if name == self.SINGLE_FILE:
-                    self._refuse_mixed_layout(root, split, names)
-                return root / name
+        if own:
+            return root / own[0]
+        if self.SINGLE_FILE in names and self._found(root / self.SINGLE_FILE):  # last in names: no file of its own
+            self._refuse_mixed_layout(root, split, names)
+            return root / self.SINGLE_FILE
         if self.source_kind == "dir":
             raise ConfigError(f"task.data_dir: {root} has no {' or '.join(names)} directory ({self.data_help})")
         if len(names) == 1 and names[0] != split:
