@@ -6,6 +6,11 @@ difference from the first sweep's (the reference, e.g. fine-tuning) two ways:
   same folds and seeds; the mean difference with its 95 % t-interval (``runs.paired_difference``);
 - unpaired (Welch: sqrt(s1²/n1 + s2²/n2), the runs taken as independent), kept for reference. It
   counts the spread between folds as noise.
+Each input is a sweep directory (its ``report/report.json``), a sweep's report.json itself (e.g. the
+copy kept under docs/benchmarks/), or a directory of finished runs of one configuration (each
+``<name>/results.json`` with its ``run_config.json``: its fold and seed are ``task.fold`` and
+``train.seed``), e.g. a shipped recipe confirmed outside a sweep. Where the inputs hold different
+(fold, seed) runs, all are compared on the runs every input holds, and it says so.
 With ``--margin M`` it also says whether the paired 95 % interval lies above −M (e.g. "within 1 F1
 of fine-tuning"). Prints a table and writes sweep_<name>.json and sweep_<name>.png (each run's LAST
 dev and test per sweep, a line joining the runs of one (fold, seed)) under ``--out``
@@ -24,34 +29,59 @@ from _bench import REPO, print_table
 from deepprompt.sweep import runs as R
 
 
-def final_runs(sweep_dir: Path) -> tuple[dict, list[dict]]:
-    report = json.loads((sweep_dir / "report" / "report.json").read_text())
-    chosen = next((c for c in report["confirmed"] if c["number"] == report["final"]), None)
-    if chosen is None or report.get("final_by") != "confirmation":
-        runs = report.get("confirmation_runs", {})
-        sys.exit(f"sweep_compare: {sweep_dir}: the confirmation is not complete yet "
-                 f"({runs.get('done', 0)} of {runs.get('planned', 0)} runs)")
-    return report, chosen["runs"]
+def final_runs(path: Path) -> tuple[dict, list[dict]]:
+    """(the configuration compared, its runs ``[{"fold", "seed", "dir", "scores"}]``) of one input."""
+    report_file = path if path.is_file() else path / "report" / "report.json"
+    if report_file.is_file():
+        report = json.loads(report_file.read_text())
+        chosen = next((c for c in report["confirmed"] if c["number"] == report["final"]), None)
+        if chosen is None or report.get("final_by") != "confirmation":
+            runs = report.get("confirmation_runs", {})
+            sys.exit(f"sweep_compare: {path}: the confirmation is not complete yet "
+                     f"({runs.get('done', 0)} of {runs.get('planned', 0)} runs)")
+        return {"final": report["final"], "params": chosen["params"]}, chosen["runs"]
+    per_run, params = [], {}
+    for res in sorted(path.glob("*/results.json")):
+        cfg = json.loads((res.parent / "run_config.json").read_text())
+        per_run.append({"fold": cfg["task"].get("fold"), "seed": cfg["train"]["seed"], "dir": str(res.parent),
+                        "scores": R.scores(json.loads(res.read_text()))})
+        params = {"prompt.method": cfg["prompt"]["method"], "train.lr": cfg["train"]["lr"]}
+    if not per_run:
+        sys.exit(f"sweep_compare: {path}: neither a sweep (report/report.json), a report.json, nor finished runs "
+                 f"(<name>/results.json)")
+    return {"final": None, "params": params}, per_run
+
+
+def common_runs(per_input: list[list[dict]], names: list[str]) -> list[list[dict]]:
+    """Each input's runs restricted to the (fold, seed) pairs every input holds (a line on stderr when
+    that drops any), so the means and the paired difference rest on the same runs."""
+    keys = set.intersection(*({(r["fold"], r["seed"]) for r in rs} for rs in per_input))
+    if not keys:
+        sys.exit("sweep_compare: the inputs share no (fold, seed) run")
+    for name, rs in zip(names, per_input):
+        if len(rs) > len(keys):
+            print(f"sweep_compare: {name}: compared on the {len(keys)} (fold, seed) runs every input holds "
+                  f"(of its {len(rs)})", file=sys.stderr)
+    return [[r for r in rs if (r["fold"], r["seed"]) in keys] for rs in per_input]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--name", required=True)
-    ap.add_argument("dirs", nargs="+", help="sweep directories (the first is the reference, e.g. fine-tuning)")
+    ap.add_argument("dirs", nargs="+", help="sweep directories, report.json files or run directories (the first "
+                    "is the reference, e.g. fine-tuning)")
     ap.add_argument("--margin", type=float, default=1.0, help="the goal: within this many points of the reference "
                     "(paired LAST test, 95 %% interval; default: %(default)s)")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks", help="where the JSON and the plot go")
     args = ap.parse_args()
     rows, out, verdicts, all_runs = [], [], [], []
     ref = ref_runs = None
-    for d in args.dirs:
-        report, per_run = final_runs(Path(d))
+    loaded = [final_runs(Path(d)) for d in args.dirs]
+    for d, (what, _), per_run in zip(args.dirs, loaded, common_runs([rs for _, rs in loaded], args.dirs)):
         all_runs.append(per_run)
         agg = R.aggregate([r["scores"] for r in per_run])
         n = len(per_run)
-        entry = {"dir": d, "final": report["final"], "params": next(t["params"] for t in report["trials"]
-                                                                       if t["number"] == report["final"]),
-                 "runs": n, "scores": agg}
+        entry = {"dir": d, **what, "runs": n, "scores": agg}
         if ref is None:
             ref, ref_runs = entry, per_run
         for w in R.WHICH:

@@ -6,11 +6,11 @@ are used: ``engine/preflight.check_names``). ``sections.py``: the dataclasses; `
 overrides -> sections; ``docs.py``: the generated key reference (docs/config.md).
 """
 from deepprompt.config.docs import field_docs, reference_markdown
-from deepprompt.config.loading import (build_options, config_from_dict, flatten, from_dict, load_config,
-                                       parse_overrides, read_config_file)
+from deepprompt.config.loading import (build_options, config_from_dict, entry_key, flatten, from_dict,
+                                       load_config, parse_overrides, read_config_file)
 from deepprompt.config.sections import (MIXER_POLICIES, MixerConfig, ModelConfig, PromptConfig, RunConfig, TaskConfig,
                                         TrainConfig)
 
 __all__ = ["MIXER_POLICIES", "MixerConfig", "ModelConfig", "PromptConfig", "RunConfig", "TaskConfig", "TrainConfig",
-           "build_options", "config_from_dict", "field_docs", "flatten", "from_dict", "load_config", "parse_overrides",
-           "read_config_file", "reference_markdown"]
+           "build_options", "config_from_dict", "entry_key", "field_docs", "flatten", "from_dict", "load_config",
+           "parse_overrides", "read_config_file", "reference_markdown"]

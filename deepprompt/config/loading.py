@@ -243,6 +243,13 @@ def from_dict(cls, data: dict, prefix: str = ""):
     return cfg
 
 
+def entry_key(dotted: str) -> str:
+    """The task key of a ``tasks.<name or index>.<key>`` override (``<key>`` where it names none): what a
+    run with one task takes as ``task.<key>``."""
+    parts = dotted.split(".", 2)
+    return parts[2] if len(parts) == 3 else "<key>"
+
+
 def config_from_dict(data: dict, overrides: list[str] | None = None) -> RunConfig:
     """The embedded defaults, updated by ``data`` and then by ``key=value`` overrides."""
     over = parse_overrides(overrides or [])
@@ -252,8 +259,7 @@ def config_from_dict(data: dict, overrides: list[str] | None = None) -> RunConfi
     if entry_over is not None:
         if not isinstance(merged.get("tasks"), list):  # a single-task run: there are no entries to select
             dotted = next(iter(flatten({"tasks": entry_over})))
-            key = dotted.split(".", 2)[2] if dotted.count(".") >= 2 else "<key>"
-            raise ConfigError(f"{dotted}: this run has one task (no tasks: list); write task.{key}=...")
+            raise ConfigError(f"{dotted}: this run has one task (no tasks: list); write task.{entry_key(dotted)}=...")
         merged = _merge(merged, {"tasks": entry_over})
     return from_dict(RunConfig, merged)
 

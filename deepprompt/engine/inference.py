@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from deepprompt.artifacts import Artifact, apply_artifact, check_backbone, load_artifact
-from deepprompt.config import RunConfig, config_from_dict, flatten, parse_overrides
+from deepprompt.config import RunConfig, config_from_dict, entry_key, flatten, parse_overrides
 from deepprompt.config.sections import without_legacy_defaults
 from deepprompt.engine import comm, preflight, setup
 from deepprompt.engine.evaluate import evaluate
@@ -38,10 +38,8 @@ def run_config_from_artifact(artifact: Artifact, overrides: list[str] | None = N
         chosen = (tree.get("task") or {}).get("name")
         stray = [k for k in flatten(tree) if k.startswith("tasks.")]  # tasks.<name or index>.key=value
         if stray:
-            _, sel, *rest = stray[0].split(".", 2)
-            key = rest[0] if rest else "..."
-            raise ConfigError(f"tasks.{sel}.{key}: the chosen task is rebuilt as the run's one task: "
-                              f"write task.{key}=... (with task.name=<name>)")
+            raise ConfigError(f"{stray[0]}: the chosen task is rebuilt as the run's one task: "
+                              f"write task.{entry_key(stray[0])}=... (with task.name=<name>)")
         if chosen not in names:
             got = f"task.name={chosen} is not one of them" if chosen is not None else "choose one with task.name=<name>"
             raise ConfigError(f"task.name: artifact {artifact.path} was trained on {len(names)} tasks "

@@ -320,6 +320,28 @@ def test_sweep_compare_pairs_two_confirmed_sweeps_by_fold_and_seed(tmp_path):
     assert out[1]["within_margin"] is False and "within_margin" not in out[0]
     assert (tmp_path / "o" / "sweep_x.png").stat().st_size > 10_000
 
+    # The same FT runs as a plain directory of runs (a recipe confirmed outside a sweep: fold and seed from
+    # each run_config.json), with a third seed PT-2 lacks, against PT-2's report.json as kept in docs/:
+    # compared on the two runs both hold, the same paired figures, and it says so.
+    for seed, dev in ((45, 51.0), (46, 53.0), (47, 0.0)):
+        run = tmp_path / "ft_runs" / f"s{seed}"
+        run.mkdir(parents=True)
+        (run / "results.json").write_text(json.dumps(results(dev)))
+        (run / "run_config.json").write_text(json.dumps({"task": {"fold": None}, "train": {"seed": seed, "lr": 1e-3},
+                                                         "prompt": {"method": "finetune"}}))
+    compare = subprocess.run([sys.executable, "benchmarks/sweep_compare.py", "--name", "y", "--out", str(tmp_path / "o"),
+                              str(tmp_path / "ft_runs"), str(pt / "report" / "report.json")],
+                             cwd=REPO, capture_output=True, text=True)
+    assert compare.returncode == 0, compare.stderr
+    assert f"{tmp_path / 'ft_runs'}: compared on the 2 (fold, seed) runs every input holds (of its 3)" in compare.stderr
+    out = json.loads((tmp_path / "o" / "sweep_y.json").read_text())["sweeps"]
+    assert out[0]["params"] == {"prompt.method": "finetune", "train.lr": 1e-3} and out[0]["runs"] == 2
+    assert out[1]["last_test_minus_ref_paired"]["ci95"] == pytest.approx([-7.353, 5.353], abs=1e-3)
+    empty = subprocess.run([sys.executable, "benchmarks/sweep_compare.py", "--name", "z", str(tmp_path / "o")],
+                           cwd=REPO, capture_output=True, text=True)
+    assert empty.returncode == 1 and "neither a sweep (report/report.json), a report.json, nor finished runs" in (
+        empty.stderr)
+
 
 def test_rank_0_logs_each_run_its_dev_scores_as_they_come_and_its_result(tmp_path, monkeypatch, caplog):
     """A confirmation of hours said only "confirming trial 22 on fold0-seed45", and the same for the runs
