@@ -132,7 +132,7 @@ def plot(names: list[str], per_sweep: list[list[dict]], path: Path) -> Path:
             ax.plot([i] * len(vals), vals, "o", alpha=0.8)
             if vals:
                 ax.hlines(sum(vals) / len(vals), i - 0.2, i + 0.2, color="black", lw=2)
-        ax.set_xticks(range(len(per_sweep)), [Path(n).name for n in names], fontsize=8)
+        ax.set_xticks(range(len(per_sweep)), [(Path(n).parent if Path(n).is_file() else Path(n)).name for n in names], fontsize=8)
         ax.set_title(f"LAST {split}, per (fold, seed) run")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("main metric")
