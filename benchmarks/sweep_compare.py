@@ -26,6 +26,9 @@ from pathlib import Path
 
 from _bench import REPO, print_table
 
+from deepprompt.config import flatten
+from deepprompt.errors import ConfigError
+from deepprompt.fileio import load_json, read_text
 from deepprompt.sweep import runs as R
 
 
@@ -33,22 +36,33 @@ def final_runs(path: Path) -> tuple[dict, list[dict]]:
     """(the configuration compared, its runs ``[{"fold", "seed", "dir", "scores"}]``) of one input."""
     report_file = path if path.is_file() else path / "report" / "report.json"
     if report_file.is_file():
-        report = json.loads(report_file.read_text())
+        report = load_json(read_text(report_file, ConfigError), report_file, ConfigError)
         chosen = next((c for c in report["confirmed"] if c["number"] == report["final"]), None)
         if chosen is None or report.get("final_by") != "confirmation":
             runs = report.get("confirmation_runs", {})
             sys.exit(f"sweep_compare: {path}: the confirmation is not complete yet "
                      f"({runs.get('done', 0)} of {runs.get('planned', 0)} runs)")
         return {"final": report["final"], "params": chosen["params"]}, chosen["runs"]
-    per_run, params = [], {}
+    per_run, base = [], None
     for res in sorted(path.glob("*/results.json")):
-        cfg = json.loads((res.parent / "run_config.json").read_text())
+        cfg_path = res.parent / "run_config.json"
+        if not cfg_path.is_file():
+            sys.exit(f"sweep_compare: {res.parent}: a results.json without its run_config.json (which fold and seed?)")
+        cfg = load_json(read_text(cfg_path, ConfigError), cfg_path, ConfigError)
+        # one configuration run on several folds and seeds: every other key must agree
+        flat = {k: v for k, v in flatten(cfg).items() if k not in ("task.fold", "train.seed", "output_dir")}
+        if base is None:
+            base = (res.parent, flat)
+        elif flat != base[1]:
+            differ = sorted(k for k in flat.keys() | base[1].keys() if flat.get(k) != base[1].get(k))
+            sys.exit(f"sweep_compare: {path}: runs of different configurations ({base[0].name} and "
+                     f"{res.parent.name} differ in {', '.join(differ)}); one directory holds one configuration")
         per_run.append({"fold": cfg["task"].get("fold"), "seed": cfg["train"]["seed"], "dir": str(res.parent),
-                        "scores": R.scores(json.loads(res.read_text()))})
-        params = {"prompt.method": cfg["prompt"]["method"], "train.lr": cfg["train"]["lr"]}
+                        "scores": R.scores(R.read_results(res))})
     if not per_run:
         sys.exit(f"sweep_compare: {path}: neither a sweep (report/report.json), a report.json, nor finished runs "
                  f"(<name>/results.json)")
+    params = {k: base[1][k] for k in ("prompt.method", "train.lr")}
     return {"final": None, "params": params}, per_run
 
 
@@ -66,6 +80,13 @@ def common_runs(per_input: list[list[dict]], names: list[str]) -> list[list[dict
 
 
 def main() -> None:
+    try:
+        compare()
+    except ConfigError as e:  # a results.json or run_config.json that cannot be read: its one line
+        sys.exit(f"sweep_compare: {e}")
+
+
+def compare() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--name", required=True)
     ap.add_argument("dirs", nargs="+", help="sweep directories, report.json files or run directories (the first "
@@ -132,7 +153,8 @@ def plot(names: list[str], per_sweep: list[list[dict]], path: Path) -> Path:
             ax.plot([i] * len(vals), vals, "o", alpha=0.8)
             if vals:
                 ax.hlines(sum(vals) / len(vals), i - 0.2, i + 0.2, color="black", lw=2)
-        ax.set_xticks(range(len(per_sweep)), [(Path(n).parent if Path(n).is_file() else Path(n)).name for n in names], fontsize=8)
+        labels = [(Path(n).parent if Path(n).is_file() else Path(n)).name for n in names]  # a report.json: its folder
+        ax.set_xticks(range(len(per_sweep)), labels, fontsize=8)
         ax.set_title(f"LAST {split}, per (fold, seed) run")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("main metric")

@@ -341,6 +341,25 @@ def test_sweep_compare_pairs_two_confirmed_sweeps_by_fold_and_seed(tmp_path):
                            cwd=REPO, capture_output=True, text=True)
     assert empty.returncode == 1 and "neither a sweep (report/report.json), a report.json, nor finished runs" in (
         empty.stderr)
+    # a directory holds one configuration: a run at another rate is named, not averaged in
+    (tmp_path / "ft_runs" / "s47" / "run_config.json").write_text(json.dumps(
+        {"task": {"fold": None}, "train": {"seed": 47, "lr": 2e-3}, "prompt": {"method": "finetune"}}))
+    mixed = subprocess.run([sys.executable, "benchmarks/sweep_compare.py", "--name", "z", str(tmp_path / "ft_runs"),
+                            str(pt)], cwd=REPO, capture_output=True, text=True)
+    assert mixed.returncode == 1 and mixed.stderr.strip().splitlines() == [
+        f"sweep_compare: {tmp_path / 'ft_runs'}: runs of different configurations (s45 and s47 differ in train.lr); "
+        f"one directory holds one configuration"]
+    (tmp_path / "ft_runs" / "s47" / "results.json").write_text('{"tasks": ')
+    (tmp_path / "ft_runs" / "s47" / "run_config.json").unlink()
+    torn = subprocess.run([sys.executable, "benchmarks/sweep_compare.py", "--name", "z", str(tmp_path / "ft_runs"),
+                           str(pt)], cwd=REPO, capture_output=True, text=True)
+    assert torn.returncode == 1 and "s47: a results.json without its run_config.json" in torn.stderr
+    (tmp_path / "ft_runs" / "s47" / "run_config.json").write_text(
+        (tmp_path / "ft_runs" / "s46" / "run_config.json").read_text().replace("46", "47"))
+    torn = subprocess.run([sys.executable, "benchmarks/sweep_compare.py", "--name", "z", str(tmp_path / "ft_runs"),
+                           str(pt)], cwd=REPO, capture_output=True, text=True)
+    assert torn.returncode == 1 and len(torn.stderr.strip().splitlines()) == 1
+    assert torn.stderr.startswith(f"sweep_compare: {tmp_path / 'ft_runs' / 's47' / 'results.json'}")
 
 
 def test_rank_0_logs_each_run_its_dev_scores_as_they_come_and_its_result(tmp_path, monkeypatch, caplog):
