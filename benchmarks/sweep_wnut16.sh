@@ -55,7 +55,8 @@ ft_confirm() {
   # a kept run is not run again: sessions shorter than the 9 runs (~29 min each here) finish it between them.
   local keep=docs/benchmarks/sweep_wnut16_ft_confirm
   for fold in 0 1 2; do for seed in 45 46 47; do
-    local name=fold$fold-seed$seed out=runs/wnut16_ft_confirm/fold$fold-seed$seed
+    local name=fold$fold-seed$seed
+    local out=runs/wnut16_ft_confirm/$name
     [ -f $keep/$name/results.json ] && continue
     $LOCAL2 launcher/train.py --ds_config ds_configs/zero3.json --config launcher/configs/wnut16_finetune_tuned.yaml \
       task.folds=3 task.fold=$fold train.seed=$seed output_dir=$out
